@@ -1,0 +1,201 @@
+"""The App: task registry, configuration, enqueueing by name and task discovery."""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import importlib.util
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, overload
+
+from django.apps import apps as django_apps
+from django.utils import timezone
+
+from . import broker, routing
+from .backends import ResultBackend, backend_from_setting
+from .conf import Settings
+from .exceptions import NotRegistered
+from .models import Message
+from .result import AsyncResult
+from .serialization import dumps
+from .task_class import Task, build_task
+
+logger = logging.getLogger("djqueue.app")
+
+
+class TaskRegistry(dict[str, Task]):
+    def __missing__(self, name: str) -> Task:
+        raise NotRegistered(name)
+
+
+class App:
+    """Holds the registered tasks and the settings; ``djqueue.app`` is the one instance."""
+
+    def __init__(self, main: str = "djqueue") -> None:
+        self.main = main
+        self.conf = Settings()
+        self._tasks = TaskRegistry()
+        self._discovered = False
+        self._backend: tuple[object, str, ResultBackend] | None = None
+
+    def __repr__(self) -> str:
+        return f"<App {self.main}>"
+
+    # Tasks.
+
+    @property
+    def tasks(self) -> TaskRegistry:
+        """Every registered task, after importing the project's task modules (see autodiscover)."""
+        if not self._discovered:
+            self.autodiscover()
+        return self._tasks
+
+    def register(self, task: Task) -> Task:
+        self._tasks[task.name] = task
+        return task
+
+    @overload
+    def task(self, fun: Callable[..., Any]) -> Task: ...
+    @overload
+    def task(self, **options: Any) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def task(self, fun: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Decorator making a function a task; works bare (``@task``) and with options."""
+
+        def decorate(f: Callable[..., Any]) -> Task:
+            return self.register(build_task(self, f, **options))
+
+        return decorate(fun) if fun is not None else decorate
+
+    def autodiscover(self) -> None:
+        """Import the ``tasks`` module of every installed app, then every ``CELERY_IMPORTS`` module.
+
+        This is the only way task code gets imported: a worker never imports a module because a
+        message names it. An error inside a tasks module is raised, not hidden.
+        """
+        self._discovered = True
+        modules = []
+        for config in django_apps.get_app_configs():
+            name = f"{config.name}.tasks"
+            if importlib.util.find_spec(name) is not None:
+                modules.append(name)
+        imports = self.conf.CELERY_IMPORTS or ()
+        modules.extend([imports] if isinstance(imports, str) else imports)
+        for name in modules:
+            importlib.import_module(name)
+
+    # Results.
+
+    @property
+    def backend(self) -> ResultBackend:
+        setting, using = self.conf.CELERY_RESULT_BACKEND, self.conf.broker_alias
+        if self._backend is None or self._backend[:2] != (setting, using):
+            self._backend = (setting, using, backend_from_setting(setting, using))
+        return self._backend[2]
+
+    def result_accept_content(self) -> list[str]:
+        return list(self.conf.CELERY_ACCEPT_CONTENT or [])
+
+    def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
+        return AsyncResult(task_id, app=self, task_name=task_name)
+
+    # Sending.
+
+    def send_task(
+        self,
+        name: str,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime.datetime | None = None,
+        expires: float | datetime.datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        task_id: str | None = None,
+        serializer: str | None = None,
+        _task: Task | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Enqueue a call to the task called ``name``; the task need not be importable here."""
+        message = self.build_message(
+            name, args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
+            priority=priority, task_id=task_id, serializer=serializer, task=_task, options=options,
+        )
+        broker.publish([message], using=self.conf.broker_alias)
+        return AsyncResult(message.task_id, app=self, task_name=name)
+
+    def build_message(
+        self,
+        name: str,
+        args: Iterable[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        *,
+        countdown: float | None = None,
+        eta: datetime.datetime | None = None,
+        expires: float | datetime.datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        task_id: str | None = None,
+        serializer: str | None = None,
+        task: Task | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Message:
+        """A :class:`Message` row, encoded and routed, not yet saved."""
+        args, kwargs = list(args or ()), dict(kwargs or {})
+        conf = self.conf
+        now = timezone.now()
+        if countdown is not None and eta is not None:
+            raise ValueError("Give countdown or eta, not both")
+        available_at = now
+        if countdown is not None:
+            available_at = now + datetime.timedelta(seconds=countdown)
+        elif eta is not None:
+            available_at = _aware(eta)
+        expires_at = None
+        if isinstance(expires, (int, float)):
+            expires_at = now + datetime.timedelta(seconds=expires)
+        elif isinstance(expires, datetime.datetime):
+            expires_at = _aware(expires)
+        elif expires is not None:
+            raise TypeError(f"expires must be seconds or a datetime, not {expires!r}")
+        task_options = {"queue": task.queue, "priority": task.priority} if task else {}
+        queue_name, priority_value = routing.route(
+            name, args, kwargs,
+            routes=conf.CELERY_ROUTES,
+            call_queue=queue,
+            call_priority=priority,
+            task_options=task_options,
+            default_queue=conf.CELERY_DEFAULT_QUEUE,
+            default_priority=conf.CELERY_DEFAULT_PRIORITY,
+        )
+        payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
+        if countdown is not None or eta is not None:
+            payload["eta"] = available_at.isoformat()
+        if expires_at is not None:
+            payload["expires"] = expires_at.isoformat()
+        if options:
+            payload["options"] = dict(options)
+        content_type, body = dumps(payload, serializer or conf.CELERY_TASK_SERIALIZER)
+        return Message(
+            task_id=str(task_id or uuid.uuid4()),
+            task_name=name,
+            queue=queue_name,
+            priority=priority_value,
+            available_at=available_at,
+            expires=expires_at,
+            content_type=content_type,
+            body=body,
+        )
+
+
+def _aware(value: datetime.datetime) -> datetime.datetime:
+    """Naive datetimes are taken as UTC (Celery's default ``CELERY_ENABLE_UTC``)."""
+    if timezone.is_naive(value):
+        return value.replace(tzinfo=datetime.timezone.utc)
+    return value
+
+
+app = App()

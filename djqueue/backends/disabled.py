@@ -1,0 +1,21 @@
+"""No result backend (Celery's default): tasks run, nothing about them is kept."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..exceptions import ResultBackendNotConfigured
+from .base import ResultBackend, ResultRecord
+
+
+class DisabledBackend(ResultBackend):
+    enabled = False
+
+    def store(self, records: Sequence[ResultRecord]) -> None:
+        return None
+
+    def get(self, task_id: str) -> ResultRecord | None:
+        raise ResultBackendNotConfigured()
+
+    def forget(self, task_id: str) -> None:
+        raise ResultBackendNotConfigured()

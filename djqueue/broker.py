@@ -1,0 +1,198 @@
+"""The only module with SQL that moves messages: publish, claim, start, ack, requeue, reject, purge.
+
+Claims are batches taken in one statement. On PostgreSQL the candidate rows are locked with
+``FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on each other nor take the same row.
+On SQLite the single ``UPDATE … RETURNING`` runs under the database's one write lock, which gives
+the same guarantee; "database is locked" while waiting for that lock is retried here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from django.db import OperationalError, connections
+from django.utils import timezone
+
+from .exceptions import ImproperlyConfigured
+from .models import Message
+
+logger = logging.getLogger("djqueue.broker")
+
+SUPPORTED_VENDORS = ("postgresql", "sqlite")
+TABLE = Message._meta.db_table
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A message this worker now holds."""
+
+    id: int
+    task_id: str
+    task_name: str
+    queue: str
+    priority: int
+    content_type: str
+    body: str
+    retries: int
+    expired: bool
+
+
+def vendor(using: str) -> str:
+    name = connections[using].vendor
+    if name not in SUPPORTED_VENDORS:
+        raise ImproperlyConfigured(
+            f"Database {using!r} is {name}; djqueue's broker supports "
+            f"{' and '.join(SUPPORTED_VENDORS)}."
+        )
+    return name
+
+
+def _retry_if_locked(using: str, operation: Callable[[], T], attempts: int = 50) -> T:
+    """Run ``operation``, retrying SQLite's "database is locked" with a growing pause.
+
+    The busy timeout already waits inside SQLite; this covers the cases where SQLite gives up at
+    once instead (a write lock that cannot be upgraded) or the timeout ran out under load.
+    """
+    delay = 0.005
+    for attempt in range(attempts):
+        try:
+            return operation()
+        except OperationalError as exc:
+            locked = connections[using].vendor == "sqlite" and "locked" in str(exc)
+            if not locked or attempt == attempts - 1 or not connections[using].get_autocommit():
+                raise
+            logger.debug("SQLite database is locked; retrying in %.3fs", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+    raise AssertionError("unreachable")
+
+
+def _ids(ids: Sequence[int]) -> tuple[str, list[int]]:
+    return "id IN (" + ", ".join(["%s"] * len(ids)) + ")", list(ids)
+
+
+def _now_param(using: str) -> object:
+    return connections[using].ops.adapt_datetimefield_value(timezone.now())
+
+
+def publish(messages: Sequence[Message], using: str) -> None:
+    """Insert messages in one statement. Inside ``transaction.atomic()`` they are part of the
+    caller's transaction: they become visible to workers only when it commits."""
+    Message.objects.using(using).bulk_create(messages)
+
+
+def claim(
+    using: str, queues: Sequence[str], limit: int, worker: str, lease_seconds: float
+) -> list[Claimed]:
+    """Reserve up to ``limit`` ready messages from ``queues``: highest priority first, then oldest."""
+    if limit <= 0 or not queues:
+        return []
+    kind = vendor(using)
+    lease_until = timezone.now() + datetime.timedelta(seconds=lease_seconds)
+    returning = (
+        "RETURNING id, task_id, task_name, queue, priority, content_type, body, retries, "
+        "(expires IS NOT NULL AND expires <= {now})"
+    )
+    if kind == "postgresql":
+        sql = (
+            f"UPDATE {TABLE} SET state = 'reserved', worker = %s, lease_until = %s "
+            f"WHERE id IN (SELECT id FROM {TABLE} WHERE state = 'ready' AND queue = ANY(%s) "
+            "AND available_at <= now() ORDER BY priority DESC, id LIMIT %s "
+            "FOR UPDATE SKIP LOCKED) " + returning.format(now="now()")
+        )
+        params: list[object] = [worker, lease_until, list(queues), limit]
+    else:
+        now = _now_param(using)
+        marks = ", ".join(["%s"] * len(queues))
+        sql = (
+            f"UPDATE {TABLE} SET state = 'reserved', worker = %s, lease_until = %s "
+            f"WHERE id IN (SELECT id FROM {TABLE} WHERE state = 'ready' AND queue IN ({marks}) "
+            "AND available_at <= %s ORDER BY priority DESC, id LIMIT %s) "
+            + returning.format(now="%s")
+        )
+        params = [
+            worker,
+            connections[using].ops.adapt_datetimefield_value(lease_until),
+            *queues,
+            now,
+            limit,
+            now,
+        ]
+
+    def run() -> list[Claimed]:
+        with connections[using].cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        return [Claimed(*row[:8], expired=bool(row[8])) for row in rows]
+
+    claimed = _retry_if_locked(using, run)
+    # RETURNING gives no order; the worker starts them in queue order.
+    claimed.sort(key=lambda m: (-m.priority, m.id))
+    return claimed
+
+
+def _update(using: str, sql: str, params: list[object]) -> int:
+    def run() -> int:
+        with connections[using].cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount
+
+    return _retry_if_locked(using, run)
+
+
+def start(using: str, ids: Sequence[int]) -> None:
+    """Mark reserved messages as started (they are being executed now)."""
+    if ids:
+        where, params = _ids(ids)
+        _update(using, f"UPDATE {TABLE} SET state = 'started' WHERE {where}", params)
+
+
+def ack(using: str, ids: Sequence[int]) -> None:
+    """Acknowledge finished messages: they leave the table."""
+    if ids:
+        where, params = _ids(ids)
+        _update(using, f"DELETE FROM {TABLE} WHERE {where}", params)
+
+
+def requeue(using: str, ids: Sequence[int]) -> int:
+    """Hand reserved (not started) messages back to the queue for any worker to take."""
+    if not ids:
+        return 0
+    where, params = _ids(ids)
+    return _update(
+        using,
+        f"UPDATE {TABLE} SET state = 'ready', worker = '', lease_until = NULL "
+        f"WHERE {where} AND state = 'reserved'",
+        params,
+    )
+
+
+def reject(using: str, ids: Sequence[int], error: str) -> None:
+    """Set messages aside that cannot run here (unknown task, undecodable body).
+
+    They stay in the table, visible in the admin, and are never claimed again unless re-enqueued.
+    """
+    if ids:
+        where, params = _ids(ids)
+        _update(
+            using,
+            f"UPDATE {TABLE} SET state = 'rejected', lease_until = NULL, error = %s WHERE {where}",
+            [error, *params],
+        )
+
+
+def purge(using: str, queues: Sequence[str]) -> int:
+    """Delete every waiting message in ``queues``; return how many."""
+    if not queues:
+        return 0
+    marks = ", ".join(["%s"] * len(queues))
+    return _update(
+        using, f"DELETE FROM {TABLE} WHERE state = 'ready' AND queue IN ({marks})", list(queues)
+    )

@@ -1,0 +1,153 @@
+"""The one reader of ``django.conf.settings`` for queue settings.
+
+Every setting has Celery 3.1's name and default. Celery ≥4 names in the ``CELERY_`` namespace are
+accepted as aliases. Values are looked up when read, so ``override_settings`` takes effect, and
+runtime overrides (``app.conf.CELERY_TASK_SERIALIZER = "json"``, ``app.conf.update(...)``) win
+over settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from django.conf import settings as django_settings
+
+#: Celery 3.1 name -> default.
+DEFAULTS: dict[str, Any] = {
+    "BROKER_URL": "django://",
+    "BROKER_TRANSPORT_OPTIONS": {},
+    "CELERY_ACCEPT_CONTENT": ["json"],
+    "CELERY_ACKS_LATE": False,
+    "CELERY_ALWAYS_EAGER": False,
+    "CELERY_ANNOTATIONS": None,
+    "CELERY_CREATE_MISSING_QUEUES": True,
+    "CELERY_DEFAULT_PRIORITY": None,
+    "CELERY_DEFAULT_QUEUE": "celery",
+    "CELERY_DEFAULT_RATE_LIMIT": None,
+    "CELERY_DISABLE_RATE_LIMITS": False,
+    "CELERY_EAGER_PROPAGATES_EXCEPTIONS": False,
+    "CELERY_ENABLE_UTC": True,
+    "CELERY_IGNORE_RESULT": False,
+    "CELERY_IMPORTS": (),
+    "CELERY_QUEUES": None,
+    "CELERY_RESULT_BACKEND": None,
+    "CELERY_RESULT_SERIALIZER": "json",
+    "CELERY_ROUTES": None,
+    "CELERY_STORE_ERRORS_EVEN_IF_IGNORED": False,
+    "CELERY_TASK_RESULT_EXPIRES": 86400,
+    "CELERY_TASK_SERIALIZER": "json",
+    "CELERY_TIMEZONE": None,
+    "CELERY_TRACK_STARTED": False,
+    "CELERYD_CONCURRENCY": 0,
+    "CELERYD_MAX_TASKS_PER_CHILD": None,
+    "CELERYD_POOL": "prefork",
+    "CELERYD_PREFETCH_MULTIPLIER": 4,
+    "CELERYD_TASK_SOFT_TIME_LIMIT": None,
+    "CELERYD_TASK_TIME_LIMIT": None,
+}
+
+#: Celery ≥4 name (as a Django setting, ``CELERY_`` namespace) -> Celery 3.1 name.
+ALIASES: dict[str, str] = {
+    "CELERY_BROKER_URL": "BROKER_URL",
+    "CELERY_BROKER_TRANSPORT_OPTIONS": "BROKER_TRANSPORT_OPTIONS",
+    "CELERY_TASK_ACKS_LATE": "CELERY_ACKS_LATE",
+    "CELERY_TASK_ALWAYS_EAGER": "CELERY_ALWAYS_EAGER",
+    "CELERY_TASK_ANNOTATIONS": "CELERY_ANNOTATIONS",
+    "CELERY_TASK_CREATE_MISSING_QUEUES": "CELERY_CREATE_MISSING_QUEUES",
+    "CELERY_TASK_DEFAULT_PRIORITY": "CELERY_DEFAULT_PRIORITY",
+    "CELERY_TASK_DEFAULT_QUEUE": "CELERY_DEFAULT_QUEUE",
+    "CELERY_TASK_DEFAULT_RATE_LIMIT": "CELERY_DEFAULT_RATE_LIMIT",
+    "CELERY_WORKER_DISABLE_RATE_LIMITS": "CELERY_DISABLE_RATE_LIMITS",
+    "CELERY_TASK_EAGER_PROPAGATES": "CELERY_EAGER_PROPAGATES_EXCEPTIONS",
+    "CELERY_TASK_IGNORE_RESULT": "CELERY_IGNORE_RESULT",
+    "CELERY_TASK_QUEUES": "CELERY_QUEUES",
+    "CELERY_TASK_ROUTES": "CELERY_ROUTES",
+    "CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED": "CELERY_STORE_ERRORS_EVEN_IF_IGNORED",
+    "CELERY_RESULT_EXPIRES": "CELERY_TASK_RESULT_EXPIRES",
+    "CELERY_TASK_TRACK_STARTED": "CELERY_TRACK_STARTED",
+    "CELERY_WORKER_CONCURRENCY": "CELERYD_CONCURRENCY",
+    "CELERY_WORKER_MAX_TASKS_PER_CHILD": "CELERYD_MAX_TASKS_PER_CHILD",
+    "CELERY_WORKER_POOL": "CELERYD_POOL",
+    "CELERY_WORKER_PREFETCH_MULTIPLIER": "CELERYD_PREFETCH_MULTIPLIER",
+    "CELERY_TASK_SOFT_TIME_LIMIT": "CELERYD_TASK_SOFT_TIME_LIMIT",
+    "CELERY_TASK_TIME_LIMIT": "CELERYD_TASK_TIME_LIMIT",
+}
+
+_CANONICAL_ALIASES: dict[str, list[str]] = {}
+for _new, _old in ALIASES.items():
+    _CANONICAL_ALIASES.setdefault(_old, []).append(_new)
+
+_UNSET = object()
+
+
+def canonical_name(name: str) -> str:
+    """The Celery 3.1 name for ``name`` (which may be a Celery ≥4 alias)."""
+    return ALIASES.get(name, name)
+
+
+class Settings(Mapping[str, Any]):
+    """Read-only view of the queue settings, with runtime overrides on top."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_overrides", {})
+
+    def _lookup(self, name: str) -> Any:
+        name = canonical_name(name)
+        if name not in DEFAULTS:
+            raise AttributeError(f"{name!r} is not a setting djqueue knows")
+        if name in self._overrides:
+            return self._overrides[name]
+        value = getattr(django_settings, name, _UNSET)
+        if value is _UNSET:
+            for alias in _CANONICAL_ALIASES.get(name, ()):
+                value = getattr(django_settings, alias, _UNSET)
+                if value is not _UNSET:
+                    break
+        return DEFAULTS[name] if value is _UNSET else value
+
+    def __getattr__(self, name: str) -> Any:
+        return self._lookup(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        canonical = canonical_name(name)
+        if canonical not in DEFAULTS:
+            raise AttributeError(f"{name!r} is not a setting djqueue knows")
+        self._overrides[canonical] = value
+
+    def update(self, other: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        """Override several settings at once, as ``app.conf.update(...)`` does in Celery."""
+        for key, value in {**(other or {}), **kwargs}.items():
+            setattr(self, key, value)
+
+    def reset(self) -> None:
+        """Drop every runtime override (tests use this)."""
+        self._overrides.clear()
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._lookup(name)
+        except AttributeError as exc:
+            raise KeyError(name) from exc
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(DEFAULTS)
+
+    def __len__(self) -> int:
+        return len(DEFAULTS)
+
+    # Derived values that several modules need.
+
+    @property
+    def broker_alias(self) -> str:
+        """The Django database alias used as broker: ``django://`` or ``django://<alias>``."""
+        url = str(self.BROKER_URL or "django://")
+        scheme, _, rest = url.partition("://")
+        if scheme != "django":
+            return "default"
+        return rest.strip("/") or "default"
+
+    @property
+    def polling_interval(self) -> float:
+        """Seconds an idle worker waits between looks at the queue."""
+        return float((self.BROKER_TRANSPORT_OPTIONS or {}).get("polling_interval", 1.0))

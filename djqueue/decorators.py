@@ -1,0 +1,8 @@
+"""``from djqueue.decorators import task``: the import path Celery's first-steps guide uses."""
+
+from .app import app
+
+task = app.task
+shared_task = app.task
+
+__all__ = ["task", "shared_task"]

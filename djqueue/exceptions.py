@@ -1,0 +1,72 @@
+"""djqueue's exceptions. Every error djqueue raises derives from :class:`DjqueueError`."""
+
+from __future__ import annotations
+
+
+class DjqueueError(Exception):
+    """Root of djqueue's own errors."""
+
+
+class ImproperlyConfigured(DjqueueError):
+    """A setting or option has a value djqueue cannot use."""
+
+
+class NotRegistered(DjqueueError, KeyError):
+    """No task of that name is registered in this process."""
+
+    def __str__(self) -> str:
+        return f"Task of kind {self.args[0]!r} is not registered in this process"
+
+
+class TimeoutError(DjqueueError):  # noqa: A001 - Celery's name, on purpose
+    """``AsyncResult.get(timeout=...)`` ran out of time."""
+
+
+class ResultBackendNotConfigured(DjqueueError, NotImplementedError):
+    """Results were asked for but ``CELERY_RESULT_BACKEND`` is not set."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "No result backend is configured, so task states and results are not stored. "
+            "Set CELERY_RESULT_BACKEND = \"database\" in your Django settings to keep them "
+            "as rows of djqueue's TaskResult model."
+        )
+
+
+class SerializationError(DjqueueError):
+    """Base for encode and decode failures."""
+
+
+class EncodeError(SerializationError):
+    """Arguments or a return value could not be serialised."""
+
+
+class DecodeError(SerializationError):
+    """A stored payload could not be decoded (corrupt, or a content type not accepted)."""
+
+
+class ContentDisallowed(DecodeError):
+    """The payload's content type is not in ``CELERY_ACCEPT_CONTENT``."""
+
+
+class WorkerLostError(DjqueueError):
+    """The process running the task died or was stopped before the task finished."""
+
+
+class TaskRevokedError(DjqueueError):
+    """The task was revoked or expired and will not run."""
+
+
+class RemoteTaskError(DjqueueError):
+    """Stand-in for an exception raised by a task whose class cannot be found here.
+
+    Its class name and module are those of the original exception; ``original_type``
+    names it in full.
+    """
+
+    original_type: str = ""
+
+    def __str__(self) -> str:
+        message = ", ".join(str(arg) for arg in self.args)
+        return f"{message} (raised as {self.original_type}, which is not importable here)"
+

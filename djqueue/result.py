@@ -1,0 +1,170 @@
+"""``AsyncResult`` and ``EagerResult``: a handle on one task's state and outcome."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import states
+from .exceptions import TimeoutError
+from .serialization import exception_from_data, is_exception_data, loads
+
+if TYPE_CHECKING:
+    from .app import App
+    from .backends import ResultRecord
+
+
+class AsyncResult:
+    """The state and outcome of a task, read from the result backend each time it is asked.
+
+    An id nothing is known about reports ``PENDING``, as in Celery.
+    """
+
+    def __init__(self, id: str, app: App | None = None, task_name: str | None = None) -> None:
+        if app is None:
+            from .app import app as default_app
+
+            app = default_app
+        self.id = str(id)
+        self.app = app
+        self.task_name = task_name
+        self._final: ResultRecord | None = None
+
+    task_id = property(lambda self: self.id)
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult: {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def _record(self) -> ResultRecord | None:
+        if self._final is not None:
+            return self._final
+        record = self.app.backend.get(self.id)
+        if record is not None and record.state in states.READY_STATES:
+            self._final = record  # finished results never change again
+        return record
+
+    @property
+    def state(self) -> str:
+        record = self._record()
+        return record.state if record else states.PENDING
+
+    status = state
+
+    def ready(self) -> bool:
+        return self.state in states.READY_STATES
+
+    def successful(self) -> bool:
+        return self.state == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == states.FAILURE
+
+    def _value(self, record: ResultRecord | None) -> Any:
+        if record is None or record.result is None:
+            return None
+        value = loads(record.result, record.content_type, self.app.result_accept_content())
+        if record.state in states.EXCEPTION_STATES and is_exception_data(value):
+            return exception_from_data(value)
+        return value
+
+    @property
+    def result(self) -> Any:
+        """The return value, or the exception when the task failed."""
+        return self._value(self._record())
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        record = self._record()
+        return record.traceback if record else None
+
+    @property
+    def date_done(self) -> datetime.datetime | None:
+        record = self._record()
+        return record.date_done if record else None
+
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> Any:
+        """Wait for the task to finish and return its value.
+
+        Raises :class:`djqueue.exceptions.TimeoutError` after ``timeout`` seconds. When the task
+        failed, its exception is raised (or returned with ``propagate=False``). The backend is
+        polled quickly at first, then every ``interval`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            record = self._record()
+            if record is not None and record.state in states.READY_STATES:
+                value = self._value(record)
+                if propagate and record.state in states.PROPAGATE_STATES and isinstance(
+                    value, BaseException
+                ):
+                    raise value
+                return value
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"The operation timed out: task {self.id} did not finish in {timeout}s")
+            sleep = pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0))
+            time.sleep(sleep)
+            pause = min(pause * 2, interval)
+
+    wait = get
+
+    def forget(self) -> None:
+        """Remove the stored result."""
+        self._final = None
+        self.app.backend.forget(self.id)
+
+
+class EagerResult(AsyncResult):
+    """The outcome of ``task.apply()``: computed in this process, kept in memory."""
+
+    def __init__(
+        self, id: str, value: Any, state: str, traceback: str | None = None
+    ) -> None:
+        self.id = id
+        self.task_name = None
+        self._value_held = value
+        self._state = state
+        self._traceback = traceback
+        self._date_done = datetime.datetime.now(datetime.timezone.utc)
+
+    def __repr__(self) -> str:
+        return f"<EagerResult: {self.id}>"
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    status = state
+
+    @property
+    def result(self) -> Any:
+        return self._value_held
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        return self._traceback
+
+    @property
+    def date_done(self) -> datetime.datetime | None:
+        return self._date_done
+
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> Any:
+        if propagate and self._state in states.PROPAGATE_STATES:
+            raise self._value_held
+        return self._value_held
+
+    wait = get
+
+    def forget(self) -> None:
+        return None

@@ -1,0 +1,88 @@
+"""Where a message goes: its queue and priority.
+
+Precedence, highest first: the call's ``queue=``/``priority=``, ``CELERY_ROUTES``, the task's own
+``queue``/``priority`` options, ``CELERY_DEFAULT_QUEUE``/``CELERY_DEFAULT_PRIORITY``.
+
+``CELERY_ROUTES`` may be a mapping (task name or glob pattern -> queue name or options dict), a
+router (an object with ``route_for_task(task, args, kwargs)``, or a plain callable taking the same
+arguments), a dotted path to a router, or a list of these consulted in order until one answers.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.utils.module_loading import import_string
+
+from .exceptions import ImproperlyConfigured
+
+MAX_PRIORITY = 255
+
+
+def _as_options(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {"queue": value}
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise ImproperlyConfigured(f"A route must give a queue name or a dict of options, not {value!r}")
+
+
+def _routers(routes: Any) -> list[Any]:
+    if routes is None:
+        return []
+    if isinstance(routes, (list, tuple)):
+        return [router for item in routes for router in _routers(item)]
+    if isinstance(routes, str):
+        return [import_string(routes)]
+    return [routes]
+
+
+def _ask(router: Any, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    if isinstance(router, Mapping):
+        if name in router:
+            return router[name]
+        for pattern, target in router.items():
+            if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(name, pattern):
+                return target
+        return None
+    if isinstance(router, type):
+        router = router()
+    if hasattr(router, "route_for_task"):
+        return router.route_for_task(name, args, kwargs)
+    if callable(router):
+        return router(name, args, kwargs)
+    raise ImproperlyConfigured(f"CELERY_ROUTES entry {router!r} is not a mapping or a router")
+
+
+def route(
+    name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    *,
+    routes: Any,
+    call_queue: str | None,
+    call_priority: int | None,
+    task_options: Mapping[str, Any],
+    default_queue: str,
+    default_priority: int | None,
+) -> tuple[str, int]:
+    """Return ``(queue, priority)`` for one message."""
+    routed: dict[str, Any] = {}
+    for router in _routers(routes):
+        answer = _as_options(_ask(router, name, args, kwargs))
+        if answer is not None:
+            routed = answer
+            break
+    queue = call_queue or routed.get("queue") or task_options.get("queue") or default_queue
+    priority = call_priority
+    for source in (routed.get("priority"), task_options.get("priority"), default_priority):
+        if priority is None:
+            priority = source
+    priority = 0 if priority is None else priority
+    if not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
+        raise ValueError(f"priority must be an integer from 0 to {MAX_PRIORITY}, not {priority!r}")
+    return str(queue), priority

@@ -1,0 +1,159 @@
+"""Encoding of task arguments, results and exceptions.
+
+Payloads are stored as text with a content type beside them. ``json`` (the default) keeps
+``datetime``, ``date``, ``time``, ``Decimal``, ``UUID`` and ``bytes`` by tagging them, so a task
+receives the types it was called with. ``pickle`` is available for trusted deployments and is only
+decoded when listed in ``CELERY_ACCEPT_CONTENT``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import json
+import pickle
+import sys
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from .exceptions import ContentDisallowed, DecodeError, EncodeError, RemoteTaskError
+
+CONTENT_TYPES: dict[str, str] = {
+    "json": "application/json",
+    "pickle": "application/x-python-serialize",
+}
+_NAMES_BY_CONTENT_TYPE = {v: k for k, v in CONTENT_TYPES.items()}
+
+_TYPE_KEY = "__type__"
+_VALUE_KEY = "__value__"
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, datetime.datetime):
+        return {_TYPE_KEY: "datetime", _VALUE_KEY: obj.isoformat()}
+    if isinstance(obj, datetime.date):
+        return {_TYPE_KEY: "date", _VALUE_KEY: obj.isoformat()}
+    if isinstance(obj, datetime.time):
+        return {_TYPE_KEY: "time", _VALUE_KEY: obj.isoformat()}
+    if isinstance(obj, decimal.Decimal):
+        return {_TYPE_KEY: "decimal", _VALUE_KEY: str(obj)}
+    if isinstance(obj, uuid.UUID):
+        return {_TYPE_KEY: "uuid", _VALUE_KEY: str(obj)}
+    if isinstance(obj, bytes):
+        return {_TYPE_KEY: "bytes", _VALUE_KEY: base64.b64encode(obj).decode("ascii")}
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+_DECODERS = {
+    "datetime": datetime.datetime.fromisoformat,
+    "date": datetime.date.fromisoformat,
+    "time": datetime.time.fromisoformat,
+    "decimal": decimal.Decimal,
+    "uuid": uuid.UUID,
+    "bytes": lambda value: base64.b64decode(value),
+}
+
+
+def _object_hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 2 and _TYPE_KEY in obj and _VALUE_KEY in obj:
+        decoder = _DECODERS.get(obj[_TYPE_KEY])
+        if decoder is not None:
+            return decoder(obj[_VALUE_KEY])
+    return obj
+
+
+def serializer_names() -> list[str]:
+    return list(CONTENT_TYPES)
+
+
+def content_type_for(serializer: str) -> str:
+    try:
+        return CONTENT_TYPES[serializer]
+    except KeyError:
+        raise EncodeError(
+            f"Unknown serializer {serializer!r}; choose one of {', '.join(CONTENT_TYPES)}"
+        ) from None
+
+
+def dumps(obj: Any, serializer: str = "json") -> tuple[str, str]:
+    """Encode ``obj``; return ``(content_type, text)``. Raises :class:`EncodeError`."""
+    content_type = content_type_for(serializer)
+    try:
+        if serializer == "json":
+            return content_type, json.dumps(obj, default=_default, separators=(",", ":"))
+        return content_type, base64.b64encode(pickle.dumps(obj, protocol=4)).decode("ascii")
+    except (TypeError, ValueError, OverflowError, pickle.PicklingError, AttributeError) as exc:
+        raise EncodeError(f"Cannot serialise with {serializer}: {exc}") from exc
+
+
+def loads(text: str, content_type: str, accept: Iterable[str]) -> Any:
+    """Decode a payload; raises :class:`ContentDisallowed` or :class:`DecodeError`."""
+    name = _NAMES_BY_CONTENT_TYPE.get(content_type)
+    if name is None:
+        raise DecodeError(f"Unknown content type {content_type!r}")
+    accepted = {CONTENT_TYPES.get(a, a) for a in accept}
+    if content_type not in accepted:
+        raise ContentDisallowed(
+            f"Refusing to decode {name} content: it is not in CELERY_ACCEPT_CONTENT "
+            f"({', '.join(sorted(accept)) or 'empty'})"
+        )
+    try:
+        if name == "json":
+            return json.loads(text, object_hook=_object_hook)
+        return pickle.loads(base64.b64decode(text))
+    except Exception as exc:  # any corrupt payload must become one clear error
+        raise DecodeError(f"Cannot decode {name} payload: {exc}") from exc
+
+
+# Exceptions travel as plain data so that any serializer can carry them.
+
+
+def exception_to_data(exc: BaseException) -> dict[str, Any]:
+    cls = type(exc)
+    return {
+        "exc_type": cls.__qualname__,
+        "exc_module": cls.__module__,
+        "exc_message": [_safe_arg(arg) for arg in exc.args],
+    }
+
+
+def _safe_arg(arg: Any) -> Any:
+    try:
+        json.dumps(arg, default=_default)
+    except (TypeError, ValueError):
+        return repr(arg)
+    return arg
+
+
+def is_exception_data(value: Any) -> bool:
+    return isinstance(value, dict) and "exc_type" in value and "exc_module" in value
+
+
+def exception_from_data(data: dict[str, Any]) -> BaseException:
+    """Rebuild a task's exception.
+
+    The original class is used when its module is already imported here (stored data never makes
+    this process import a module); otherwise a :class:`RemoteTaskError` stand-in carries the
+    original's name.
+    """
+    name, module = str(data["exc_type"]), str(data["exc_module"])
+    args = data.get("exc_message") or []
+    if not isinstance(args, (list, tuple)):
+        args = [args]
+    cls: Any = sys.modules.get(module)
+    for part in name.split("."):
+        cls = getattr(cls, part, None)
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        try:
+            return cls(*args)
+        except Exception:  # a constructor with other arguments: fall back to the stand-in
+            pass
+    stand_in = type(name.rsplit(".", 1)[-1], (RemoteTaskError,), {
+        "__module__": module,
+        "original_type": f"{module}.{name}",
+    })
+    return stand_in(*args)
