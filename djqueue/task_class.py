@@ -201,7 +201,7 @@ def build_task(app: App, fun: Callable[..., Any], **options: Any) -> Task:
         )
     base = options.pop("base", None) or Task
     bind = bool(options.pop("bind", False))
-    name = options.pop("name", None) or f"{fun.__module__}.{fun.__qualname__}"
+    name = options.pop("name", None) or f"{fun.__module__}.{fun.__name__}"
     attrs: dict[str, Any] = {
         "name": name,
         "bind": bind,

@@ -142,14 +142,17 @@ class Worker:
         outcomes = self.pool.wait(self._wait_timeout(), extra=[self._wake_r])
         self._drain_wakeups()
         if outcomes:
-            self._finish(outcomes)
+            self.finish(outcomes)
             self._claim_now = True
 
     def _capacity(self) -> int:
         return self.prefetch_limit - len(self._reserved) - len(self.pool.running())
 
     def _claim_due(self) -> bool:
-        return self._capacity() > 0 and (self._claim_now or time.monotonic() >= self._next_poll)
+        capacity = self._capacity()
+        if capacity <= 0 or (self._reserved and capacity < self.prefetch_limit // 2):
+            return False  # enough is buffered: refill in batches, not one claim per task
+        return self._claim_now or time.monotonic() >= self._next_poll
 
     def _wait_timeout(self) -> float:
         if self.stop_requested:
@@ -179,7 +182,7 @@ class Worker:
         refused: list[Outcome] = []
         registry = self.app.tasks
         for message in claimed:
-            job = self._job(message)
+            job = self.job_for(message)
             if message.task_name not in registry:
                 logger.error(
                     "Received unregistered task of type %r.\nThe message has been set aside "
@@ -197,9 +200,9 @@ class Worker:
                 logger.info("Received task: %s[%s]", message.task_name, message.task_id)
                 self._reserved.append(message)
         if refused:
-            self._finish(refused, log=False)
+            self.finish(refused, log=False)
 
-    def _job(self, message: broker.Claimed) -> Job:
+    def job_for(self, message: broker.Claimed) -> Job:
         task = self.app.tasks.get(message.task_name)
         acks_late = bool(task.resolved("acks_late", "CELERY_ACKS_LATE")) if task else False
         return Job(
@@ -213,7 +216,7 @@ class Worker:
         count = min(self.pool.free_slots(), len(self._reserved))
         if count <= 0:
             return
-        jobs = [self._job(self._reserved.popleft()) for _ in range(count)]
+        jobs = [self.job_for(self._reserved.popleft()) for _ in range(count)]
         started = [
             ResultRecord(job.task_id, states.STARTED, job.task_name, worker=self.hostname)
             for job in jobs
@@ -231,7 +234,7 @@ class Worker:
 
     # Outcomes.
 
-    def _finish(self, outcomes: Sequence[Outcome], log: bool = True) -> None:
+    def finish(self, outcomes: Sequence[Outcome], log: bool = True) -> None:
         """Store results and acknowledge, all in one transaction."""
         if log:
             for outcome in outcomes:
@@ -287,7 +290,7 @@ class Worker:
         if self._reserved:
             self._give_back_reserved()
         if self.stop_requested == "cold" and self.pool.running():
-            self._finish(self.pool.terminate())
+            self.finish(self.pool.terminate())
         if not self.pool.running():
             self.finished = True
 

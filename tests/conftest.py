@@ -1,0 +1,141 @@
+"""Shared fixtures. The database vendor comes from DATABASE_URL (see scripts/test)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from djqueue.app import app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    url = os.environ.get("DATABASE_URL", "sqlite (default)")
+    import django
+
+    return f"djqueue tests: Django {django.get_version()}, DATABASE_URL={url}"
+
+
+@pytest.fixture(autouse=True)
+def _reset_conf() -> Iterator[None]:
+    yield
+    app.conf.reset()
+
+
+def database_url() -> str:
+    """A URL for the test database, for processes started by a test."""
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings['NAME']}"
+    if connection.vendor == "postgresql":
+        user, host, port = settings["USER"], settings["HOST"] or "127.0.0.1", settings["PORT"] or 5432
+        password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
+        return f"postgres://{user}{password}@{host}:{port}/{settings['NAME']}"
+    raise RuntimeError(f"no URL for {connection.vendor}")
+
+
+class WorkerProcess:
+    """A ``manage.py celery worker`` subprocess with its log in a file."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 20.0, count: int = 1) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.log()
+            if log.count(text) >= count:
+                return log
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited ({self.proc.returncode}) before {text!r}:\n{log}")
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} not seen in {timeout}s:\n{self.log()}")
+
+    def send(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """Kill the worker and its pool children (one process group per worker)."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def record_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The file the demo ``record`` task appends to, here and in started workers."""
+    path = tmp_path / "executions.txt"
+    path.touch()
+    monkeypatch.setenv("DJQUEUE_RECORD_FILE", str(path))
+    return path
+
+
+@pytest.fixture
+def worker_env(record_file: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url(),
+        DJQUEUE_POLLING_INTERVAL="0.05",
+        DJQUEUE_RECORD_FILE=str(record_file),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def start_worker(
+    transactional_db: None, tmp_path: Path, worker_env: dict[str, str]
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real workers; every one is killed (by process group) when the test ends."""
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> WorkerProcess:
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "manage.py", "celery", "worker", "-l", "info", *args],
+                cwd=ROOT,
+                env={**worker_env, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        worker = WorkerProcess(proc, log_path)
+        started.append(worker)
+        if ready:
+            worker.wait_for(" ready.")
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what or predicate}")

@@ -1,0 +1,140 @@
+"""Pieces that need no database: serialization, routing, the task decorator, settings."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import uuid
+
+import pytest
+from django.test import override_settings
+
+from djqueue import states
+from djqueue.app import App
+from djqueue.exceptions import ContentDisallowed, DecodeError, EncodeError, RemoteTaskError
+from djqueue.routing import route
+from djqueue.serialization import dumps, exception_from_data, exception_to_data, loads
+
+
+def test_json_round_trip_keeps_types() -> None:
+    value = {
+        "when": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
+        "day": datetime.date(2026, 1, 2),
+        "amount": decimal.Decimal("1.10"),
+        "id": uuid.UUID(int=5),
+        "raw": b"\x00\xff",
+        "list": [1, "two", None, 3.5],
+    }
+    content_type, text = dumps(value)
+    assert content_type == "application/json"
+    assert loads(text, content_type, ["json"]) == value
+
+
+def test_unserialisable_value_is_a_clear_encode_error() -> None:
+    with pytest.raises(EncodeError, match="object is not JSON serializable"):
+        dumps({"x": object()})
+
+
+def test_pickle_is_refused_unless_accepted() -> None:
+    content_type, text = dumps([1, 2], "pickle")
+    with pytest.raises(ContentDisallowed, match="CELERY_ACCEPT_CONTENT"):
+        loads(text, content_type, ["json"])
+    assert loads(text, content_type, ["json", "pickle"]) == [1, 2]
+
+
+def test_corrupt_payload_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="Cannot decode json payload"):
+        loads("{not json", "application/json", ["json"])
+
+
+def test_exception_round_trip_uses_the_original_class_when_importable() -> None:
+    exc = exception_from_data(exception_to_data(KeyError("missing")))
+    assert type(exc) is KeyError and exc.args == ("missing",)
+
+
+def test_exception_of_unknown_class_gets_a_named_stand_in() -> None:
+    data = {"exc_type": "Boom", "exc_module": "not_imported_anywhere", "exc_message": ["bad"]}
+    exc = exception_from_data(data)
+    assert isinstance(exc, RemoteTaskError)
+    assert type(exc).__name__ == "Boom"
+    assert "not_imported_anywhere.Boom" in str(exc) and "bad" in str(exc)
+
+
+def _route(**overrides: object) -> tuple[str, int]:
+    options: dict[str, object] = dict(
+        routes=None, call_queue=None, call_priority=None, task_options={},
+        default_queue="celery", default_priority=None,
+    )
+    options.update(overrides)
+    return route("tasks.add", (), {}, **options)  # type: ignore[arg-type]
+
+
+def test_routing_precedence() -> None:
+    assert _route() == ("celery", 0)
+    assert _route(task_options={"queue": "own"}) == ("own", 0)
+    assert _route(routes={"tasks.add": "low-priority"}, task_options={"queue": "own"}) == (
+        "low-priority", 0)
+    assert _route(routes={"tasks.*": {"queue": "glob", "priority": 5}}) == ("glob", 5)
+    assert _route(routes={"tasks.add": "routed"}, call_queue="call", call_priority=9) == ("call", 9)
+    router = lambda name, args, kwargs: "by-callable" if name == "tasks.add" else None  # noqa: E731
+    assert _route(routes=[{"other": "x"}, router]) == ("by-callable", 0)
+
+
+def test_priority_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="0 to 255"):
+        _route(call_priority=256)
+
+
+def test_task_decorator_bare_and_with_options() -> None:
+    app = App()
+
+    @app.task
+    def plain(x: int) -> int:
+        return x * 2
+
+    @app.task(name="custom.name", bind=True, queue="q", acks_late=True, max_retries=7)
+    def bound(self, x: int) -> str:
+        return f"{self.name}:{x}"
+
+    assert plain.name == f"{__name__}.plain"
+    assert plain(4) == 8  # a direct call runs in-process
+    assert bound(1) == "custom.name:1"
+    assert (bound.queue, bound.acks_late, bound.max_retries) == ("q", True, 7)
+    assert set(app._tasks) == {plain.name, "custom.name"}
+    result = plain.apply((5,))
+    assert result.get() == 10 and result.state == states.SUCCESS
+
+
+def test_unknown_task_option_is_refused() -> None:
+    with pytest.raises(TypeError, match="unknown option"):
+        App().task(qeue="typo")(lambda: None)
+
+
+def test_eager_apply_keeps_the_exception() -> None:
+    app = App()
+
+    @app.task
+    def boom() -> None:
+        raise ValueError("no")
+
+    result = boom.apply()
+    assert result.failed() and isinstance(result.result, ValueError)
+    assert "ValueError: no" in result.traceback
+    with pytest.raises(ValueError):
+        result.get()
+    assert isinstance(result.get(propagate=False), ValueError)
+
+
+def test_settings_defaults_aliases_and_overrides() -> None:
+    conf = App().conf
+    assert conf.CELERY_DEFAULT_QUEUE == "celery"
+    with override_settings(CELERY_TASK_DEFAULT_QUEUE="from-new-name"):
+        assert conf.CELERY_DEFAULT_QUEUE == "from-new-name"
+    with override_settings(CELERY_DEFAULT_QUEUE="from-settings"):
+        assert conf.CELERY_DEFAULT_QUEUE == "from-settings"
+        conf.CELERY_DEFAULT_QUEUE = "runtime"
+        assert conf.CELERY_DEFAULT_QUEUE == "runtime"
+    conf.update(CELERY_TASK_SERIALIZER="pickle")
+    assert conf.CELERY_TASK_SERIALIZER == "pickle"
+    with pytest.raises(AttributeError):
+        conf.NOT_A_SETTING
