@@ -1,0 +1,19 @@
+"""Subcommands of ``python manage.py celery``: one module each, with ``add_arguments`` and ``run``.
+
+The management command only builds the parser from these and calls the chosen one.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from types import ModuleType
+
+#: name -> module path; each module defines ``HELP``, ``add_arguments(parser)`` and
+#: ``run(options, stdout, stderr)``.
+SUBCOMMANDS: dict[str, str] = {
+    "worker": "djqueue.cli.worker",
+}
+
+
+def load(name: str) -> ModuleType:
+    return import_module(SUBCOMMANDS[name])

@@ -1,0 +1,59 @@
+"""``celery worker``: start a worker."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any, TextIO
+
+from ..app import app
+from ..banner import banner
+from ..worker import Worker
+from .logs import configure_logging, loglevel
+
+HELP = "Start a worker."
+
+
+def _queues(value: str) -> list[str]:
+    queues = [q.strip() for q in value.split(",") if q.strip()]
+    if not queues:
+        raise ValueError("no queue named")
+    return queues
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def add_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("-l", "--loglevel", type=loglevel, default="WARNING",
+                        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default WARNING).")
+    parser.add_argument("-c", "--concurrency", type=_positive, default=None,
+                        help="Tasks run at once (default CELERYD_CONCURRENCY, else the CPU count).")
+    parser.add_argument("-P", "--pool", choices=["prefork", "threads", "solo"], default=None,
+                        help="Pool: prefork (default), threads or solo.")
+    parser.add_argument("-Q", "--queues", type=_queues, default=None,
+                        help="Comma-separated queues to consume (default: the default queue).")
+    parser.add_argument("-n", "--hostname", default=None,
+                        help="Node name (default celery@%%h; %%h, %%n and %%d are expanded).")
+    parser.add_argument("--logfile", default=None, help="Log to this file instead of stderr.")
+    parser.add_argument("--prefetch-multiplier", type=_positive, default=None,
+                        help="Messages reserved per pool slot (default CELERYD_PREFETCH_MULTIPLIER, 4).")
+
+
+def run(options: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
+    configure_logging(options["loglevel"], options["logfile"])
+    worker = Worker(
+        app,
+        queues=options["queues"],
+        concurrency=options["concurrency"],
+        pool=options["pool"],
+        hostname=options["hostname"],
+        prefetch_multiplier=options["prefetch_multiplier"],
+    )
+    stdout.write(banner(worker))
+    stdout.flush()
+    worker.run()
+    return 0
