@@ -1,4 +1,5 @@
-"""The only module with SQL that moves messages: publish, claim, start, ack, requeue, reject, purge.
+"""The only module with SQL that moves messages: publish, claim, start, ack, requeue, defer, reject,
+purge.
 
 Claims are batches taken in one statement. On PostgreSQL the candidate rows are locked with
 ``FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on each other nor take the same row.
@@ -174,6 +175,22 @@ def requeue(using: str, ids: Sequence[int]) -> int:
         f"UPDATE {TABLE} SET state = 'ready', worker = '', lease_until = NULL "
         f"WHERE {where} AND state = 'reserved'",
         params,
+    )
+
+
+def defer(using: str, ids: Sequence[int], until: datetime.datetime) -> int:
+    """Hand reserved (not started) messages back to the queue, not to be claimed before ``until``.
+
+    Rate-limited messages wait this way: in the table, visible to every worker, not in memory.
+    """
+    if not ids:
+        return 0
+    where, params = _ids(ids)
+    return _update(
+        using,
+        f"UPDATE {TABLE} SET state = 'ready', worker = '', lease_until = NULL, available_at = %s "
+        f"WHERE {where} AND state = 'reserved'",
+        [connections[using].ops.adapt_datetimefield_value(until), *params],
     )
 
 

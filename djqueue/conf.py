@@ -8,10 +8,13 @@ over settings.
 
 from __future__ import annotations
 
+import datetime
+import zoneinfo
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.utils import timezone as django_timezone
 
 #: Celery 3.1 name -> default.
 DEFAULTS: dict[str, Any] = {
@@ -21,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "CELERY_ACKS_LATE": False,
     "CELERY_ALWAYS_EAGER": False,
     "CELERY_ANNOTATIONS": None,
+    "CELERY_CACHE_BACKEND": "default",
     "CELERY_CREATE_MISSING_QUEUES": True,
     "CELERY_DEFAULT_PRIORITY": None,
     "CELERY_DEFAULT_QUEUE": "celery",
@@ -74,6 +78,10 @@ ALIASES: dict[str, str] = {
     "CELERY_TASK_TIME_LIMIT": "CELERYD_TASK_TIME_LIMIT",
 }
 
+#: Setting-name prefixes of Celery's settings. A Django setting with one of these prefixes that is
+#: not a setting (or alias) djqueue knows is reported by the system checks as unused.
+CELERY_PREFIXES = ("CELERY_", "CELERYD_", "CELERYBEAT_", "CELERYMON_", "BROKER_")
+
 _CANONICAL_ALIASES: dict[str, list[str]] = {}
 for _new, _old in ALIASES.items():
     _CANONICAL_ALIASES.setdefault(_old, []).append(_new)
@@ -120,6 +128,16 @@ class Settings(Mapping[str, Any]):
         for key, value in {**(other or {}), **kwargs}.items():
             setattr(self, key, value)
 
+    def spellings(self, name: str) -> dict[str, Any]:
+        """Every spelling of setting ``name`` present in Django settings, with its value."""
+        canonical = canonical_name(name)
+        found = {}
+        for spelling in (canonical, *_CANONICAL_ALIASES.get(canonical, ())):
+            value = getattr(django_settings, spelling, _UNSET)
+            if value is not _UNSET:
+                found[spelling] = value
+        return found
+
     def reset(self) -> None:
         """Drop every runtime override (tests use this)."""
         self._overrides.clear()
@@ -151,3 +169,25 @@ class Settings(Mapping[str, Any]):
     def polling_interval(self) -> float:
         """Seconds an idle worker waits between looks at the queue."""
         return float((self.BROKER_TRANSPORT_OPTIONS or {}).get("polling_interval", 1.0))
+
+    @property
+    def timezone(self) -> datetime.tzinfo:
+        """The time zone naive ``eta``/``expires`` datetimes are read in.
+
+        As in Celery: ``CELERY_TIMEZONE`` when set; otherwise UTC while ``CELERY_ENABLE_UTC`` is
+        on (the default); otherwise local time, which for a Django project is ``TIME_ZONE``.
+        """
+        if self.CELERY_TIMEZONE:
+            return zoneinfo.ZoneInfo(str(self.CELERY_TIMEZONE))
+        if self.CELERY_ENABLE_UTC:
+            return datetime.timezone.utc
+        return django_timezone.get_default_timezone()
+
+    @property
+    def result_expires(self) -> float | None:
+        """``CELERY_TASK_RESULT_EXPIRES`` in seconds (it may be a number or a timedelta); None
+        or 0 keeps results for ever."""
+        value = self.CELERY_TASK_RESULT_EXPIRES
+        if isinstance(value, datetime.timedelta):
+            value = value.total_seconds()
+        return float(value) if value else None

@@ -18,6 +18,14 @@ class NotRegistered(DjqueueError, KeyError):
         return f"Task of kind {self.args[0]!r} is not registered in this process"
 
 
+class QueueNotFound(DjqueueError, KeyError):
+    """A message was routed to a queue that ``CELERY_QUEUES`` does not list, and
+    ``CELERY_CREATE_MISSING_QUEUES`` is off."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class TimeoutError(DjqueueError):  # noqa: A001 - Celery's name, on purpose
     """``AsyncResult.get(timeout=...)`` ran out of time."""
 

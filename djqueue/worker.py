@@ -8,6 +8,8 @@ directly with the ``solo`` pool.
 from __future__ import annotations
 
 import collections
+import datetime
+import functools
 import logging
 import os
 import signal
@@ -19,12 +21,14 @@ from typing import TypeVar
 from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
-from . import broker, states
+from . import broker, routing, states
 from .app import App
 from .backends import ResultRecord
 from .exceptions import ImproperlyConfigured, NotRegistered, TaskRevokedError
 from .execution import Job, Outcome, unrun
+from .expiry import PeriodicCleanup
 from .pool import POOLS, Pool
+from .ratelimit import Throttle
 
 logger = logging.getLogger("djqueue.worker")
 
@@ -58,7 +62,7 @@ class Worker:
         conf = app.conf
         self.app = app
         self.using = conf.broker_alias
-        self.queues = list(queues or [conf.CELERY_DEFAULT_QUEUE])
+        self.queues = list(queues or routing.worker_queues(conf))
         self.concurrency = int(concurrency or conf.CELERYD_CONCURRENCY or os.cpu_count() or 1)
         self.pool_name = pool or conf.CELERYD_POOL
         if self.pool_name not in POOLS:
@@ -76,6 +80,8 @@ class Worker:
         self.result_serializer = conf.CELERY_RESULT_SERIALIZER
         self.pool: Pool = POOLS[self.pool_name](self.concurrency, self.result_serializer)
         self.backend = app.backend
+        self.throttle = Throttle(app)
+        self.cleanup = PeriodicCleanup(app)
         self.stop_requested: str | None = None  # None, "warm" or "cold"
         self._announced_stop: str | None = None
         self.finished = False
@@ -92,6 +98,7 @@ class Worker:
         """Load the task modules and start the pool."""
         broker.vendor(self.using)  # fail early on a database that cannot be a broker
         self.app.tasks  # autodiscovery happens before children are forked
+        self.throttle.validate()
         self.pool.start()
 
     def run(self) -> None:
@@ -144,6 +151,8 @@ class Worker:
         if outcomes:
             self.finish(outcomes)
             self._claim_now = True
+        if not self.stop_requested:
+            self.cleanup.tick()
 
     def _capacity(self) -> int:
         return self.prefetch_limit - len(self._reserved) - len(self.pool.running())
@@ -213,10 +222,20 @@ class Worker:
     def _dispatch(self) -> None:
         if self.stop_requested:
             return
-        count = min(self.pool.free_slots(), len(self._reserved))
-        if count <= 0:
+        free = self.pool.free_slots()
+        jobs: list[Job] = []
+        over_limit: dict[str, tuple[float, list[int]]] = {}
+        while self._reserved and len(jobs) < free:
+            message = self._reserved.popleft()
+            wait = self.throttle.wait_time(message.task_name)
+            if wait:
+                over_limit.setdefault(message.task_name, (wait, []))[1].append(message.id)
+            else:
+                jobs.append(self.job_for(message))
+        if over_limit:
+            self._defer(over_limit)
+        if not jobs:
             return
-        jobs = [self.job_for(self._reserved.popleft()) for _ in range(count)]
         started = [
             ResultRecord(job.task_id, states.STARTED, job.task_name, worker=self.hostname)
             for job in jobs
@@ -231,6 +250,16 @@ class Worker:
         self._with_db_retry(mark_started)
         for job in jobs:
             self.pool.submit(job)
+
+    def _defer(self, over_limit: dict[str, tuple[float, list[int]]]) -> None:
+        """Hand rate-limited messages back to the table until their task may run again, and
+        come back for them then."""
+        now = timezone.now()
+        for name, (wait, ids) in over_limit.items():
+            until = now + datetime.timedelta(seconds=wait)
+            self._with_db_retry(functools.partial(broker.defer, self.using, ids, until))
+            logger.debug("Rate limit of %s: %d message(s) wait %.3fs", name, len(ids), wait)
+            self._next_poll = min(self._next_poll, time.monotonic() + wait)
 
     # Outcomes.
 
