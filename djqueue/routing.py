@@ -35,11 +35,11 @@ def _as_options(value: Any) -> dict[str, Any] | None:
     raise ImproperlyConfigured(f"A route must give a queue name or a dict of options, not {value!r}")
 
 
-def _routers(routes: Any) -> list[Any]:
+def routers(routes: Any) -> list[Any]:
     if routes is None:
         return []
     if isinstance(routes, (list, tuple)):
-        return [router for item in routes for router in _routers(item)]
+        return [router for item in routes for router in routers(item)]
     if isinstance(routes, str):
         return [import_string(routes)]
     return [routes]
@@ -76,7 +76,7 @@ def route(
 ) -> tuple[str, int]:
     """Return ``(queue, priority)`` for one message."""
     routed: dict[str, Any] = {}
-    for router in _routers(routes):
+    for router in routers(routes):
         answer = _as_options(_ask(router, name, args, kwargs))
         if answer is not None:
             routed = answer

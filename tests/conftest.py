@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -109,7 +110,15 @@ def start_worker(
     """Start real workers; every one is killed (by process group) when the test ends."""
     started: list[WorkerProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> WorkerProcess:
+    def start(
+        *args: str, env: dict[str, str] | None = None, ready: bool = True,
+        settings: dict[str, object] | None = None,
+    ) -> WorkerProcess:
+        """``settings`` are added to the worker's Django settings (JSON values only)."""
+        env = dict(env or {})
+        if settings:
+            env.update(DJANGO_SETTINGS_MODULE="tests.worker_settings",
+                       DJQUEUE_EXTRA_SETTINGS=json.dumps(settings))
         log_path = tmp_path / f"worker-{len(started)}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
