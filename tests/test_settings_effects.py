@@ -8,6 +8,7 @@ import decimal
 import sys
 import uuid
 import zoneinfo
+from collections.abc import Iterator
 
 import pytest
 from django.test import override_settings
@@ -18,6 +19,7 @@ from djqueue.exceptions import ContentDisallowed
 from djqueue.models import Message, TaskResult
 from djqueue.result import EagerResult
 from djqueue.serialization import CONTENT_TYPES
+from djqueue.task_class import Task
 from djqueue.worker import Worker
 from example_project.demo.tasks import DemoError, fail, record
 from tasks import add
@@ -33,11 +35,6 @@ def echo(*args):
 @app.task(name="tests.as_set")
 def as_set(*args):
     return set(args)
-
-
-@app.task(name="tests.pickled", serializer="pickle")
-def pickled(value):
-    return value
 
 
 def run_worker(rounds: int = 4) -> Worker:
@@ -74,7 +71,16 @@ def test_pickle_is_refused_unless_accepted_and_the_message_is_kept(record_file) 
         assert accepted.get(timeout=1) == "ran"
 
 
-def test_per_task_and_per_call_serializer() -> None:
+@pytest.fixture
+def pickled() -> Iterator[Task]:
+    """A task with ``serializer="pickle"``, registered for one test only (the system checks
+    rightly object to it while pickle is not accepted)."""
+    task = app.task(name="tests.pickled", serializer="pickle")(lambda value: value)
+    yield task
+    del app._tasks[task.name]
+
+
+def test_per_task_and_per_call_serializer(pickled: Task) -> None:
     pickled.delay(1)
     add.apply_async((1, 1), serializer="pickle")
     pickled.apply_async((1,), serializer="json")
