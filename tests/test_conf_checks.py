@@ -189,3 +189,9 @@ def test_unknown_result_backend_is_improperly_configured() -> None:
     with override_settings(CELERY_RESULT_BACKEND="mongodb"):
         with pytest.raises(ImproperlyConfigured, match="'database'.*'cache'"):
             app.backend  # noqa: B018
+
+
+def test_worker_start_up_warns_about_settings_it_ignores(start_worker) -> None:
+    worker = start_worker("-c", "1", settings={"BROKER_URL": "redis://127.0.0.1:6379/0"})
+    log = worker.log()
+    assert "djqueue.W002" in log and "BROKER_URL = 'redis://127.0.0.1:6379/0' is ignored" in log
