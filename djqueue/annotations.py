@@ -71,7 +71,7 @@ def attributes_for(task: Task, setting: Any) -> dict[str, Any]:
 def apply(task: Task, setting: Any) -> None:
     """Make ``task``'s annotated attributes those of ``setting`` (no-op when unchanged)."""
     previous = task.__dict__.get(_APPLIED)
-    if previous is not None and previous[0] == setting:
+    if previous is not None and (previous[0] is setting or previous[0] == setting):
         return
     attributes = attributes_for(task, setting)
     for name in attributes:

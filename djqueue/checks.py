@@ -168,7 +168,7 @@ def check_backend_and_broker(**kwargs: Any) -> list[checks.CheckMessage]:
     if using not in settings.DATABASES:
         messages.append(checks.Error(
             f"The broker database {using!r} (from BROKER_URL) is not in DATABASES.",
-            hint=f"Use 'django://' or 'django://<alias>' with an alias of DATABASES.",
+            hint="Use 'django://' or 'django://<alias>' with an alias of DATABASES.",
             id="djqueue.E006",
         ))
     elif connections[using].vendor not in SUPPORTED_VENDORS:

@@ -4,6 +4,10 @@ system checks that report bad values."""
 from __future__ import annotations
 
 import datetime
+import json
+import os
+import subprocess
+import sys
 import zoneinfo
 
 import pytest
@@ -14,6 +18,8 @@ from django.test import override_settings
 
 from djqueue.app import App, app
 from djqueue.conf import ALIASES, DEFAULTS
+
+from .conftest import ROOT
 
 #: Every setting the configuration issue names, with Celery 3.1's default.
 DOCUMENTED_DEFAULTS = {
@@ -195,3 +201,19 @@ def test_worker_start_up_warns_about_settings_it_ignores(start_worker) -> None:
     worker = start_worker("-c", "1", settings={"BROKER_URL": "redis://127.0.0.1:6379/0"})
     log = worker.log()
     assert "djqueue.W002" in log and "BROKER_URL = 'redis://127.0.0.1:6379/0' is ignored" in log
+
+
+def test_a_database_that_cannot_be_the_broker_is_an_error(tmp_path) -> None:
+    """Run in a process of its own: DATABASES cannot change inside a running test process."""
+    settings = {
+        "DATABASES": {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+                      "legacy": {"ENGINE": "django.db.backends.dummy"}},
+        "BROKER_URL": "django://legacy",
+    }
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.worker_settings",
+           "DJQUEUE_EXTRA_SETTINGS": json.dumps(settings)}
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "djqueue.E006" in done.stderr and "'legacy' is unknown" in done.stderr
+    assert "HINT: Use postgresql or sqlite for the broker database." in done.stderr
