@@ -109,9 +109,17 @@ def queue_names(setting: Any) -> list[str] | None:
     return names
 
 
-def worker_queues(conf: Any) -> list[str]:
-    """What a worker consumes without ``-Q``: every ``CELERY_QUEUES`` queue, else the default."""
-    return queue_names(conf.CELERY_QUEUES) or [conf.CELERY_DEFAULT_QUEUE]
+def worker_queues(conf: Any, requested: Sequence[str] | None = None) -> list[str]:
+    """What a worker consumes: its ``-Q`` queues, else every ``CELERY_QUEUES`` queue, else the
+    default queue. ``-Q`` queues must be known when missing queues may not be created."""
+    if not requested:
+        return queue_names(conf.CELERY_QUEUES) or [conf.CELERY_DEFAULT_QUEUE]
+    try:
+        for queue in requested:
+            ensure_known(queue, conf)
+    except QueueNotFound as exc:
+        raise ImproperlyConfigured(f"Cannot consume from it: {exc}") from None
+    return list(requested)
 
 
 def ensure_known(queue: str, conf: Any) -> None:

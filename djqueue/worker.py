@@ -62,7 +62,7 @@ class Worker:
         conf = app.conf
         self.app = app
         self.using = conf.broker_alias
-        self.queues = list(queues or routing.worker_queues(conf))
+        self.queues = routing.worker_queues(conf, queues)
         self.concurrency = int(concurrency or conf.CELERYD_CONCURRENCY or os.cpu_count() or 1)
         self.pool_name = pool or conf.CELERYD_POOL
         if self.pool_name not in POOLS:

@@ -109,7 +109,11 @@ def test_missing_queues_refused_when_creation_is_off() -> None:
     assert queued() == ("celery", 0)
     with override_settings(CELERY_QUEUES=["celery"]):  # created on demand by default
         add.apply_async((1, 1), queue="elsewhere")
+        assert Worker(app, pool="solo", queues=["elsewhere"]).queues == ["elsewhere"]
     assert queued() == ("elsewhere", 0)
+    with override_settings(CELERY_QUEUES=["celery"], CELERY_CREATE_MISSING_QUEUES=False):
+        with pytest.raises(ImproperlyConfigured, match="'elsewhere' is not in CELERY_QUEUES"):
+            Worker(app, pool="solo", queues=["celery", "elsewhere"])
 
 
 @pytest.mark.parametrize(
