@@ -82,3 +82,4 @@ STATIC_URL = "static/"
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default="database") or None
 CELERY_IMPORTS = ("tasks",)
 BROKER_TRANSPORT_OPTIONS = {"polling_interval": env.float("DJQUEUE_POLLING_INTERVAL", default=1.0)}
+DJQUEUE_WORKER_LOST_TIMEOUT = env.float("DJQUEUE_WORKER_LOST_TIMEOUT", default=30.0)
