@@ -167,7 +167,10 @@ def execute(job: Job) -> Outcome:
     except Retry as retry:
         _retrying(outcome, retry, payload, result_serializer)
     except Exception as exc:
-        retry = _autoretry(task, exc, job.retries)
+        try:
+            retry = _autoretry(task, exc, job.retries)
+        except Exception as final:  # retries used up: retry() raised the error to fail with
+            retry, exc = None, final
         if retry is not None:
             _retrying(outcome, retry, payload, result_serializer)
         else:
