@@ -6,6 +6,7 @@ Every task appends a line to DJQUEUE_RECORD_FILE when it starts, so tests count 
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 from djqueue import task
@@ -30,6 +31,13 @@ def die(key: str) -> None:
     """The pool child dies mid-task, as after a segfault or an OOM kill."""
     note(key)
     os._exit(13)
+
+
+@task
+def killed(key: str) -> None:
+    """The pool child is SIGKILLed mid-task, as by the kernel's OOM killer."""
+    note(key)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @task(acks_late=True)

@@ -6,6 +6,7 @@ printed at the end of the run (see ``fault_report`` in conftest.py).
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 
@@ -26,19 +27,25 @@ from .conftest import executions, wait_until
 LOST_TIMEOUT = {"DJQUEUE_WORKER_LOST_TIMEOUT": "1.5"}
 
 
-def test_child_dies_mid_task_without_acks_late(start_worker, record_file, fault_report) -> None:
+@pytest.mark.parametrize(("task", "exit_text"), [
+    ("die", "exitcode 13"), ("killed", "signal 9 (SIGKILL)"),
+])
+def test_child_dies_mid_task_without_acks_late(
+    start_worker, record_file, fault_report, task: str, exit_text: str
+) -> None:
     worker = start_worker("-c", "1")
-    result = ft.die.delay("die")
-    with pytest.raises(WorkerLostError, match="exitcode 13"):
+    result = getattr(ft, task).delay("die")
+    with pytest.raises(WorkerLostError, match=re.escape(exit_text)):
         result.get(timeout=15)
     message = Message.objects.get(task_id=result.id)  # kept for inspection, never run again
     assert message.state == "rejected" and "WorkerLostError" in message.error
     after = add.delay(1, 1)
     assert after.get(timeout=15) == 2  # the child was replaced
-    assert "exited with exitcode 13" in worker.log()
+    assert f"exited with {exit_text}" in worker.log()
     runs = executions(record_file)
     assert runs["die"] == 1
-    fault_report("pool child dies (os._exit), no acks_late", sent=2, executed=runs["die"] + 1,
+    how = "os._exit" if task == "die" else "SIGKILL, like the OOM killer"
+    fault_report(f"pool child dies ({how}), no acks_late", sent=2, executed=runs["die"] + 1,
                  lost=0, duplicated=0, outcome="FAILURE WorkerLostError, message kept")
 
 
