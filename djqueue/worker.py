@@ -24,7 +24,7 @@ from . import broker, heartbeat, states
 from .app import App
 from .backends import ResultRecord
 from .exceptions import ImproperlyConfigured, NotRegistered, TaskRevokedError
-from .execution import Job, Outcome, unrun
+from .execution import Job, Outcome, log_outcome, unrun
 from .pool import POOLS, Pool
 
 logger = logging.getLogger("djqueue.worker")
@@ -320,7 +320,7 @@ class Worker:
         """Store results and acknowledge, all in one transaction."""
         if log:
             for outcome in outcomes:
-                self._log_outcome(outcome)
+                log_outcome(outcome)
         now = timezone.now()
         records = [
             ResultRecord(
@@ -350,30 +350,6 @@ class Worker:
 
         self._with_db_retry(write)
         self.processed += sum(1 for o in outcomes if o.action != "requeue")
-
-    def _log_outcome(self, outcome: Outcome) -> None:
-        name, task_id = outcome.job.task_name, outcome.job.task_id
-        if outcome.state == states.SUCCESS:
-            logger.info("Task %s[%s] succeeded in %.4fs: %s", name, task_id, outcome.runtime,
-                        outcome.result_repr)
-        elif outcome.action == "retry":
-            logger.info("Task %s[%s] retry: Retry at %s: %s", name, task_id,
-                        outcome.retry_at.isoformat() if outcome.retry_at else "?",
-                        outcome.result_repr)
-        elif outcome.action == "requeue":
-            logger.warning("Task %s[%s] was cut short (%s); acks_late: returned to the queue.",
-                           name, task_id, outcome.result_repr)
-        elif outcome.state == states.REVOKED:
-            logger.warning("Task %s[%s] revoked: %s", name, task_id, outcome.result_repr)
-        elif outcome.traceback:
-            logger.error("Task %s[%s] raised unexpected: %s\n%s", name, task_id,
-                         outcome.result_repr, outcome.traceback.rstrip())
-        elif outcome.action == "reject":
-            logger.error("Task %s[%s] set aside (state 'rejected'), not run: %s", name, task_id,
-                         outcome.result_repr)
-        else:
-            logger.error("Task handler raised error: %s (task %s[%s])", outcome.result_repr,
-                         name, task_id)
 
     # Shutdown.
 
