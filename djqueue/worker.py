@@ -282,7 +282,7 @@ class Worker:
 
         def mark_started() -> None:
             broker.start(self.using, [job.message_id for job in jobs],
-                         [job.message_id for job in jobs if job.acks_late])
+                         [job.message_id for job in jobs if job.acks_late], self.node_id)
             if started and self.backend.enabled:
                 self.backend.store(started)
 
@@ -339,14 +339,18 @@ class Worker:
             with transaction.atomic(using=self.using):
                 if records and self.backend.enabled:
                     self.backend.store(records)
-                broker.ack(self.using, [o.job.message_id for o in by_action["ack"]])
-                broker.requeue(self.using, [o.job.message_id for o in by_action["requeue"]])
+                mine = self.node_id
+                ids = {action: [o.job.message_id for o in group]
+                       for action, group in by_action.items()}
+                broker.ack(self.using, ids.get("ack", []), mine)
+                broker.requeue(self.using, ids.get("requeue", []), mine)
                 for outcome in by_action["reject"]:
-                    broker.reject(self.using, [outcome.job.message_id], outcome.result_repr)
+                    broker.reject(self.using, [outcome.job.message_id], outcome.result_repr,
+                                  mine)
                 for outcome in by_action["retry"]:
                     assert outcome.retry_at is not None
                     broker.retry(self.using, outcome.job.message_id, outcome.retry_at,
-                                 outcome.retry_body)
+                                 outcome.retry_body, mine)
 
         self._with_db_retry(write)
         self.processed += sum(1 for o in outcomes if o.action != "requeue")
@@ -367,7 +371,7 @@ class Worker:
     def _give_back_reserved(self) -> None:
         ids = [message.id for message in self._reserved]
         self._reserved.clear()
-        count = self._with_db_retry(lambda: broker.requeue(self.using, ids))
+        count = self._with_db_retry(lambda: broker.requeue(self.using, ids, self.node_id))
         logger.info("Returned %d reserved message(s) to the queue.", count)
 
     # Database faults.

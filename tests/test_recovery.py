@@ -52,3 +52,16 @@ def test_concurrent_recovery_settles_each_message_once() -> None:
     assert [states[i] for i in ids[20:30]] == ["rejected"] * 10
     assert [states[i] for i in ids[30:]] == ["started"] * 10  # a live lease is left alone
     assert len(lost) == 10 and len({task_id for task_id, _, _ in lost}) == 10
+
+
+def test_a_late_ack_from_the_old_holder_does_not_touch_a_recovered_message() -> None:
+    result = add.delay(1, 1)
+    [old] = broker.claim("default", ["celery"], 10, "old@host", 1, lease_seconds=-1)
+    broker.recover_expired_leases("default")  # the lease ran out: back to ready
+    [new] = broker.claim("default", ["celery"], 10, "new@host", 2, lease_seconds=60)
+    assert old.id == new.id
+    broker.ack("default", [old.id], owner=1)  # the old holder wakes up and acknowledges
+    message = Message.objects.get(task_id=result.id)
+    assert (message.state, message.owner) == ("reserved", 2)
+    broker.ack("default", [new.id], owner=2)
+    assert not Message.objects.exists()
