@@ -186,8 +186,11 @@ class App:
             payload["eta"] = available_at.isoformat()
         if expires_at is not None:
             payload["expires"] = expires_at.isoformat()
+        options = dict(options or {})
+        time_limit = options.pop("time_limit", None)
+        soft_time_limit = options.pop("soft_time_limit", None)
         if options:
-            payload["options"] = dict(options)
+            raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(options))}")
         content_type, body = dumps(payload, serializer or conf.CELERY_TASK_SERIALIZER)
         return Message(
             task_id=str(task_id or uuid.uuid4()),
@@ -198,6 +201,8 @@ class App:
             expires=expires_at,
             content_type=content_type,
             body=body,
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
         )
 
 

@@ -20,12 +20,13 @@ from django.db import OperationalError, connections
 from django.utils import timezone
 
 from .exceptions import ImproperlyConfigured
-from .models import Message
+from .models import Message, Revocation
 
 logger = logging.getLogger("djqueue.broker")
 
 SUPPORTED_VENDORS = ("postgresql", "sqlite")
 TABLE = Message._meta.db_table
+REVOKED_TABLE = Revocation._meta.db_table
 
 T = TypeVar("T")
 
@@ -42,7 +43,10 @@ class Claimed:
     content_type: str
     body: str
     retries: int
+    time_limit: float | None
+    soft_time_limit: float | None
     expired: bool
+    revoked: bool
 
 
 def vendor(using: str) -> str:
@@ -79,6 +83,12 @@ def _ids(ids: Sequence[int]) -> tuple[str, list[int]]:
     return "id IN (" + ", ".join(["%s"] * len(ids)) + ")", list(ids)
 
 
+def _owned(owner: int | None) -> tuple[str, list[object]]:
+    """Only rows this worker process still holds: after a recovery gave a message to another
+    worker, a late acknowledgement from the old holder must not touch it."""
+    return (" AND owner = %s", [owner]) if owner is not None else ("", [])
+
+
 def _now_param(using: str) -> object:
     return connections[using].ops.adapt_datetimefield_value(timezone.now())
 
@@ -93,48 +103,55 @@ def publish(messages: Sequence[Message], using: str) -> None:
 
 
 def claim(
-    using: str, queues: Sequence[str], limit: int, worker: str, lease_seconds: float
+    using: str,
+    queues: Sequence[str],
+    limit: int,
+    worker: str,
+    owner: int | None,
+    lease_seconds: float,
 ) -> list[Claimed]:
-    """Reserve up to ``limit`` ready messages from ``queues``: highest priority first, then oldest."""
+    """Reserve up to ``limit`` ready messages from ``queues``: highest priority first, then oldest.
+
+    Each row comes back flagged when it has expired or its task id was revoked, so the worker can
+    settle it without running it.
+    """
     if limit <= 0 or not queues:
         return []
     kind = vendor(using)
     lease_until = timezone.now() + datetime.timedelta(seconds=lease_seconds)
     returning = (
         "RETURNING id, task_id, task_name, queue, priority, content_type, body, retries, "
-        "(expires IS NOT NULL AND expires <= {now})"
+        "time_limit, soft_time_limit, (expires IS NOT NULL AND expires <= {now}), "
+        f"EXISTS (SELECT 1 FROM {REVOKED_TABLE} r WHERE r.task_id = {TABLE}.task_id)"
+    )
+    update = (
+        f"UPDATE {TABLE} SET state = 'reserved', worker = %s, owner = %s, lease_until = %s "
     )
     if kind == "postgresql":
         sql = (
-            f"UPDATE {TABLE} SET state = 'reserved', worker = %s, lease_until = %s "
-            f"WHERE id IN (SELECT id FROM {TABLE} WHERE state = 'ready' AND queue = ANY(%s) "
-            "AND available_at <= now() ORDER BY priority DESC, id LIMIT %s "
+            update + f"WHERE id IN (SELECT id FROM {TABLE} WHERE state = 'ready' "
+            "AND queue = ANY(%s) AND available_at <= now() ORDER BY priority DESC, id LIMIT %s "
             "FOR UPDATE SKIP LOCKED) " + returning.format(now="now()")
         )
-        params: list[object] = [worker, lease_until, list(queues), limit]
+        params: list[object] = [worker, owner, lease_until, list(queues), limit]
     else:
         now = _now_param(using)
         marks = ", ".join(["%s"] * len(queues))
         sql = (
-            f"UPDATE {TABLE} SET state = 'reserved', worker = %s, lease_until = %s "
-            f"WHERE id IN (SELECT id FROM {TABLE} WHERE state = 'ready' AND queue IN ({marks}) "
-            "AND available_at <= %s ORDER BY priority DESC, id LIMIT %s) "
+            update + f"WHERE id IN (SELECT id FROM {TABLE} WHERE state = 'ready' "
+            f"AND queue IN ({marks}) AND available_at <= %s ORDER BY priority DESC, id LIMIT %s) "
             + returning.format(now="%s")
         )
         params = [
-            worker,
-            connections[using].ops.adapt_datetimefield_value(lease_until),
-            *queues,
-            now,
-            limit,
-            now,
+            worker, owner, connections[using].ops.adapt_datetimefield_value(lease_until),
+            *queues, now, limit, now,
         ]
 
     def run() -> list[Claimed]:
         with connections[using].cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
-        return [Claimed(*row[:8], expired=bool(row[8])) for row in rows]
+        return [Claimed(*row[:10], expired=bool(row[10]), revoked=bool(row[11])) for row in rows]
 
     claimed = _retry_if_locked(using, run)
     # RETURNING gives no order; the worker starts them in queue order.
@@ -151,60 +168,157 @@ def _update(using: str, sql: str, params: list[object]) -> int:
     return _retry_if_locked(using, run)
 
 
-def start(using: str, ids: Sequence[int]) -> None:
-    """Mark reserved messages as started (they are being executed now)."""
-    if ids:
-        where, params = _ids(ids)
-        _update(using, f"UPDATE {TABLE} SET state = 'started' WHERE {where}", params)
-
-
-def ack(using: str, ids: Sequence[int]) -> None:
-    """Acknowledge finished messages: they leave the table."""
-    if ids:
-        where, params = _ids(ids)
-        _update(using, f"DELETE FROM {TABLE} WHERE {where}", params)
-
-
-def requeue(using: str, ids: Sequence[int]) -> int:
-    """Hand reserved (not started) messages back to the queue for any worker to take."""
+def start(
+    using: str, ids: Sequence[int], acks_late_ids: Sequence[int] = (), owner: int | None = None
+) -> None:
+    """Mark reserved messages as started (handed to the pool), recording their ``acks_late``."""
     if not ids:
-        return 0
+        return
     where, params = _ids(ids)
-    return _update(
+    late = set(acks_late_ids)
+    if not late:
+        flag, flag_params = "FALSE", []
+    elif late >= set(ids):
+        flag, flag_params = "TRUE", []
+    else:
+        late_where, flag_params = _ids(sorted(late))
+        flag = f"({late_where})"
+    mine, mine_params = _owned(owner)
+    _update(
         using,
-        f"UPDATE {TABLE} SET state = 'ready', worker = '', lease_until = NULL "
-        f"WHERE {where} AND state = 'reserved'",
-        params,
+        f"UPDATE {TABLE} SET state = 'started', started_at = %s, acks_late = {flag} "
+        f"WHERE {where}{mine}",
+        [_now_param(using), *flag_params, *params, *mine_params],
     )
 
 
-def defer(using: str, ids: Sequence[int], until: datetime.datetime) -> int:
-    """Hand reserved (not started) messages back to the queue, not to be claimed before ``until``.
+def ack(using: str, ids: Sequence[int], owner: int | None = None) -> None:
+    """Acknowledge finished messages: they leave the table."""
+    if ids:
+        where, params = _ids(ids)
+        mine, mine_params = _owned(owner)
+        _update(using, f"DELETE FROM {TABLE} WHERE {where}{mine}", [*params, *mine_params])
+
+
+def requeue(using: str, ids: Sequence[int], owner: int | None = None) -> int:
+    """Hand held messages (reserved, or started with ``acks_late``) back to the queue."""
+    if not ids:
+        return 0
+    where, params = _ids(ids)
+    mine, mine_params = _owned(owner)
+    return _update(
+        using,
+        f"UPDATE {TABLE} SET state = 'ready', worker = '', owner = NULL, lease_until = NULL, "
+        f"started_at = NULL WHERE {where} AND state IN ('reserved', 'started'){mine}",
+        [*params, *mine_params],
+    )
+
+
+def defer(using: str, ids: Sequence[int], seconds: float, owner: int | None = None) -> int:
+    """Hand reserved (not started) messages back to the queue, not to be claimed for ``seconds``.
 
     Rate-limited messages wait this way: in the table, visible to every worker, not in memory.
     """
     if not ids:
         return 0
     where, params = _ids(ids)
+    mine, mine_params = _owned(owner)
+    until = timezone.now() + datetime.timedelta(seconds=seconds)
     return _update(
         using,
-        f"UPDATE {TABLE} SET state = 'ready', worker = '', lease_until = NULL, available_at = %s "
-        f"WHERE {where} AND state = 'reserved'",
-        [connections[using].ops.adapt_datetimefield_value(until), *params],
+        f"UPDATE {TABLE} SET state = 'ready', worker = '', owner = NULL, lease_until = NULL, "
+        f"available_at = %s WHERE {where} AND state = 'reserved'{mine}",
+        [connections[using].ops.adapt_datetimefield_value(until), *params, *mine_params],
     )
 
 
-def reject(using: str, ids: Sequence[int], error: str) -> None:
+def retry(
+    using: str,
+    message_id: int,
+    available_at: datetime.datetime,
+    body: str | None,
+    owner: int | None = None,
+) -> None:
+    """Put a message back for its next attempt at ``available_at`` (``Task.retry``)."""
+    ops = connections[using].ops
+    sets = "state = 'ready', worker = '', owner = NULL, lease_until = NULL, started_at = NULL, "
+    sets += "retries = retries + 1, available_at = %s"
+    params: list[object] = [ops.adapt_datetimefield_value(available_at)]
+    if body is not None:
+        sets += ", body = %s"
+        params.append(body)
+    mine, mine_params = _owned(owner)
+    _update(using, f"UPDATE {TABLE} SET {sets} WHERE id = %s{mine}",
+            [*params, message_id, *mine_params])
+
+
+def extend_leases(using: str, owner: int, lease_seconds: float) -> None:
+    """The heartbeat: keep holding every message this worker process holds."""
+    until = timezone.now() + datetime.timedelta(seconds=lease_seconds)
+    _update(
+        using,
+        f"UPDATE {TABLE} SET lease_until = %s WHERE owner = %s "
+        "AND state IN ('reserved', 'started')",
+        [connections[using].ops.adapt_datetimefield_value(until), owner],
+    )
+
+
+def recover_expired_leases(using: str) -> list[tuple[str, str, str]]:
+    """Settle the messages of workers whose heartbeat stopped (their lease ran out).
+
+    Reserved messages, and started ones with ``acks_late``, go back to the queue; started ones
+    without it are set aside (state ``rejected``) and returned as ``(task_id, task_name, worker)``
+    so the caller can record ``WorkerLostError``. Each statement moves a row at most once, so
+    several workers recovering at the same moment cannot settle a message twice.
+    """
+    now = _now_param(using)
+    _update(
+        using,
+        f"UPDATE {TABLE} SET state = 'ready', worker = '', owner = NULL, lease_until = NULL, "
+        "started_at = NULL WHERE state IN ('reserved', 'started') AND lease_until < %s "
+        "AND (state = 'reserved' OR acks_late)",
+        [now],
+    )
+
+    def run() -> list[tuple[str, str, str]]:
+        with connections[using].cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {TABLE} SET state = 'rejected', lease_until = NULL, error = "
+                "'WorkerLostError: its worker stopped sending heartbeats while it ran' "
+                "WHERE state = 'started' AND lease_until < %s RETURNING task_id, task_name, worker",
+                [now],
+            )
+            return [tuple(row) for row in cursor.fetchall()]
+
+    return _retry_if_locked(using, run)
+
+
+def revoked_among(using: str, task_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
+    """Which of ``task_ids`` are revoked: ``{task_id: (terminate, signal)}``."""
+    if not task_ids:
+        return {}
+    marks = ", ".join(["%s"] * len(task_ids))
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            f"SELECT task_id, terminate, signal FROM {REVOKED_TABLE} WHERE task_id IN ({marks})",
+            list(task_ids),
+        )
+        return {row[0]: (bool(row[1]), row[2]) for row in cursor.fetchall()}
+
+
+def reject(using: str, ids: Sequence[int], error: str, owner: int | None = None) -> None:
     """Set messages aside that cannot run here (unknown task, undecodable body).
 
     They stay in the table, visible in the admin, and are never claimed again unless re-enqueued.
     """
     if ids:
         where, params = _ids(ids)
+        mine, mine_params = _owned(owner)
         _update(
             using,
-            f"UPDATE {TABLE} SET state = 'rejected', lease_until = NULL, error = %s WHERE {where}",
-            [error, *params],
+            f"UPDATE {TABLE} SET state = 'rejected', lease_until = NULL, error = %s "
+            f"WHERE {where}{mine}",
+            [error, *params, *mine_params],
         )
 
 

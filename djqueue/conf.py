@@ -49,6 +49,8 @@ DEFAULTS: dict[str, Any] = {
     "CELERYD_PREFETCH_MULTIPLIER": 4,
     "CELERYD_TASK_SOFT_TIME_LIMIT": None,
     "CELERYD_TASK_TIME_LIMIT": None,
+    # djqueue's own: seconds without a heartbeat after which a worker's messages are recovered.
+    "DJQUEUE_WORKER_LOST_TIMEOUT": 30.0,
 }
 
 #: Celery ≥4 name (as a Django setting, ``CELERY_`` namespace) -> Celery 3.1 name.

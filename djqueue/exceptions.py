@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DjqueueError(Exception):
     """Root of djqueue's own errors."""
@@ -78,3 +80,36 @@ class RemoteTaskError(DjqueueError):
         message = ", ".join(str(arg) for arg in self.args)
         return f"{message} (raised as {self.original_type}, which is not importable here)"
 
+
+
+class Retry(DjqueueError):
+    """Raised by ``Task.retry()``: the worker schedules the next attempt instead of failing.
+
+    ``raise self.retry(...)`` and a bare ``self.retry(...)`` both work, as in Celery.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        exc: BaseException | None = None,
+        when: Any = None,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message or f"Retry at {when}: {exc!r}")
+        self.exc = exc
+        self.when = when
+        self.call_args = args
+        self.call_kwargs = kwargs
+
+
+class MaxRetriesExceededError(DjqueueError):
+    """A task asked to retry more often than ``max_retries`` allows."""
+
+
+class SoftTimeLimitExceeded(DjqueueError):
+    """Raised inside a task when its soft time limit has passed; the task may clean up."""
+
+
+class TimeLimitExceeded(DjqueueError):
+    """The task ran past its hard time limit and its process was killed."""

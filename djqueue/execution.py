@@ -6,18 +6,31 @@ and returns an :class:`Outcome`, plain data the worker process stores and acknow
 
 from __future__ import annotations
 
+import datetime
+import logging
+import random
+import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections
+from django.utils import timezone
 
 from . import states
-from .exceptions import DecodeError, EncodeError, WorkerLostError
-from .serialization import dumps, exception_to_data, loads
+from .exceptions import (
+    DecodeError, EncodeError, Retry, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError,
+)
+from .serialization import CONTENT_TYPES, dumps, exception_to_data, loads
+
+logger = logging.getLogger("djqueue.worker")
 
 REPR_LIMIT = 1024
+#: A connection idle longer than this is checked before the next task uses it, so a database
+#: restart while the worker was idle does not fail the first task of every child.
+IDLE_CHECK_AFTER = 1.0
 
 
 @dataclass(slots=True)
@@ -34,6 +47,8 @@ class Job:
     retries: int
     hostname: str
     acks_late: bool = False
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
 
 
 @dataclass(slots=True)
@@ -41,7 +56,8 @@ class Outcome:
     """What came of running a :class:`Job`.
 
     ``action`` tells the worker what to do with the message: ``ack`` (delete it), ``reject`` (set
-    it aside: it can never run here) or ``requeue`` (give it back for another attempt).
+    it aside: it can never run here), ``requeue`` (give it back for another attempt) or ``retry``
+    (give it back for ``retry_at``, with ``retry_body`` if the arguments changed).
     """
 
     job: Job
@@ -55,6 +71,8 @@ class Outcome:
     runtime: float = 0.0
     args_repr: str = ""
     kwargs_repr: str = ""
+    retry_at: datetime.datetime | None = None
+    retry_body: str | None = None
 
 
 def _short_repr(value: Any) -> str:
@@ -66,19 +84,66 @@ def _encode_exception(exc: BaseException, serializer: str) -> tuple[str, str]:
     return dumps(exception_to_data(exc), serializer)
 
 
-def _release_broken_connections() -> None:
-    """Close connections a task left unusable, so the next task gets a working one.
+_last_task_end = 0.0
+
+
+def _check_connections() -> None:
+    """Before a task: close connections a previous task broke, and check idle ones still work.
 
     Connections are otherwise kept open between tasks: reconnecting per task would cost more
     than the tasks themselves.
     """
+    idle = time.monotonic() - _last_task_end > IDLE_CHECK_AFTER
     for conn in connections.all(initialized_only=True):
-        if conn.errors_occurred and not conn.is_usable():
+        if conn.connection is not None and (conn.errors_occurred or idle) and not conn.is_usable():
             conn.close()
         conn.errors_occurred = False
 
 
+def _raise_soft_limit(signum: int, frame: object) -> None:
+    raise SoftTimeLimitExceeded("Soft time limit exceeded")
+
+
+class _SoftLimit:
+    """Arms SIGALRM for a soft time limit; only possible in a process's main thread."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.active = bool(seconds) and threading.current_thread() is threading.main_thread()
+        self.seconds = seconds or 0.0
+
+    def __enter__(self) -> None:
+        if self.active:
+            self.previous = signal.signal(signal.SIGALRM, _raise_soft_limit)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+
+
+def _backoff(task: Any, retries: int) -> float:
+    factor = 1 if task.retry_backoff is True else float(task.retry_backoff)
+    countdown = min(float(task.retry_backoff_max), factor * (2**retries))
+    return random.uniform(0, countdown) if task.retry_jitter else countdown
+
+
+def _autoretry(task: Any, exc: Exception, retries: int) -> Retry | None:
+    """A Retry for ``exc`` when the task's ``autoretry_for`` covers it (and retries remain)."""
+    if not task.autoretry_for or not isinstance(exc, tuple(task.autoretry_for)):
+        return None
+    options = dict(task.retry_kwargs or {})
+    if task.retry_backoff and "countdown" not in options:
+        options["countdown"] = _backoff(task, retries)
+    try:
+        task.retry(exc=exc, **options)
+    except Retry as retry:
+        return retry
+    return None  # pragma: no cover - retry() always raises
+
+
 def execute(job: Job) -> Outcome:
+    global _last_task_end
     from .app import app
 
     conf = app.conf
@@ -93,21 +158,29 @@ def execute(job: Job) -> Outcome:
     task = app.tasks[job.task_name]
     ignore_result = bool(task.resolved("ignore_result", "CELERY_IGNORE_RESULT"))
     outcome = Outcome(job, states.SUCCESS, args_repr=_short_repr(args), kwargs_repr=_short_repr(kwargs))
+    _check_connections()
     task.push_request(
         id=job.task_id, args=args, kwargs=kwargs, retries=job.retries, hostname=job.hostname,
         eta=payload.get("eta"), expires=payload.get("expires"),
         delivery_info={"routing_key": job.queue, "priority": job.priority},
     )
     try:
-        value = task.run(*args, **kwargs)
+        with _SoftLimit(job.soft_time_limit):
+            value = task.run(*args, **kwargs)
+    except Retry as retry:
+        _retrying(outcome, retry, payload, result_serializer)
     except Exception as exc:
-        outcome.state = states.FAILURE
-        outcome.traceback = traceback.format_exc()
-        outcome.content_type, outcome.result = _encode_exception(exc, result_serializer)
-        outcome.result_repr = _short_repr(exc)
-        outcome.store = not ignore_result or bool(
-            task.resolved("store_errors_even_if_ignored", "CELERY_STORE_ERRORS_EVEN_IF_IGNORED")
-        )
+        try:
+            retry = _autoretry(task, exc, job.retries)
+        except Exception as final:  # retries used up: retry() raised the error to fail with
+            retry, exc = None, final
+        if retry is not None:
+            _retrying(outcome, retry, payload, result_serializer)
+        else:
+            _failed(outcome, exc, result_serializer)
+            outcome.store = not ignore_result or bool(
+                task.resolved("store_errors_even_if_ignored", "CELERY_STORE_ERRORS_EVEN_IF_IGNORED")
+            )
     else:
         outcome.result_repr = _short_repr(value)
         outcome.store = not ignore_result
@@ -115,15 +188,64 @@ def execute(job: Job) -> Outcome:
             try:
                 outcome.content_type, outcome.result = dumps(value, result_serializer)
             except EncodeError as exc:
-                outcome.state = states.FAILURE
-                outcome.traceback = traceback.format_exc()
-                outcome.content_type, outcome.result = _encode_exception(exc, result_serializer)
-                outcome.result_repr = _short_repr(exc)
+                _failed(outcome, exc, result_serializer)
     finally:
         task.pop_request()
-        _release_broken_connections()
+        _last_task_end = time.monotonic()
     outcome.runtime = time.perf_counter() - started
     return outcome
+
+
+def _failed(outcome: Outcome, exc: BaseException, serializer: str) -> None:
+    outcome.state = states.FAILURE
+    outcome.traceback = traceback.format_exc()
+    outcome.content_type, outcome.result = _encode_exception(exc, serializer)
+    outcome.result_repr = _short_repr(exc)
+
+
+def _retrying(outcome: Outcome, retry: Retry, payload: dict[str, Any], serializer: str) -> None:
+    outcome.state = states.RETRY
+    outcome.action = "retry"
+    when = retry.when if isinstance(retry.when, datetime.datetime) else timezone.now()
+    outcome.retry_at = when
+    reason = retry.exc if retry.exc is not None else retry
+    outcome.content_type, outcome.result = _encode_exception(reason, serializer)
+    outcome.result_repr = _short_repr(reason)
+    outcome.traceback = traceback.format_exc() if retry.exc is not None else None
+    if retry.call_args is not None or retry.call_kwargs is not None:
+        new_payload = dict(payload)
+        if retry.call_args is not None:
+            new_payload["args"] = list(retry.call_args)
+        if retry.call_kwargs is not None:
+            new_payload["kwargs"] = dict(retry.call_kwargs)
+        serializer_name = {v: k for k, v in CONTENT_TYPES.items()}[outcome.job.content_type]
+        outcome.retry_body = dumps(new_payload, serializer_name)[1]
+
+
+def log_outcome(outcome: Outcome) -> None:
+    """Log an outcome the way Celery's worker does ("Task tasks.add[id] succeeded in 0.0004s: 8")."""
+    name, task_id = outcome.job.task_name, outcome.job.task_id
+    if outcome.state == states.SUCCESS:
+        logger.info("Task %s[%s] succeeded in %.4fs: %s", name, task_id, outcome.runtime,
+                    outcome.result_repr)
+    elif outcome.action == "retry":
+        logger.info("Task %s[%s] retry: Retry at %s: %s", name, task_id,
+                    outcome.retry_at.isoformat() if outcome.retry_at else "?",
+                    outcome.result_repr)
+    elif outcome.action == "requeue":
+        logger.warning("Task %s[%s] was cut short (%s); acks_late: returned to the queue.",
+                       name, task_id, outcome.result_repr)
+    elif outcome.state == states.REVOKED:
+        logger.warning("Task %s[%s] revoked: %s", name, task_id, outcome.result_repr)
+    elif outcome.traceback:
+        logger.error("Task %s[%s] raised unexpected: %s\n%s", name, task_id,
+                     outcome.result_repr, outcome.traceback.rstrip())
+    elif outcome.action == "reject":
+        logger.error("Task %s[%s] set aside (state 'rejected'), not run: %s", name, task_id,
+                     outcome.result_repr)
+    else:
+        logger.error("Task handler raised error: %s (task %s[%s])", outcome.result_repr,
+                     name, task_id)
 
 
 def unrun(
@@ -142,9 +264,15 @@ def lost(job: Job, reason: str, serializer: str) -> Outcome:
     """The outcome of a job whose process died or was stopped before it finished.
 
     With ``acks_late`` the message goes back to the queue (at-least-once); without it the task is
-    marked FAILURE with :class:`WorkerLostError` (at-most-once).
+    marked FAILURE with :class:`WorkerLostError` and the message is kept, set aside, for
+    inspection (at-most-once).
     """
-    return unrun(
-        job, WorkerLostError(reason), serializer,
-        action="requeue" if job.acks_late else "ack", store=not job.acks_late,
-    )
+    if job.acks_late:
+        return unrun(job, WorkerLostError(reason), serializer, action="requeue", store=False)
+    return unrun(job, WorkerLostError(reason), serializer, action="reject")
+
+
+def timed_out(job: Job, serializer: str) -> Outcome:
+    """The outcome of a job killed at its hard time limit."""
+    error = TimeLimitExceeded(f"Hard time limit ({job.time_limit}s) exceeded")
+    return unrun(job, error, serializer)

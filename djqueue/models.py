@@ -38,8 +38,21 @@ class Message(models.Model):
     worker = models.CharField(
         max_length=255, blank=True, default="", help_text="Node name of the worker holding it."
     )
+    owner = models.BigIntegerField(
+        null=True, blank=True, help_text="Id of the worker row (process) holding it."
+    )
+    acks_late = models.BooleanField(
+        "acks late", default=False,
+        help_text="Set when started: if its worker dies, run it again instead of failing it.",
+    )
+    started_at = models.DateTimeField("started at", null=True, blank=True)
     lease_until = models.DateTimeField(
-        "lease until", null=True, blank=True, help_text="When a reserving worker's hold expires."
+        "lease until", null=True, blank=True,
+        help_text="Its worker's heartbeat extends this; past it, any worker may recover the message.",
+    )
+    time_limit = models.FloatField(null=True, blank=True, help_text="Per-call hard time limit (s).")
+    soft_time_limit = models.FloatField(
+        null=True, blank=True, help_text="Per-call soft time limit (s)."
     )
     error = models.TextField(
         blank=True, default="", help_text="Why a rejected message was set aside."
@@ -54,7 +67,12 @@ class Message(models.Model):
                 condition=Q(state="ready"),
                 name="djqueue_msg_ready",
             ),
-            models.Index(fields=["worker", "state"], name="djqueue_msg_worker"),
+            models.Index(fields=["owner", "state"], name="djqueue_msg_owner"),
+            models.Index(
+                fields=["lease_until"],
+                condition=Q(state__in=["reserved", "started"]),
+                name="djqueue_msg_held",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -90,3 +108,47 @@ class TaskResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name}[{self.task_id}] {self.state}"
+
+
+class WorkerNode(models.Model):
+    """One worker process, as it reports itself through its heartbeat."""
+
+    hostname = models.CharField("node name", max_length=255, db_index=True)
+    pid = models.IntegerField()
+    queues = models.TextField(help_text="Comma-separated queues it consumes.")
+    pool = models.CharField(max_length=20)
+    concurrency = models.PositiveIntegerField()
+    started_at = models.DateTimeField("started", auto_now_add=True)
+    heartbeat_at = models.DateTimeField("last heartbeat", db_index=True)
+    stopped_at = models.DateTimeField(
+        "stopped", null=True, blank=True, help_text="Set by a clean shutdown."
+    )
+    lost_at = models.DateTimeField(
+        "lost", null=True, blank=True,
+        help_text="Set when another worker found its heartbeat too old and recovered its messages.",
+    )
+    processed = models.PositiveBigIntegerField(default=0, help_text="Tasks it has finished.")
+    active = models.TextField(blank=True, default="", help_text="Tasks running at the last heartbeat.")
+
+    class Meta:
+        db_table = "djqueue_worker"
+        verbose_name = "worker"
+
+    def __str__(self) -> str:
+        return f"{self.hostname} (pid {self.pid})"
+
+
+class Revocation(models.Model):
+    """A revoked task id. Kept in the database so every worker, including later ones, obeys it."""
+
+    task_id = models.CharField("task id", max_length=255, unique=True)
+    terminate = models.BooleanField(default=False, help_text="Also stop it if it is running.")
+    signal = models.CharField(max_length=20, default="SIGTERM")
+    created_at = models.DateTimeField("revoked at", auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "djqueue_revocation"
+        verbose_name = "revocation"
+
+    def __str__(self) -> str:
+        return self.task_id

@@ -16,13 +16,17 @@ import queue
 import signal
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait as wait_ready
 from typing import Any
 
 from django.db import connections
 
-from .execution import Job, Outcome, execute, lost
+from .execution import Job, Outcome, execute, lost, timed_out, unrun
+from .exceptions import TaskRevokedError
+from .revocation import signal_number
+from . import states
 
 logger = logging.getLogger("djqueue.pool")
 
@@ -30,9 +34,18 @@ logger = logging.getLogger("djqueue.pool")
 class Pool:
     name = ""
 
-    def __init__(self, concurrency: int, result_serializer: str = "json") -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        result_serializer: str = "json",
+        *,
+        max_tasks_per_child: int | None = None,
+        fork_lock: threading.Lock | None = None,
+    ) -> None:
         self.concurrency = concurrency
         self.result_serializer = result_serializer
+        self.max_tasks_per_child = max_tasks_per_child
+        self.fork_lock = fork_lock or threading.Lock()
 
     def start(self) -> None:
         """Start the pool (after which the worker may submit jobs)."""
@@ -56,14 +69,20 @@ class Pool:
         """Stop now; return the outcomes of jobs that were cut short."""
         return []
 
+    def terminate_job(self, message_id: int, signame: str) -> bool:
+        """Stop one running job (a revoke with ``terminate=True``); False if this pool cannot."""
+        logger.warning("The %s pool cannot terminate a running task; it will run to its end.",
+                       self.name)
+        return False
+
 
 class SoloPool(Pool):
     """Runs each job inline, in the worker process itself."""
 
     name = "solo"
 
-    def __init__(self, concurrency: int = 1, result_serializer: str = "json") -> None:
-        super().__init__(1, result_serializer)
+    def __init__(self, concurrency: int = 1, result_serializer: str = "json", **options: Any) -> None:
+        super().__init__(1, result_serializer, **options)
         self._done: list[Outcome] = []
 
     def free_slots(self) -> int:
@@ -87,8 +106,8 @@ class ThreadPool(Pool):
 
     name = "threads"
 
-    def __init__(self, concurrency: int, result_serializer: str = "json") -> None:
-        super().__init__(concurrency, result_serializer)
+    def __init__(self, concurrency: int, result_serializer: str = "json", **options: Any) -> None:
+        super().__init__(concurrency, result_serializer, **options)
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._done: collections.deque[Outcome] = collections.deque()
         self._running: dict[int, Job] = {}
@@ -157,15 +176,19 @@ class ThreadPool(Pool):
 
 
 class _Child:
-    __slots__ = ("process", "conn", "job")
+    __slots__ = ("process", "conn", "job", "deadline", "revoked")
 
     def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
         self.process = process
         self.conn = conn
         self.job: Job | None = None
+        self.deadline: float | None = None  # hard time limit of the running job
+        self.revoked = False  # terminated on request (revoke with terminate=True)
 
 
-def _child_main(conn: Connection, inherited: list[Connection], parent_pid: int) -> None:
+def _child_main(
+    conn: Connection, inherited: list[Connection], parent_pid: int, max_tasks: int | None
+) -> None:
     """Body of a prefork child: run jobs sent over ``conn`` until told to stop."""
     # The worker process handles signals; a Ctrl-C sent to the whole process group must not kill
     # a task during a warm shutdown. SIGTERM keeps its default so the worker can stop a child.
@@ -175,7 +198,8 @@ def _child_main(conn: Connection, inherited: list[Connection], parent_pid: int) 
     signal.set_wakeup_fd(-1)
     for other in inherited:  # ends that belong to the parent and the other children
         other.close()
-    while True:
+    done = 0
+    while max_tasks is None or done < max_tasks:
         if not conn.poll(1.0):
             if os.getppid() != parent_pid:
                 break  # the worker died; do not linger as an orphan
@@ -187,6 +211,7 @@ def _child_main(conn: Connection, inherited: list[Connection], parent_pid: int) 
         if job is None:
             break
         conn.send(execute(job))
+        done += 1
     connections.close_all()
 
 
@@ -195,8 +220,8 @@ class PreforkPool(Pool):
 
     name = "prefork"
 
-    def __init__(self, concurrency: int, result_serializer: str = "json") -> None:
-        super().__init__(concurrency, result_serializer)
+    def __init__(self, concurrency: int, result_serializer: str = "json", **options: Any) -> None:
+        super().__init__(concurrency, result_serializer, **options)
         self._children: list[_Child] = []
         self._context = multiprocessing.get_context("fork")
         self._counter = 0
@@ -206,18 +231,20 @@ class PreforkPool(Pool):
             self._spawn()
 
     def _spawn(self) -> None:
-        # A forked child must never share the parent's database connection.
-        connections.close_all()
         parent_end, child_end = self._context.Pipe()
         self._counter += 1
         inherited = [parent_end] + [child.conn for child in self._children]
         process = self._context.Process(
             target=_child_main,
-            args=(child_end, inherited, os.getpid()),
+            args=(child_end, inherited, os.getpid(), self.max_tasks_per_child),
             name=f"ForkPoolWorker-{self._counter}",
             daemon=True,
         )
-        process.start()
+        # A forked child must never share a database connection with the worker: close the
+        # worker's, and hold the lock the heartbeat thread keeps while it has one open.
+        with self.fork_lock:
+            connections.close_all()
+            process.start()
         child_end.close()
         self._children.append(_Child(process, parent_end))
 
@@ -227,12 +254,17 @@ class PreforkPool(Pool):
     def submit(self, job: Job) -> None:
         child = next(child for child in self._children if child.job is None)
         child.job = job
+        child.deadline = time.monotonic() + job.time_limit if job.time_limit else None
         child.conn.send(job)
 
     def running(self) -> list[Job]:
         return [child.job for child in self._children if child.job is not None]
 
     def wait(self, timeout: float | None, extra: Sequence[Any] = ()) -> list[Outcome]:
+        deadlines = [c.deadline for c in self._children if c.job is not None and c.deadline]
+        if deadlines:
+            until_first = max(0.0, min(deadlines) - time.monotonic())
+            timeout = until_first if timeout is None else min(timeout, until_first)
         by_conn = {child.conn: child for child in self._children if child.job is not None}
         by_sentinel = {child.process.sentinel: child for child in self._children}
         ready = wait_ready([*by_conn, *by_sentinel, *extra], timeout)
@@ -244,20 +276,42 @@ class PreforkPool(Pool):
                     child.job = None
                 except (EOFError, OSError):
                     pass  # died while answering: handled with the sentinel below
+        now = time.monotonic()
+        for child in self._children:
+            if child.job is not None and child.deadline is not None and now >= child.deadline:
+                logger.error("Hard time limit (%ss) exceeded for %s[%s]", child.job.time_limit,
+                             child.job.task_name, child.job.task_id)
+                child.process.kill()
+                child.process.join()
+                done.append(timed_out(child.job, self.result_serializer))
+                child.job = None
         dead = [c for c in self._children if c.process.sentinel in ready or not c.process.is_alive()]
         for child in dead:
             child.process.join()
-            code = child.process.exitcode
             if child.job is not None:
-                reason = _describe_exit(code)
-                logger.error("Process %r pid:%s exited with %s", child.process.name,
-                             child.process.pid, reason)
-                done.append(lost(child.job, f"Worker exited prematurely: {reason}.",
-                                 self.result_serializer))
+                done.append(self._cut_short(child))
             child.conn.close()
             self._children.remove(child)
             self._spawn()
         return done
+
+    def _cut_short(self, child: _Child) -> Outcome:
+        assert child.job is not None
+        reason = _describe_exit(child.process.exitcode)
+        if child.revoked:
+            return unrun(child.job, TaskRevokedError(f"terminated ({reason})"),
+                         self.result_serializer, state=states.REVOKED)
+        logger.error("Process %r pid:%s exited with %s", child.process.name,
+                     child.process.pid, reason)
+        return lost(child.job, f"Worker exited prematurely: {reason}.", self.result_serializer)
+
+    def terminate_job(self, message_id: int, signame: str) -> bool:
+        for child in self._children:
+            if child.job is not None and child.job.message_id == message_id:
+                child.revoked = True
+                os.kill(child.process.pid, signal_number(signame))
+                return True
+        return False
 
     def stop(self) -> None:
         for child in self._children:
@@ -287,6 +341,7 @@ class PreforkPool(Pool):
                 done.append(lost(child.job, "Worker stopped (cold shutdown): "
                                  + _describe_exit(child.process.exitcode) + ".",
                                  self.result_serializer))
+                child.job = None
             child.conn.close()
         self._children = []
         return done

@@ -9,6 +9,7 @@ the worker hands it back to the database with a later ``available_at`` (see
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import time
@@ -19,6 +20,7 @@ from .exceptions import ImproperlyConfigured
 
 if TYPE_CHECKING:
     from .app import App
+    from .broker import Claimed
     from .task_class import Task
 
 logger = logging.getLogger("djqueue.ratelimit")
@@ -119,6 +121,27 @@ class Throttle:
                 parse_rate(rate)
             except ImproperlyConfigured as exc:
                 raise ImproperlyConfigured(f"Task {name!r}: {exc}") from None
+
+    def admit(
+        self, reserved: collections.deque[Claimed], free: int
+    ) -> tuple[list[Claimed], list[tuple[float, list[int]]]]:
+        """Take messages from the front of ``reserved`` until ``free`` may start now.
+
+        Returns those, and the message ids over their task's limit (taken out too) as
+        ``(seconds to wait, ids)`` per task name, for the worker to put back in the table.
+        """
+        admitted: list[Claimed] = []
+        over_limit: dict[str, tuple[float, list[int]]] = {}
+        while reserved and len(admitted) < free:
+            message = reserved.popleft()
+            wait = self.wait_time(message.task_name)
+            if wait:
+                over_limit.setdefault(message.task_name, (wait, []))[1].append(message.id)
+                logger.debug("%s[%s] is over its rate limit; waits %.3fs",
+                             message.task_name, message.task_id, wait)
+            else:
+                admitted.append(message)
+        return admitted, list(over_limit.values())
 
     def wait_time(self, task_name: str) -> float:
         """0.0 when a message of ``task_name`` may start now, else the seconds until it may.

@@ -117,6 +117,12 @@ class AsyncResult:
 
     wait = get
 
+    def revoke(self, terminate: bool = False, signal: str | int = "SIGTERM") -> None:
+        """Make sure the task never runs; with ``terminate`` also stop it if it is running."""
+        from .revocation import revoke
+
+        revoke(self.id, terminate=terminate, signal=signal, using=self.app.conf.broker_alias)
+
     def forget(self) -> None:
         """Remove the stored result."""
         self._final = None
@@ -165,6 +171,9 @@ class EagerResult(AsyncResult):
         return self._value_held
 
     wait = get
+
+    def revoke(self, terminate: bool = False, signal: str | int = "SIGTERM") -> None:
+        return None  # it already ran
 
     def forget(self) -> None:
         return None

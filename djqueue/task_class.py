@@ -9,7 +9,10 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from django.utils import timezone
+
 from . import annotations, states
+from .exceptions import MaxRetriesExceededError, Retry
 from .result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
@@ -41,6 +44,9 @@ TASK_OPTIONS: dict[str, Any] = {
     "serializer": None,
     "typing": True,
 }
+
+
+_DEFAULT = object()
 
 
 class Context:
@@ -188,16 +194,61 @@ class Task:
         args, kwargs = list(args or ()), dict(kwargs or {})
         if throw is None:
             throw = self.app.conf.CELERY_EAGER_PROPAGATES_EXCEPTIONS
-        self.push_request(id=task_id, args=args, kwargs=kwargs, is_eager=True)
-        try:
-            value = self.run(*args, **kwargs)
-        except Exception as exc:
-            if throw:
-                raise
-            return EagerResult(task_id, exc, states.FAILURE, traceback.format_exc())
-        finally:
-            self.pop_request()
-        return EagerResult(task_id, value, states.SUCCESS)
+        retries = 0
+        while True:  # an eager retry runs again at once
+            self.push_request(id=task_id, args=args, kwargs=kwargs, is_eager=True, retries=retries)
+            try:
+                value = self.run(*args, **kwargs)
+            except Retry as retry:
+                args = list(retry.call_args) if retry.call_args is not None else args
+                kwargs = dict(retry.call_kwargs) if retry.call_kwargs is not None else kwargs
+                retries += 1
+                continue
+            except Exception as exc:
+                if throw:
+                    raise
+                return EagerResult(task_id, exc, states.FAILURE, traceback.format_exc())
+            finally:
+                self.pop_request()
+            return EagerResult(task_id, value, states.SUCCESS)
+
+    def retry(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime.datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None | object = _DEFAULT,
+    ) -> Retry:
+        """Ask for another attempt of the running task; raises :class:`Retry`.
+
+        The message goes back to the queue with a new available-at time (``eta``, or now +
+        ``countdown``, or now + ``default_retry_delay``); no worker sleeps meanwhile. Once
+        ``max_retries`` attempts were retried (``None``: no limit), ``exc`` is raised instead, or
+        :class:`MaxRetriesExceededError` when there is none.
+        """
+        request = self.request
+        limit = self.max_retries if max_retries is _DEFAULT else max_retries
+        if request.called_directly:
+            raise exc if exc is not None else RuntimeError(
+                f"{self.name}.retry() called outside a worker: the task is not running as a task"
+            )
+        if limit is not None and request.retries >= limit:  # type: ignore[operator]
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}"
+            )
+        if eta is None:
+            delay = self.default_retry_delay if countdown is None else countdown
+            eta = timezone.now() + datetime.timedelta(seconds=delay)
+        retry = Retry(exc=exc, when=eta, args=None if args is None else list(args),
+                      kwargs=None if kwargs is None else dict(kwargs))
+        if throw:
+            raise retry
+        return retry
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, app=self.app, task_name=self.name)

@@ -8,24 +8,23 @@ directly with the ``solo`` pool.
 from __future__ import annotations
 
 import collections
-import datetime
-import functools
 import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
-from . import broker, routing, states
+from . import broker, heartbeat, routing, states
 from .app import App
 from .backends import ResultRecord
 from .exceptions import ImproperlyConfigured, NotRegistered, TaskRevokedError
-from .execution import Job, Outcome, unrun
+from .execution import Job, Outcome, log_outcome, unrun
 from .expiry import PeriodicCleanup
 from .pool import POOLS, Pool
 from .ratelimit import Throttle
@@ -34,9 +33,8 @@ logger = logging.getLogger("djqueue.worker")
 
 T = TypeVar("T")
 
-#: How long a reservation holds before another worker may assume its holder is gone.
-LEASE_SECONDS = 300.0
 DB_RETRY_MAX_PAUSE = 10.0
+REVOCATION_CHECK_INTERVAL = 1.0
 
 
 def default_hostname(template: str | None = None) -> str:
@@ -58,6 +56,9 @@ class Worker:
         hostname: str | None = None,
         prefetch_multiplier: int | None = None,
         poll_interval: float | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        max_tasks_per_child: int | None = None,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -74,20 +75,37 @@ class Worker:
         if self.pool_name == "solo":
             self.concurrency = 1
         self.hostname = default_hostname(hostname)
-        multiplier = conf.CELERYD_PREFETCH_MULTIPLIER if prefetch_multiplier is None else prefetch_multiplier
+        multiplier = (
+            conf.CELERYD_PREFETCH_MULTIPLIER if prefetch_multiplier is None else prefetch_multiplier
+        )
         self.prefetch_limit = self.concurrency * max(int(multiplier), 1)
         self.poll_interval = conf.polling_interval if poll_interval is None else poll_interval
+        self.time_limit = conf.CELERYD_TASK_TIME_LIMIT if time_limit is None else time_limit
+        self.soft_time_limit = (
+            conf.CELERYD_TASK_SOFT_TIME_LIMIT if soft_time_limit is None else soft_time_limit
+        )
+        self.heartbeat_timeout = float(conf.DJQUEUE_WORKER_LOST_TIMEOUT)
         self.result_serializer = conf.CELERY_RESULT_SERIALIZER
-        self.pool: Pool = POOLS[self.pool_name](self.concurrency, self.result_serializer)
+        self.fork_lock = threading.Lock()
+        self.pool: Pool = POOLS[self.pool_name](
+            self.concurrency,
+            self.result_serializer,
+            max_tasks_per_child=max_tasks_per_child or conf.CELERYD_MAX_TASKS_PER_CHILD,
+            fork_lock=self.fork_lock,
+        )
         self.backend = app.backend
         self.throttle = Throttle(app)
         self.cleanup = PeriodicCleanup(app)
+        self.node_id: int | None = None
+        self.processed = 0
         self.stop_requested: str | None = None  # None, "warm" or "cold"
-        self._announced_stop: str | None = None
         self.finished = False
+        self._announced_stop: str | None = None
         self._reserved: collections.deque[broker.Claimed] = collections.deque()
         self._next_poll = 0.0
         self._claim_now = True
+        self._next_revocation_check = 0.0
+        self._heartbeat: heartbeat.Heartbeat | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -95,10 +113,11 @@ class Worker:
     # Life cycle.
 
     def start(self) -> None:
-        """Load the task modules and start the pool."""
+        """Load the task modules, register this worker and start the pool."""
         broker.vendor(self.using)  # fail early on a database that cannot be a broker
         self.app.tasks  # autodiscovery happens before children are forked
         self.throttle.validate()
+        self.node_id = self._with_db_retry(lambda: heartbeat.register(self))
         self.pool.start()
 
     def run(self) -> None:
@@ -109,6 +128,8 @@ class Worker:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
         }
         previous_fd = signal.set_wakeup_fd(self._wake_w.fileno())
+        self._heartbeat = heartbeat.Heartbeat(self, self.fork_lock)
+        self._heartbeat.start()
         logger.info("%s ready.", self.hostname)
         try:
             while not self.finished:
@@ -117,9 +138,18 @@ class Worker:
             if self._reserved:  # only after an unexpected error: never keep claimed messages
                 self._give_back_reserved()
             self.pool.stop()
+            self._heartbeat.stop()
+            self._with_db_retry(self._mark_stopped)
             signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _mark_stopped(self) -> None:
+        from .models import WorkerNode
+
+        WorkerNode.objects.using(self.using).filter(pk=self.node_id).update(
+            stopped_at=timezone.now(), processed=self.processed, active="[]"
+        )
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if signum == signal.SIGQUIT or (signum == signal.SIGINT and self.stop_requested):
@@ -135,6 +165,10 @@ class Worker:
         except BlockingIOError:
             pass
 
+    def active_tasks(self) -> list[dict[str, Any]]:
+        """What the pool runs now, for the heartbeat and inspection."""
+        return [{"id": job.task_id, "name": job.task_name} for job in self.pool.running()]
+
     # One iteration.
 
     def loop(self) -> None:
@@ -145,6 +179,7 @@ class Worker:
                 return
         elif self._claim_due():
             self._claim()
+        self._check_revocations()
         self._dispatch()
         outcomes = self.pool.wait(self._wait_timeout(), extra=[self._wake_r])
         self._drain_wakeups()
@@ -166,11 +201,12 @@ class Worker:
     def _wait_timeout(self) -> float:
         if self.stop_requested:
             return 0.1
+        timeout = self.poll_interval
         if self._capacity() > 0:
-            if self._claim_now:
-                return 0.0
-            return max(0.0, self._next_poll - time.monotonic())
-        return self.poll_interval
+            timeout = 0.0 if self._claim_now else max(0.0, self._next_poll - time.monotonic())
+        if self._reserved or self.pool.running():
+            timeout = min(timeout, REVOCATION_CHECK_INTERVAL)
+        return timeout
 
     def _drain_wakeups(self) -> None:
         try:
@@ -183,16 +219,29 @@ class Worker:
 
     def _claim(self) -> None:
         limit = self._capacity()
+        was_holding = bool(self._reserved or self.pool.running())
         claimed = self._with_db_retry(
-            lambda: broker.claim(self.using, self.queues, limit, self.hostname, LEASE_SECONDS)
+            lambda: broker.claim(self.using, self.queues, limit, self.hostname, self.node_id,
+                                 self.heartbeat_timeout)
         )
         self._claim_now = len(claimed) == limit
         self._next_poll = time.monotonic() + self.poll_interval
+        if not was_holding:
+            # The claim itself reported revocations of what it took.
+            self._next_revocation_check = time.monotonic() + REVOCATION_CHECK_INTERVAL
         refused: list[Outcome] = []
         registry = self.app.tasks
         for message in claimed:
             job = self.job_for(message)
-            if message.task_name not in registry:
+            if message.revoked:
+                logger.info("Discarding revoked task: %s[%s]", message.task_name, message.task_id)
+                refused.append(unrun(job, TaskRevokedError("revoked"), self.result_serializer,
+                                     state=states.REVOKED))
+            elif message.expired:
+                logger.info("Discarding expired task: %s[%s]", message.task_name, message.task_id)
+                refused.append(unrun(job, TaskRevokedError("expired"), self.result_serializer,
+                                     state=states.REVOKED))
+            elif message.task_name not in registry:
                 logger.error(
                     "Received unregistered task of type %r.\nThe message has been set aside "
                     "(state 'rejected'), not run: did you import the module that defines it "
@@ -201,10 +250,6 @@ class Worker:
                 )
                 refused.append(unrun(job, NotRegistered(message.task_name), self.result_serializer,
                                      action="reject"))
-            elif message.expired:
-                logger.info("Discarding expired task: %s[%s]", message.task_name, message.task_id)
-                refused.append(unrun(job, TaskRevokedError("expired"), self.result_serializer,
-                                     state=states.REVOKED))
             else:
                 logger.info("Received task: %s[%s]", message.task_name, message.task_id)
                 self._reserved.append(message)
@@ -214,28 +259,30 @@ class Worker:
     def job_for(self, message: broker.Claimed) -> Job:
         task = self.app.tasks.get(message.task_name)
         acks_late = bool(task.resolved("acks_late", "CELERY_ACKS_LATE")) if task else False
+
+        def limit(call: float | None, option: str, worker_value: float | None) -> float | None:
+            if call is not None:
+                return call
+            own = getattr(task, option, None) if task else None
+            return own if own is not None else worker_value
+
         return Job(
             message.id, message.task_id, message.task_name, message.queue, message.priority,
             message.content_type, message.body, message.retries, self.hostname, acks_late,
+            time_limit=limit(message.time_limit, "time_limit", self.time_limit),
+            soft_time_limit=limit(message.soft_time_limit, "soft_time_limit",
+                                  self.soft_time_limit),
         )
 
     def _dispatch(self) -> None:
         if self.stop_requested:
             return
-        free = self.pool.free_slots()
-        jobs: list[Job] = []
-        over_limit: dict[str, tuple[float, list[int]]] = {}
-        while self._reserved and len(jobs) < free:
-            message = self._reserved.popleft()
-            wait = self.throttle.wait_time(message.task_name)
-            if wait:
-                over_limit.setdefault(message.task_name, (wait, []))[1].append(message.id)
-            else:
-                jobs.append(self.job_for(message))
-        if over_limit:
-            self._defer(over_limit)
-        if not jobs:
+        admitted, over_limit = self.throttle.admit(self._reserved, self.pool.free_slots())
+        for wait, ids in over_limit:
+            self._defer(ids, wait)
+        if not admitted:
             return
+        jobs = [self.job_for(message) for message in admitted]
         started = [
             ResultRecord(job.task_id, states.STARTED, job.task_name, worker=self.hostname)
             for job in jobs
@@ -243,7 +290,8 @@ class Worker:
         ]
 
         def mark_started() -> None:
-            broker.start(self.using, [job.message_id for job in jobs])
+            broker.start(self.using, [job.message_id for job in jobs],
+                         [job.message_id for job in jobs if job.acks_late], self.node_id)
             if started and self.backend.enabled:
                 self.backend.store(started)
 
@@ -251,15 +299,34 @@ class Worker:
         for job in jobs:
             self.pool.submit(job)
 
-    def _defer(self, over_limit: dict[str, tuple[float, list[int]]]) -> None:
-        """Hand rate-limited messages back to the table until their task may run again, and
-        come back for them then."""
-        now = timezone.now()
-        for name, (wait, ids) in over_limit.items():
-            until = now + datetime.timedelta(seconds=wait)
-            self._with_db_retry(functools.partial(broker.defer, self.using, ids, until))
-            logger.debug("Rate limit of %s: %d message(s) wait %.3fs", name, len(ids), wait)
-            self._next_poll = min(self._next_poll, time.monotonic() + wait)
+    def _defer(self, ids: list[int], wait: float) -> None:
+        """Rate-limited messages wait in the table, not here; claim again when they are due."""
+        self._with_db_retry(lambda: broker.defer(self.using, ids, wait, self.node_id))
+        self._next_poll = min(self._next_poll, time.monotonic() + wait)
+
+    def _check_revocations(self) -> None:
+        """About once a second, obey revocations of what this worker holds."""
+        now = time.monotonic()
+        running = {job.task_id: job for job in self.pool.running()}
+        if now < self._next_revocation_check or not (self._reserved or running):
+            return
+        self._next_revocation_check = now + REVOCATION_CHECK_INTERVAL
+        held = [m.task_id for m in self._reserved] + list(running)
+        revoked = self._with_db_retry(lambda: broker.revoked_among(self.using, held))
+        if not revoked:
+            return
+        dropped = [m for m in self._reserved if m.task_id in revoked]
+        if dropped:
+            self._reserved = collections.deque(m for m in self._reserved if m.task_id not in revoked)
+            for message in dropped:
+                logger.info("Discarding revoked task: %s[%s]", message.task_name, message.task_id)
+            self.finish([unrun(self.job_for(m), TaskRevokedError("revoked"),
+                               self.result_serializer, state=states.REVOKED) for m in dropped],
+                        log=False)
+        for task_id, (terminate, signame) in revoked.items():
+            if terminate and task_id in running:
+                logger.info("Terminating %s[%s] (%s)", running[task_id].task_name, task_id, signame)
+                self.pool.terminate_job(running[task_id].message_id, signame)
 
     # Outcomes.
 
@@ -267,12 +334,13 @@ class Worker:
         """Store results and acknowledge, all in one transaction."""
         if log:
             for outcome in outcomes:
-                self._log_outcome(outcome)
+                log_outcome(outcome)
         now = timezone.now()
         records = [
             ResultRecord(
                 o.job.task_id, o.state, o.job.task_name, o.content_type, o.result, o.traceback,
-                o.args_repr, o.kwargs_repr, self.hostname, o.runtime, now,
+                o.args_repr, o.kwargs_repr, self.hostname, o.runtime,
+                None if o.state == states.RETRY else now,
             )
             for o in outcomes
             if o.store
@@ -285,37 +353,28 @@ class Worker:
             with transaction.atomic(using=self.using):
                 if records and self.backend.enabled:
                     self.backend.store(records)
-                broker.ack(self.using, [o.job.message_id for o in by_action["ack"]])
-                broker.requeue(self.using, [o.job.message_id for o in by_action["requeue"]])
+                mine = self.node_id
+                ids = {action: [o.job.message_id for o in group]
+                       for action, group in by_action.items()}
+                broker.ack(self.using, ids.get("ack", []), mine)
+                broker.requeue(self.using, ids.get("requeue", []), mine)
                 for outcome in by_action["reject"]:
-                    broker.reject(self.using, [outcome.job.message_id], outcome.result_repr)
+                    broker.reject(self.using, [outcome.job.message_id], outcome.result_repr,
+                                  mine)
+                for outcome in by_action["retry"]:
+                    assert outcome.retry_at is not None
+                    broker.retry(self.using, outcome.job.message_id, outcome.retry_at,
+                                 outcome.retry_body, mine)
 
         self._with_db_retry(write)
-
-    def _log_outcome(self, outcome: Outcome) -> None:
-        name, task_id = outcome.job.task_name, outcome.job.task_id
-        if outcome.state == states.SUCCESS:
-            logger.info("Task %s[%s] succeeded in %.4fs: %s", name, task_id, outcome.runtime,
-                        outcome.result_repr)
-        elif outcome.action == "reject":
-            logger.error("Can't decode message body of %s[%s]: %s\nThe message has been set "
-                         "aside (state 'rejected'), not run.", name, task_id, outcome.result_repr)
-        elif outcome.action == "requeue":
-            logger.warning("Task %s[%s] was cut short (%s); acks_late: returned to the queue.",
-                           name, task_id, outcome.result_repr)
-        elif outcome.traceback:
-            logger.error("Task %s[%s] raised unexpected: %s\n%s", name, task_id,
-                         outcome.result_repr, outcome.traceback.rstrip())
-        else:
-            logger.error("Task handler raised error: %s (task %s[%s])", outcome.result_repr,
-                         name, task_id)
+        self.processed += sum(1 for o in outcomes if o.action != "requeue")
 
     # Shutdown.
 
     def _shutdown_step(self) -> None:
         if self._announced_stop != self.stop_requested:
             self._announced_stop = self.stop_requested
-            logger.warning("worker: %s shutdown (MainProcess)", self.stop_requested.title())
+            logger.warning("worker: %s shutdown (MainProcess)", (self.stop_requested or "").title())
         if self._reserved:
             self._give_back_reserved()
         if self.stop_requested == "cold" and self.pool.running():
@@ -326,7 +385,7 @@ class Worker:
     def _give_back_reserved(self) -> None:
         ids = [message.id for message in self._reserved]
         self._reserved.clear()
-        count = self._with_db_retry(lambda: broker.requeue(self.using, ids))
+        count = self._with_db_retry(lambda: broker.requeue(self.using, ids, self.node_id))
         logger.info("Returned %d reserved message(s) to the queue.", count)
 
     # Database faults.

@@ -80,5 +80,7 @@ STATIC_URL = "static/"
 
 # djqueue (Celery's setting names).
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default="database") or None
-CELERY_IMPORTS = ("tasks",)
+# Extra task modules from the environment: the test suite adds its fault-injection tasks.
+CELERY_IMPORTS = ("tasks", *env.list("DJQUEUE_EXTRA_IMPORTS", default=[]))
 BROKER_TRANSPORT_OPTIONS = {"polling_interval": env.float("DJQUEUE_POLLING_INTERVAL", default=1.0)}
+DJQUEUE_WORKER_LOST_TIMEOUT = env.float("DJQUEUE_WORKER_LOST_TIMEOUT", default=30.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -98,6 +100,7 @@ def worker_env(record_file: Path) -> dict[str, str]:
         DATABASE_URL=database_url(),
         DJQUEUE_POLLING_INTERVAL="0.05",
         DJQUEUE_RECORD_FILE=str(record_file),
+        DJQUEUE_EXTRA_IMPORTS="tests.fault_tasks",
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -141,6 +144,11 @@ def start_worker(
         worker.kill()
 
 
+def executions(record_file: Path) -> collections.Counter[str]:
+    """How many times each key was executed (one line per start)."""
+    return collections.Counter(line.split()[0] for line in record_file.read_text().splitlines())
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -148,3 +156,28 @@ def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+_FAULTS: list[tuple[str, ...]] = []
+
+
+@pytest.fixture
+def fault_report() -> Callable[..., None]:
+    """Record one row of the fault-injection table printed at the end of the run."""
+
+    def report(fault: str, *, sent: int, executed: int, lost: int, duplicated: int,
+               outcome: str) -> None:
+        _FAULTS.append((connection.vendor, fault, str(sent), str(executed), str(lost),
+                        str(duplicated), outcome))
+
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _FAULTS:
+        return
+    terminalreporter.section("fault injection: tasks sent / executed / lost / duplicated")
+    header = ("db", "fault", "sent", "executed", "lost", "duplicated", "outcome")
+    widths = [max(len(row[i]) for row in [header, *_FAULTS]) for i in range(len(header))]
+    for row in [header, *_FAULTS]:
+        terminalreporter.write_line("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))

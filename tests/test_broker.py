@@ -106,7 +106,7 @@ def test_query_counts_are_pinned(worker: Worker) -> None:
     for i in range(50):
         add.delay(i, i)
     with CaptureQueriesContext(connection) as claim:
-        claimed = broker.claim("default", ["celery"], 50, "test@host", 60)
+        claimed = broker.claim("default", ["celery"], 50, "test@host", worker.node_id, 60)
     jobs = [worker.job_for(message) for message in claimed]
     with CaptureQueriesContext(connection) as start:
         broker.start("default", [job.message_id for job in jobs])

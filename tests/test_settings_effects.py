@@ -157,7 +157,7 @@ def test_acks_late_setting_reaches_the_job(spelling: str) -> None:
     from djqueue import broker
 
     add.delay(1, 1)
-    claimed = broker.claim("default", ["celery"], 1, "t", 60)[0]
+    claimed = broker.claim("default", ["celery"], 1, "t", None, 60)[0]
     assert worker.job_for(claimed).acks_late is False
     with override_settings(**{spelling: True}):
         assert worker.job_for(claimed).acks_late is True

@@ -1,0 +1,114 @@
+"""Worker rows and heartbeats, and recovery of the messages of workers that died.
+
+Each worker process has a :class:`~djqueue.models.WorkerNode` row. A background thread beats every
+``timeout / 6`` seconds: it refreshes the row, extends the lease of every message the process
+holds, and recovers messages whose lease ran out (their worker stopped beating), following the
+delivery rules in :func:`djqueue.broker.recover_expired_leases`. The thread is separate from the
+worker loop so that a long task in the ``solo`` pool does not look like a dead worker.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from django.db import DatabaseError, connections
+from django.utils import timezone
+
+from . import broker, states
+from .backends import ResultRecord
+from .exceptions import WorkerLostError
+from .models import WorkerNode
+from .serialization import dumps, exception_to_data
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+logger = logging.getLogger("djqueue.heartbeat")
+
+
+def register(worker: Worker) -> int:
+    """Create this process's worker row; returns its id (the ``owner`` of claimed messages)."""
+    node = WorkerNode.objects.using(worker.using).create(
+        hostname=worker.hostname,
+        pid=os.getpid(),
+        queues=",".join(worker.queues),
+        pool=worker.pool_name,
+        concurrency=worker.concurrency,
+        heartbeat_at=timezone.now(),
+    )
+    return node.id
+
+
+def recover(using: str, backend_store: Callable[[list[ResultRecord]], None], serializer: str) -> int:
+    """Recover messages of dead workers; returns how many started tasks were marked lost."""
+    lost = broker.recover_expired_leases(using)
+    now = timezone.now()
+    if lost:
+        records = []
+        for task_id, task_name, worker in lost:
+            error = WorkerLostError(f"Worker {worker or '?'} stopped sending heartbeats while "
+                                    "the task ran (at-most-once: not run again).")
+            content_type, result = dumps(exception_to_data(error), serializer)
+            records.append(ResultRecord(task_id, states.FAILURE, task_name, content_type, result,
+                                        worker=worker, date_done=now))
+            logger.error("Task %s[%s] lost: worker %s stopped sending heartbeats.",
+                         task_name, task_id, worker)
+        backend_store(records)
+    return len(lost)
+
+
+class Heartbeat(threading.Thread):
+    """Beats for one worker until :meth:`stop`."""
+
+    def __init__(self, worker: Worker, fork_lock: threading.Lock) -> None:
+        super().__init__(name="djqueue-heartbeat", daemon=True)
+        self.worker = worker
+        self.interval = max(worker.heartbeat_timeout / 6, 0.2)
+        self.fork_lock = fork_lock
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # a dead heartbeat would let others take our messages: keep going
+                logger.exception("Heartbeat failed; will try again.")
+
+    def beat(self) -> None:
+        """One heartbeat. The connection is closed again before the lock is released, so a pool
+        child forked meanwhile never inherits an open connection of this thread."""
+        worker = self.worker
+        with self.fork_lock:
+            try:
+                WorkerNode.objects.using(worker.using).filter(pk=worker.node_id).update(
+                    heartbeat_at=timezone.now(),
+                    processed=worker.processed,
+                    active=json.dumps(worker.active_tasks()),
+                )
+                broker.extend_leases(worker.using, worker.node_id, worker.heartbeat_timeout)
+                backend = worker.backend
+                recover(worker.using,
+                        backend.store if backend.enabled else (lambda records: None),
+                        worker.result_serializer)
+                WorkerNode.objects.using(worker.using).filter(
+                    stopped_at=None, lost_at=None,
+                    heartbeat_at__lt=timezone.now() - datetime.timedelta(
+                        seconds=worker.heartbeat_timeout),
+                ).update(lost_at=timezone.now())
+            except DatabaseError as exc:
+                logger.error("Heartbeat failed (database error: %s); will try again.", exc)
+            finally:
+                try:
+                    connections.close_all()
+                except DatabaseError:
+                    pass  # already broken; a new connection is opened for the next beat
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=10)
