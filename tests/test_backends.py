@@ -24,6 +24,7 @@ from djqueue.app import app
 from djqueue.backends import ResultBackend, ResultRecord
 from djqueue.backends.cache import CacheBackend
 from djqueue.backends.database import DatabaseBackend
+from djqueue.exceptions import ImproperlyConfigured
 from djqueue.models import TaskResult
 from djqueue.worker import Worker
 from example_project.demo.tasks import fail, record
@@ -136,6 +137,9 @@ def test_cache_backend_chosen_by_settings(redis_available) -> None:
         assert isinstance(backend, CacheBackend)
         assert (backend.cache_alias, backend.expires) == ("results", 90)
     assert isinstance(app.backend, DatabaseBackend)  # override_settings ended
+    with override_settings(CELERY_RESULT_BACKEND="cache", CELERY_CACHE_BACKEND="absent"):
+        with pytest.raises(ImproperlyConfigured, match="'absent' is not a key of CACHES"):
+            app.backend  # noqa: B018 - building the backend is what fails
 
 
 def test_cache_backend_with_a_real_worker(start_worker, redis_available) -> None:

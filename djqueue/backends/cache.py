@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.core.cache import BaseCache, caches
 
 from ..exceptions import ImproperlyConfigured
@@ -33,6 +34,11 @@ class CacheBackend(ResultBackend):
         self, using: str = "default", expires: float | None = None, cache_alias: str = "default"
     ) -> None:
         super().__init__(using, expires)
+        if cache_alias not in settings.CACHES:
+            raise ImproperlyConfigured(
+                f"CELERY_CACHE_BACKEND = {cache_alias!r} is not a key of CACHES "
+                f"({', '.join(settings.CACHES)})"
+            )
         self.cache_alias = cache_alias
 
     @classmethod
@@ -42,12 +48,7 @@ class CacheBackend(ResultBackend):
 
     @property
     def cache(self) -> BaseCache:
-        try:
-            return caches[self.cache_alias]
-        except Exception as exc:  # InvalidCacheBackendError, or a backend that fails to load
-            raise ImproperlyConfigured(
-                f"CELERY_CACHE_BACKEND = {self.cache_alias!r} is not a usable CACHES alias: {exc}"
-            ) from exc
+        return caches[self.cache_alias]
 
     def store(self, records: Sequence[ResultRecord]) -> None:
         if records:
