@@ -48,6 +48,6 @@ def check_beat_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     elif lease < 3 * (loop or DEFAULT_MAX_INTERVAL):
         messages.append(Error(
             f"DJQUEUE_BEAT_LEASE_SECONDS ({lease}) must be at least 3 times "
-            f"CELERYBEAT_MAX_LOOP_INTERVAL ({loop or DEFAULT_MAX_INTERVAL}): the active beat renews its lease once "
-            "a loop, and must do so well before it runs out.", id="djqueue.E105"))
+            f"CELERYBEAT_MAX_LOOP_INTERVAL ({loop or DEFAULT_MAX_INTERVAL}): the active beat renews "
+            "its lease once a loop, and must do so well before it runs out.", id="djqueue.E105"))
     return messages

@@ -3,7 +3,7 @@
 Both answer the questions beat asks, for aware datetimes:
 
 - ``following(t)``: the first run time strictly after ``t``;
-- ``at_or_after(t)``: the first run time at or after ``t`` (where an entry with a start time begins);
+- ``at_or_after(t)``: the first run time at or after ``t`` (an entry's start time);
 - ``latest(due, now)``: the last run time at or before ``now`` of a series that has a run at
   ``due`` (how several missed runs collapse into one).
 
@@ -84,7 +84,7 @@ class schedule:  # noqa: N801 - Celery's name
 
 
 class crontab:  # noqa: N801 - Celery's name
-    """Run at the wall-clock times whose fields all match, like a cron(5) line (Celery's meaning)."""
+    """Run at the wall-clock times whose fields all match, as in cron(5) (Celery's meaning)."""
 
     def __init__(
         self,
@@ -182,7 +182,8 @@ class crontab:  # noqa: N801 - Celery's name
         every_hour = croniter.expand(self.expression)[0][1] == ["*"]
         best: datetime.datetime | None = None
         while True:
-            wall = walk.get_prev(datetime.datetime) if backwards else walk.get_next(datetime.datetime)
+            step = walk.get_prev if backwards else walk.get_next
+            wall = step(datetime.datetime)
             for instant in _instants(wall, tz, every_hour):
                 if (instant < t if backwards else instant > t) and (
                     best is None or (instant > best if backwards else instant < best)
