@@ -204,3 +204,24 @@ def test_checks_accept_a_good_schedule_and_refuse_a_short_lease() -> None:
         assert check_beat_settings() == []
     with override_settings(DJQUEUE_BEAT_LEASE_SECONDS=2, CELERYBEAT_MAX_LOOP_INTERVAL=1):
         assert [m.id for m in check_beat_settings()] == ["djqueue.E105"]
+
+
+def test_an_entry_that_cannot_be_sent_is_held_and_the_others_go_on(
+    beat: Beat, caplog: pytest.LogCaptureFixture
+) -> None:
+    app.conf.CELERY_ROUTES = {"tasks.add": {"priority": 999}}  # refused by routing at send time
+    bad = PeriodicTask.objects.create(name="bad", task="tasks.add", interval_seconds=60,
+                                      args=[1, 1], start_time=T0)
+    PeriodicTask.objects.create(name="good", task="example_project.demo.tasks.record",
+                                interval_seconds=60, args=["x"], start_time=T0)
+    beat.tick(now=T0)
+    beat.tick(now=T0 + datetime.timedelta(seconds=1))
+    assert sent() == [("example_project.demo.tasks.record", ["x"])]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "Couldn't apply scheduled task bad" in errors[0]
+    assert PeriodicTask.objects.get(pk=bad.pk).last_run_at is None  # nothing recorded, nothing lost
+    app.conf.CELERY_ROUTES = None
+    bad.save()  # fixed: the change brings it back
+    beat.tick(now=T0 + datetime.timedelta(seconds=2))
+    assert ("tasks.add", [1, 1]) in sent()
+    assert scheduled("bad") == [T0]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import os
 import signal
 
 from django.contrib.auth.models import User
 from django.test import Client
 
-from djqueue.models import Message, PeriodicTask, PeriodicTaskRun
+from djqueue.models import BeatState, Message, PeriodicTask, PeriodicTaskRun
 from djqueue.serialization import loads
 
 from .conftest import WorkerProcess, wait_until
@@ -119,7 +120,22 @@ def test_the_admin_refuses_bad_input_and_keeps_nothing(transactional_db) -> None
         assert response.status_code == 200 and expected in response.content.decode(), change
     assert not PeriodicTask.objects.exists()
     assert client.post("/admin/djqueue/periodictask/add/", base).status_code == 302
-    assert PeriodicTask.objects.get().schedule.expression == "*/15 * * * mon-fri"
+    row = PeriodicTask.objects.get()
+    assert row.schedule.expression == "*/15 * * * mon-fri"
+    # A row from CELERYBEAT_SCHEDULE: only its enabled flag (and description) can change here.
+    row.from_settings = True
+    row.save()
+    changed = {**base, "args": "[9]", "crontab_minute": "0", "enabled": ""}
+    response = client.post(f"/admin/djqueue/periodictask/{row.pk}/change/", changed)
+    assert response.status_code == 302
+    row.refresh_from_db()
+    assert (row.args, row.crontab_minute, row.enabled) == ([], "*/15", False)
+    # The bulk actions use QuerySet.update(), and still tell running beats.
+    version = BeatState.objects.get().version
+    response = client.post("/admin/djqueue/periodictask/",
+                           {"action": "enable", "_selected_action": [row.pk]})
+    assert response.status_code == 302
+    assert PeriodicTask.objects.get().enabled and BeatState.objects.get().version == version + 1
 
 
 def test_worker_with_embedded_beat_runs_periodic_tasks(start_worker, record_file) -> None:
@@ -136,6 +152,16 @@ def test_worker_with_embedded_beat_runs_periodic_tasks(start_worker, record_file
     assert "INFO/Beat] Scheduler: Sending due task recorded" in log
     assert "beat: Stopped." in log
     assert PeriodicTaskRun.objects.count() >= 3
+
+
+def test_embedded_beat_stops_when_its_worker_is_killed(start_worker) -> None:
+    worker = start_worker("-B", "-c", "1", "-P", "solo",
+                          env={"CELERYBEAT_MAX_LOOP_INTERVAL": "0.1"})
+    worker.wait_for("beat: Acting as the active scheduler")
+    os.kill(worker.pid, signal.SIGKILL)  # the worker only, not its process group
+    wait_until(lambda: "beat: Stopped." in worker.log(), what="the orphaned beat to stop")
+    log = worker.log()
+    assert "beat: The worker is gone; stopping." in log and "beat: Released leadership." in log
 
 
 def test_beat_logfile_and_loglevel(start_beat, tmp_path) -> None:
