@@ -187,7 +187,7 @@ class Beat:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad entry must not stop the others
             logger.error("Message Error: Couldn't apply scheduled task %s: %r (held until the "
-                         "entry is changed)", entry.name, exc)
+                         "periodic tasks change)", entry.name, exc)
             del self._entries[entry.pk], self._next_run[entry.pk]
             return
         logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)

@@ -140,6 +140,16 @@ def test_crontab_across_daylight_saving_time(beat: Beat) -> None:
     }
 
 
+def test_without_utc_crontabs_follow_djangos_time_zone(beat: Beat) -> None:
+    PeriodicTask.objects.create(name="nine", task="tasks.add", kind="crontab", crontab_minute="0",
+                                crontab_hour="9", last_run_at=T0)  # T0 is 07:00 in New York
+    with override_settings(CELERY_ENABLE_UTC=False, TIME_ZONE="America/New_York"):
+        beat.tick(now=datetime.datetime(2026, 3, 1, 13, 59, tzinfo=UTC))
+        assert sent() == []
+        beat.tick(now=datetime.datetime(2026, 3, 1, 14, 0, tzinfo=UTC))
+    assert scheduled("nine") == [datetime.datetime(2026, 3, 1, 14, 0, tzinfo=UTC)]
+
+
 def test_settings_entries_are_synced_when_a_beat_takes_over(beat: Beat) -> None:
     schedule = {
         "add-every-30-seconds": {"task": "tasks.add", "schedule": datetime.timedelta(seconds=30),
