@@ -90,9 +90,9 @@ def test_the_run_key_refuses_a_second_send_even_if_last_run_at_is_reset(beat: Be
     entry = PeriodicTask.objects.create(name="add", task="tasks.add", interval_seconds=60,
                                         args=[1, 1], start_time=T0)
     beat.tick(now=T0)
-    PeriodicTask.objects.filter(pk=entry.pk).update(last_run_at=None)  # bypasses the marker
-    beat._version = None  # noqa: SLF001 - as a freshly started scheduler would read the row
-    beat.tick(now=T0 + datetime.timedelta(seconds=1))
+    PeriodicTask.objects.filter(pk=entry.pk).update(last_run_at=None)
+    beat.release()
+    Beat(app, lease_seconds=5, name="beat-b").tick(now=T0 + datetime.timedelta(seconds=1))
     assert len(sent()) == 1
     with pytest.raises(IntegrityError), transaction.atomic():
         PeriodicTaskRun.objects.create(periodic_task=entry, scheduled_at=T0, task_id="x")
