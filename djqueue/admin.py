@@ -1,4 +1,4 @@
-"""The Django admin: messages and results, read-only."""
+"""The Django admin: messages and results, read-only; periodic tasks in ``beat_admin``."""
 
 from __future__ import annotations
 
@@ -38,3 +38,6 @@ class TaskResultAdmin(ReadOnlyAdmin):
     list_filter = ("state", "task_name")
     search_fields = ("=task_id",)
     ordering = ("-id",)
+
+
+from . import beat_admin  # noqa: E402,F401 - beat's admin, which uses ReadOnlyAdmin

@@ -7,4 +7,9 @@ class DjqueueConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers the system checks
+        from django.core import checks
+
+        from . import checks as _settings_checks  # noqa: F401 - registers the settings checks
+        from .beat_checks import check_beat_settings
+
+        checks.register(check_beat_settings)

@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "CELERY_TASK_SERIALIZER": "json",
     "CELERY_TIMEZONE": None,
     "CELERY_TRACK_STARTED": False,
+    "CELERYBEAT_MAX_LOOP_INTERVAL": 0,
+    "CELERYBEAT_SCHEDULE": {},
     "CELERYD_CONCURRENCY": 0,
     "CELERYD_MAX_TASKS_PER_CHILD": None,
     "CELERYD_POOL": "prefork",
@@ -51,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "CELERYD_TASK_TIME_LIMIT": None,
     # djqueue's own: seconds without a heartbeat after which a worker's messages are recovered.
     "DJQUEUE_WORKER_LOST_TIMEOUT": 30.0,
+    # djqueue's own: seconds a beat's leadership lasts unless renewed (the failover time).
+    "DJQUEUE_BEAT_LEASE_SECONDS": 20.0,
 }
 
 #: Celery ≥4 name (as a Django setting, ``CELERY_`` namespace) -> Celery 3.1 name.
@@ -78,6 +82,8 @@ ALIASES: dict[str, str] = {
     "CELERY_WORKER_PREFETCH_MULTIPLIER": "CELERYD_PREFETCH_MULTIPLIER",
     "CELERY_TASK_SOFT_TIME_LIMIT": "CELERYD_TASK_SOFT_TIME_LIMIT",
     "CELERY_TASK_TIME_LIMIT": "CELERYD_TASK_TIME_LIMIT",
+    "CELERY_BEAT_MAX_LOOP_INTERVAL": "CELERYBEAT_MAX_LOOP_INTERVAL",
+    "CELERY_BEAT_SCHEDULE": "CELERYBEAT_SCHEDULE",
 }
 
 #: Setting-name prefixes of Celery's settings. A Django setting with one of these prefixes that is

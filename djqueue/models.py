@@ -1,4 +1,4 @@
-"""The message table (the broker) and the result table."""
+"""The message table (the broker) and the result table; beat's tables are in ``beat_models``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 
 from . import states
+from .beat_models import BeatState, PeriodicTask, PeriodicTaskRun  # noqa: F401 - beat's models
 
 
 class Message(models.Model):

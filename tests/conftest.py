@@ -47,7 +47,7 @@ def database_url() -> str:
 
 
 class WorkerProcess:
-    """A ``manage.py celery worker`` subprocess with its log in a file."""
+    """A ``manage.py celery worker`` (or ``beat``) subprocess with its log in a file."""
 
     def __init__(self, proc: subprocess.Popen[bytes], log_path: Path) -> None:
         self.proc = proc
@@ -111,37 +111,52 @@ def start_worker(
     transactional_db: None, tmp_path: Path, worker_env: dict[str, str]
 ) -> Iterator[Callable[..., WorkerProcess]]:
     """Start real workers; every one is killed (by process group) when the test ends."""
+    yield from _process_starter("worker", " ready.", tmp_path, worker_env)
+
+
+@pytest.fixture
+def start_beat(
+    transactional_db: None, tmp_path: Path, worker_env: dict[str, str]
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real ``celery beat`` processes with a short lease and loop; all killed at the end."""
+    env = {**worker_env, "DJQUEUE_BEAT_LEASE_SECONDS": "1.5", "CELERYBEAT_MAX_LOOP_INTERVAL": "0.1"}
+    yield from _process_starter("beat", "beat: Starting...", tmp_path, env)
+
+
+def _process_starter(
+    command: str, ready_text: str, tmp_path: Path, base_env: dict[str, str]
+) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(
         *args: str, env: dict[str, str] | None = None, ready: bool = True,
         settings: dict[str, object] | None = None,
     ) -> WorkerProcess:
-        """``settings`` are added to the worker's Django settings (JSON values only)."""
+        """``settings`` are added to the process's Django settings (JSON values only)."""
         env = dict(env or {})
         if settings:
             env.update(DJANGO_SETTINGS_MODULE="tests.worker_settings",
                        DJQUEUE_EXTRA_SETTINGS=json.dumps(settings))
-        log_path = tmp_path / f"worker-{len(started)}.log"
+        log_path = tmp_path / f"{command}-{len(started)}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "manage.py", "celery", "worker", "-l", "info", *args],
+                [sys.executable, "manage.py", "celery", command, "-l", "info", *args],
                 cwd=ROOT,
-                env={**worker_env, **(env or {})},
+                env={**base_env, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        worker = WorkerProcess(proc, log_path)
-        started.append(worker)
+        process = WorkerProcess(proc, log_path)
+        started.append(process)
         if ready:
-            worker.wait_for(" ready.")
-        return worker
+            process.wait_for(ready_text)
+        return process
 
     yield start
-    for worker in started:
-        worker.kill()
+    for process in started:
+        process.kill()
 
 
 def executions(record_file: Path) -> collections.Counter[str]:

@@ -7,6 +7,7 @@ from typing import Any, TextIO
 
 from ..app import app
 from ..banner import banner
+from ..beat import start_embedded, stop_embedded
 from ..worker import Worker
 from .logs import configure_logging, loglevel
 
@@ -57,6 +58,8 @@ def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--maxtasksperchild", "--max-tasks-per-child", type=_positive,
                         default=None, dest="max_tasks_per_child",
                         help="Replace a pool child after it ran this many tasks.")
+    parser.add_argument("-B", "--beat", action="store_true",
+                        help="Also run the periodic-task scheduler, in a child process.")
 
 
 def run(options: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
@@ -74,5 +77,10 @@ def run(options: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
     )
     stdout.write(banner(worker))
     stdout.flush()
-    worker.run()
+    beat = start_embedded(app) if options["beat"] else None
+    try:
+        worker.run()
+    finally:
+        if beat is not None:
+            stop_embedded(beat)
     return 0
