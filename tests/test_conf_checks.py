@@ -203,17 +203,27 @@ def test_worker_start_up_warns_about_settings_it_ignores(start_worker) -> None:
     assert "djqueue.W002" in log and "BROKER_URL = 'redis://127.0.0.1:6379/0' is ignored" in log
 
 
-def test_a_database_that_cannot_be_the_broker_is_an_error(tmp_path) -> None:
-    """Run in a process of its own: DATABASES cannot change inside a running test process."""
-    settings = {
+def manage_py_check(settings: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    """``manage.py check`` in a process of its own, for settings that cannot change inside a
+    running test process (DATABASES; task modules imported once per process)."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.worker_settings",
+           "DJQUEUE_EXTRA_SETTINGS": json.dumps(settings)}
+    return subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_database_that_cannot_be_the_broker_is_an_error() -> None:
+    done = manage_py_check({
         "DATABASES": {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
                       "legacy": {"ENGINE": "django.db.backends.dummy"}},
         "BROKER_URL": "django://legacy",
-    }
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.worker_settings",
-           "DJQUEUE_EXTRA_SETTINGS": json.dumps(settings)}
-    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    })
     assert done.returncode != 0
     assert "djqueue.E006" in done.stderr and "'legacy' is unknown" in done.stderr
     assert "HINT: Use postgresql or sqlite for the broker database." in done.stderr
+
+
+def test_a_task_module_that_cannot_be_imported_is_an_error() -> None:
+    done = manage_py_check({"CELERY_IMPORTS": ["tasks", "no_such_tasks_module"]})
+    assert done.returncode != 0
+    assert "djqueue.E010" in done.stderr and "no_such_tasks_module" in done.stderr
