@@ -183,6 +183,7 @@ def test_check_messages_have_hints() -> None:
     assert "'database'" in str(messages) and "'cache'" in str(messages)
 
 
+@pytest.mark.django_db  # Django 6's checks look at the database too
 def test_manage_py_check_fails_on_errors() -> None:
     with override_settings(CELERY_TASK_SERIALIZER="yaml"):
         with pytest.raises(SystemCheckError, match="djqueue.E003"):
