@@ -12,6 +12,13 @@ from types import ModuleType
 #: ``run(options, stdout, stderr)``.
 SUBCOMMANDS: dict[str, str] = {
     "worker": "djqueue.cli.worker",
+    # Remote control and monitoring.
+    "control": "djqueue.cli.control",
+    "inspect": "djqueue.cli.inspect",
+    "status": "djqueue.cli.status",
+    "purge": "djqueue.cli.purge",
+    "result": "djqueue.cli.result",
+    "call": "djqueue.cli.call",
 }
 
 
