@@ -60,8 +60,17 @@ class QueueFigures:
     reserved: int = 0
     running: int = 0
     rejected: int = 0
-    oldest_waiting: datetime.timedelta | None = None
+    oldest_waiting_since: datetime.datetime | None = None
     workers: list[str] = field(default_factory=list)
+
+    @property
+    def oldest_waiting(self) -> datetime.timedelta | None:
+        """How long the oldest waiting message has been ready to run."""
+        return timezone.now() - self.oldest_waiting_since if self.oldest_waiting_since else None
+
+    @property
+    def counts(self) -> tuple[int, int, int, int, int]:
+        return (self.waiting, self.scheduled, self.reserved, self.running, self.rejected)
 
 
 def live_workers(using: str, lost_after: float) -> list[WorkerNode]:
@@ -94,7 +103,7 @@ def queue_figures(using: str, lost_after: float, default_queue: str) -> list[Que
             reserved=capped_count(in_queue.filter(state=Message.State.RESERVED)),
             running=capped_count(in_queue.filter(state=Message.State.STARTED)),
             rejected=capped_count(in_queue.filter(state=Message.State.REJECTED)),
-            oldest_waiting=now - oldest if oldest else None,
+            oldest_waiting_since=oldest,
             workers=sorted(set(consumers.get(name, []))),
         ))
     return figures
@@ -105,4 +114,6 @@ def recent_outcomes(using: str, minutes: int) -> dict[str, int]:
     since = timezone.now() - datetime.timedelta(minutes=minutes)
     rows = (TaskResult.objects.using(using).filter(date_done__gte=since)
             .values("state").annotate(n=Count("id")).order_by("state"))
-    return {row["state"]: row["n"] for row in rows}
+    counts = {row["state"]: row["n"] for row in rows}
+    counts["other"] = sum(n for state, n in counts.items() if state not in {"SUCCESS", "FAILURE"})
+    return counts

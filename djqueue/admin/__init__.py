@@ -1,0 +1,7 @@
+"""The Django admin as djqueue's monitor: messages, results, workers and an overview page.
+
+Everything is read-only (rows are written by djqueue); actions need the model permission they
+name. Lists never count a whole table (see :mod:`djqueue.admin.base`).
+"""
+
+from . import messages, results, workers  # noqa: F401 - registers the model admins
