@@ -54,7 +54,7 @@ class MessageAdmin(ReadOnlyAdmin):
                     "worker")
     list_filter = (StatusFilter, distinct_filter("queue", "queue"),
                    distinct_filter("task_name", "task name"))
-    search_fields = ("=task_id", "=task_name")
+    search_fields = ("task_id", "task_name")  # exact matches, see ReadOnlyAdmin
     sortable_by = ("available_at", "priority")
     ordering = ("-id",)
     actions = ("revoke_selected", "purge_selected", "restore_selected")

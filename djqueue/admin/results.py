@@ -35,7 +35,7 @@ def call_arguments(result: TaskResult) -> tuple[list[Any], dict[str, Any]]:
 class TaskResultAdmin(ReadOnlyAdmin):
     list_display = ("task_name", "task_id", "state", "runtime", "worker", "date_done")
     list_filter = ("state", distinct_filter("task_name", "task name"))
-    search_fields = ("=task_id", "=task_name")
+    search_fields = ("task_id", "task_name")  # exact matches, see ReadOnlyAdmin
     sortable_by = ("date_done",)
     ordering = ("-id",)
     actions = ("retry_selected", "forget_selected")

@@ -46,7 +46,7 @@ class WorkerNodeAdmin(ReadOnlyAdmin):
     list_display = ("hostname", "pid", "status", "last_heartbeat", "queues", "pool", "concurrency",
                     "processed", "current_tasks", "started_at")
     list_filter = (AliveFilter,)
-    search_fields = ("=hostname",)
+    search_fields = ("hostname",)
     sortable_by = ("started_at",)
     ordering = ("-id",)
     actions = ("shutdown_selected",)
@@ -89,7 +89,7 @@ class WorkerNodeAdmin(ReadOnlyAdmin):
 @admin.register(Revocation)
 class RevocationAdmin(ReadOnlyAdmin):
     list_display = ("task_id", "terminate", "signal", "created_at")
-    search_fields = ("=task_id",)
+    search_fields = ("task_id",)
     ordering = ("-id",)
 
 
