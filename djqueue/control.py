@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections
 from django.db.models import DateTimeField, ExpressionWrapper
 from django.db.models.functions import Now
-from django.utils import timezone
 
 from . import broker, revocation
 from .exceptions import DjqueueError

@@ -1,9 +1,12 @@
 """Remote control, worker side: one handler function per command, and the poller that runs them.
 
-:class:`ControlPanel` is called from the worker loop; about once a second it reads the control
-commands that arrived since the worker started (:mod:`djqueue.control` writes them), runs the
-handler for each one addressed to this node, and stores a reply row when the sender waits for one.
-Handlers run in the worker's main thread, between loop iterations, so they may change the worker.
+:class:`ControlPanel` is called from the worker loop; about once a second (more often when the
+worker polls its queues more often) it reads the control commands that arrived since the worker
+started (:mod:`djqueue.control` writes them), runs the handler for each one addressed to this
+node, and stores a reply row when the sender waits for one. Handlers run in the worker's main
+thread, between loop iterations, so they may change the worker. A worker busy in the ``solo`` pool
+answers when its task ends. On PostgreSQL, a NOTIFY on the command channel could wake the loop at
+once; until then this poll is the only way commands arrive.
 A handler returns ``{"ok": message}`` or raises :class:`ControlError` (replied as ``{"error": …}``);
 inspection handlers return their data.
 """

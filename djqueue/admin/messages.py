@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -80,11 +79,6 @@ class MessageAdmin(ReadOnlyAdmin):
         except Exception as exc:  # noqa: BLE001 - shown as text, whatever is wrong with the body
             text = f"(not decoded: {exc})"
         return preformatted(text)
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return self._perm(request, "add_revocation")

@@ -57,11 +57,6 @@ class TaskResultAdmin(ReadOnlyAdmin):
     def pretty_traceback(self, obj: TaskResult) -> SafeString:
         return preformatted(obj.traceback)
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
-
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return self._perm(request, "add_message")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any
 
 from django.contrib import admin
 from django.db import models
@@ -69,11 +68,6 @@ class WorkerNodeAdmin(ReadOnlyAdmin):
         except ValueError:
             return obj.active
         return ", ".join(f"{t.get('name')}[{t.get('id')}]" for t in running) or "–"
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
     def has_shutdown_permission(self, request: HttpRequest) -> bool:
         return self._perm(request, "change_workernode")
