@@ -120,6 +120,8 @@ def test_message_actions(boss: Client) -> None:
         boss.post(url("message_changelist"),
                   {"action": action, "_selected_action": [ids[t] for t in task_ids]})
 
+    offered = boss.get(url("message_changelist")).content.decode()
+    assert "purge_selected" in offered and "delete_selected" not in offered  # held ones stay
     act("revoke_selected", waiting.id)
     assert list(Revocation.objects.values_list("task_id", flat=True)) == [waiting.id]
     act("restore_selected", rejected.id, waiting.id)

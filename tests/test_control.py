@@ -144,3 +144,39 @@ def test_replies_need_a_committed_command(transactional_db) -> None:
         app.control.ping()
     assert app.control.ping(timeout=0.2) == []  # no worker: no reply, no error
     assert ControlCommand.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_side_errors_and_cleanup() -> None:
+    """In-process: commands this worker cannot run get error replies; old rows are deleted."""
+    import datetime
+
+    from django.utils import timezone
+
+    from djqueue.models import ControlReply
+    from djqueue.worker import Worker
+
+    worker = Worker(app, pool="solo", poll_interval=0, hostname="solo@test")
+    worker.start()
+    long_ago = timezone.now() - datetime.timedelta(hours=1)
+    old = ControlCommand.objects.create(name="ping", expires_at=long_ago)
+    ControlReply.objects.create(command_id=old.pk, hostname="gone@test", data={"ok": "pong"})
+    ControlReply.objects.update(created_at=long_ago)
+    soon = timezone.now() + datetime.timedelta(seconds=30)
+    unknown = ControlCommand.objects.create(name="explode", reply=True, expires_at=soon)
+    bad = ControlCommand.objects.create(name="pool_grow", arguments={"size": 2}, reply=True,
+                                        expires_at=soon)
+    other = ControlCommand.objects.create(name="ping", destination=["else@test"], reply=True,
+                                          expires_at=soon)
+    worker._control._next_poll = worker._control._next_cleanup = 0.0  # both due now
+    worker.loop()
+    replies = {r.command_id: r.data for r in ControlReply.objects.all()}
+    assert replies == {
+        unknown.pk: {"error": "unknown control command 'explode'"},
+        bad.pk: {"error": "bad arguments for pool_grow: got an unexpected keyword argument 'size'"},
+    }
+    assert other.pk not in replies
+    assert set(ControlCommand.objects.values_list("pk", flat=True)) == {unknown.pk, bad.pk, other.pk}
+    worker._control._next_poll = 0.0
+    worker.loop()  # handled commands are not run twice
+    assert ControlReply.objects.count() == 2
