@@ -1,7 +1,7 @@
 """Remote control, sender side: ``app.control`` and ``app.control.inspect()``.
 
-A command is a :class:`~djqueue.models.ControlCommand` row; every worker polls for new rows about
-once a second, runs the handler of that name (see :mod:`djqueue.worker_control`) when the row is
+A command is a :class:`~djqueue.models.ControlCommand` row; every worker polls for new rows twice a
+second, runs the handler of that name (see :mod:`djqueue.worker_control`) when the row is
 meant for it, and writes a :class:`~djqueue.models.ControlReply` row when the sender asked for
 replies. The sender waits up to ``timeout`` seconds, and stops early once every expected node (the
 destination, or else every live worker) has replied.

@@ -177,7 +177,7 @@ class Worker:
                 return
         elif self._claim_due():
             self._claim()
-        self._control.poll()  # remote-control commands, about once a second
+        self._control.poll()  # remote-control commands, twice a second
         self._check_revocations()
         self._dispatch()
         outcomes = self.pool.wait(self._wait_timeout(), extra=[self._wake_r])

@@ -1,6 +1,6 @@
 """Remote control, worker side: one handler function per command, and the poller that runs them.
 
-:class:`ControlPanel` is called from the worker loop; about once a second (more often when the
+:class:`ControlPanel` is called from the worker loop; twice a second (more often when the
 worker polls its queues more often) it reads the control commands that arrived since the worker
 started (:mod:`djqueue.control` writes them), runs the handler for each one addressed to this
 node, and stores a reply row when the sender waits for one. Handlers run in the worker's main
@@ -40,7 +40,7 @@ logger = logging.getLogger("djqueue.control")
 
 #: A worker looks for commands this often, or as often as it polls its queues when that is more
 #: often (``BROKER_TRANSPORT_OPTIONS["polling_interval"]``), but never more than 20 times a second.
-POLL_INTERVAL = 1.0
+POLL_INTERVAL = 0.5
 MIN_POLL_INTERVAL = 0.05
 #: Expired commands and old replies are deleted this long after they stop mattering.
 RETENTION = 300.0
@@ -286,7 +286,7 @@ class ControlPanel:
     def start(self) -> None:
         """Commands sent before this worker started are not for it; stored overrides are.
 
-        The first look for commands comes one full second after the start.
+        The first look for commands comes ``POLL_INTERVAL`` after the start.
         """
         using = self.worker.using
         self._after_id = ControlCommand.objects.using(using).aggregate(m=Max("id"))["m"] or 0
