@@ -5,3 +5,10 @@ class DjqueueConfig(AppConfig):
     name = "djqueue"
     verbose_name = "Task queue"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.core import checks
+
+        from .beat_checks import check_beat_settings
+
+        checks.register(check_beat_settings)

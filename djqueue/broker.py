@@ -82,6 +82,12 @@ def _ids(ids: Sequence[int]) -> tuple[str, list[int]]:
     return "id IN (" + ", ".join(["%s"] * len(ids)) + ")", list(ids)
 
 
+def _owned(owner: int | None) -> tuple[str, list[object]]:
+    """Only rows this worker process still holds: after a recovery gave a message to another
+    worker, a late acknowledgement from the old holder must not touch it."""
+    return (" AND owner = %s", [owner]) if owner is not None else ("", [])
+
+
 def _now_param(using: str) -> object:
     return connections[using].ops.adapt_datetimefield_value(timezone.now())
 
@@ -161,7 +167,9 @@ def _update(using: str, sql: str, params: list[object]) -> int:
     return _retry_if_locked(using, run)
 
 
-def start(using: str, ids: Sequence[int], acks_late_ids: Sequence[int] = ()) -> None:
+def start(
+    using: str, ids: Sequence[int], acks_late_ids: Sequence[int] = (), owner: int | None = None
+) -> None:
     """Mark reserved messages as started (handed to the pool), recording their ``acks_late``."""
     if not ids:
         return
@@ -174,34 +182,44 @@ def start(using: str, ids: Sequence[int], acks_late_ids: Sequence[int] = ()) -> 
     else:
         late_where, flag_params = _ids(sorted(late))
         flag = f"({late_where})"
+    mine, mine_params = _owned(owner)
     _update(
         using,
-        f"UPDATE {TABLE} SET state = 'started', started_at = %s, acks_late = {flag} WHERE {where}",
-        [_now_param(using), *flag_params, *params],
+        f"UPDATE {TABLE} SET state = 'started', started_at = %s, acks_late = {flag} "
+        f"WHERE {where}{mine}",
+        [_now_param(using), *flag_params, *params, *mine_params],
     )
 
 
-def ack(using: str, ids: Sequence[int]) -> None:
+def ack(using: str, ids: Sequence[int], owner: int | None = None) -> None:
     """Acknowledge finished messages: they leave the table."""
     if ids:
         where, params = _ids(ids)
-        _update(using, f"DELETE FROM {TABLE} WHERE {where}", params)
+        mine, mine_params = _owned(owner)
+        _update(using, f"DELETE FROM {TABLE} WHERE {where}{mine}", [*params, *mine_params])
 
 
-def requeue(using: str, ids: Sequence[int]) -> int:
+def requeue(using: str, ids: Sequence[int], owner: int | None = None) -> int:
     """Hand held messages (reserved, or started with ``acks_late``) back to the queue."""
     if not ids:
         return 0
     where, params = _ids(ids)
+    mine, mine_params = _owned(owner)
     return _update(
         using,
         f"UPDATE {TABLE} SET state = 'ready', worker = '', owner = NULL, lease_until = NULL, "
-        f"started_at = NULL WHERE {where} AND state IN ('reserved', 'started')",
-        params,
+        f"started_at = NULL WHERE {where} AND state IN ('reserved', 'started'){mine}",
+        [*params, *mine_params],
     )
 
 
-def retry(using: str, message_id: int, available_at: datetime.datetime, body: str | None) -> None:
+def retry(
+    using: str,
+    message_id: int,
+    available_at: datetime.datetime,
+    body: str | None,
+    owner: int | None = None,
+) -> None:
     """Put a message back for its next attempt at ``available_at`` (``Task.retry``)."""
     ops = connections[using].ops
     sets = "state = 'ready', worker = '', owner = NULL, lease_until = NULL, started_at = NULL, "
@@ -210,7 +228,9 @@ def retry(using: str, message_id: int, available_at: datetime.datetime, body: st
     if body is not None:
         sets += ", body = %s"
         params.append(body)
-    _update(using, f"UPDATE {TABLE} SET {sets} WHERE id = %s", [*params, message_id])
+    mine, mine_params = _owned(owner)
+    _update(using, f"UPDATE {TABLE} SET {sets} WHERE id = %s{mine}",
+            [*params, message_id, *mine_params])
 
 
 def extend_leases(using: str, owner: int, lease_seconds: float) -> None:
@@ -267,17 +287,19 @@ def revoked_among(using: str, task_ids: Sequence[str]) -> dict[str, tuple[bool, 
         return {row[0]: (bool(row[1]), row[2]) for row in cursor.fetchall()}
 
 
-def reject(using: str, ids: Sequence[int], error: str) -> None:
+def reject(using: str, ids: Sequence[int], error: str, owner: int | None = None) -> None:
     """Set messages aside that cannot run here (unknown task, undecodable body).
 
     They stay in the table, visible in the admin, and are never claimed again unless re-enqueued.
     """
     if ids:
         where, params = _ids(ids)
+        mine, mine_params = _owned(owner)
         _update(
             using,
-            f"UPDATE {TABLE} SET state = 'rejected', lease_until = NULL, error = %s WHERE {where}",
-            [error, *params],
+            f"UPDATE {TABLE} SET state = 'rejected', lease_until = NULL, error = %s "
+            f"WHERE {where}{mine}",
+            [error, *params, *mine_params],
         )
 
 

@@ -8,10 +8,13 @@ over settings.
 
 from __future__ import annotations
 
+import datetime
+import zoneinfo
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.utils import timezone as django_timezone
 
 #: Celery 3.1 name -> default.
 DEFAULTS: dict[str, Any] = {
@@ -39,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "CELERY_TASK_SERIALIZER": "json",
     "CELERY_TIMEZONE": None,
     "CELERY_TRACK_STARTED": False,
+    "CELERYBEAT_MAX_LOOP_INTERVAL": 0,
+    "CELERYBEAT_SCHEDULE": {},
     "CELERYD_CONCURRENCY": 0,
     "CELERYD_MAX_TASKS_PER_CHILD": None,
     "CELERYD_POOL": "prefork",
@@ -47,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "CELERYD_TASK_TIME_LIMIT": None,
     # djqueue's own: seconds without a heartbeat after which a worker's messages are recovered.
     "DJQUEUE_WORKER_LOST_TIMEOUT": 30.0,
+    # djqueue's own: seconds a beat's leadership lasts unless renewed (the failover time).
+    "DJQUEUE_BEAT_LEASE_SECONDS": 20.0,
 }
 
 #: Celery ≥4 name (as a Django setting, ``CELERY_`` namespace) -> Celery 3.1 name.
@@ -74,6 +81,8 @@ ALIASES: dict[str, str] = {
     "CELERY_WORKER_PREFETCH_MULTIPLIER": "CELERYD_PREFETCH_MULTIPLIER",
     "CELERY_TASK_SOFT_TIME_LIMIT": "CELERYD_TASK_SOFT_TIME_LIMIT",
     "CELERY_TASK_TIME_LIMIT": "CELERYD_TASK_TIME_LIMIT",
+    "CELERY_BEAT_MAX_LOOP_INTERVAL": "CELERYBEAT_MAX_LOOP_INTERVAL",
+    "CELERY_BEAT_SCHEDULE": "CELERYBEAT_SCHEDULE",
 }
 
 _CANONICAL_ALIASES: dict[str, list[str]] = {}
@@ -153,3 +162,16 @@ class Settings(Mapping[str, Any]):
     def polling_interval(self) -> float:
         """Seconds an idle worker waits between looks at the queue."""
         return float((self.BROKER_TRANSPORT_OPTIONS or {}).get("polling_interval", 1.0))
+
+    @property
+    def timezone(self) -> datetime.tzinfo:
+        """The time zone naive ``eta``/``expires`` datetimes are read in.
+
+        As in Celery: ``CELERY_TIMEZONE`` when set; otherwise UTC while ``CELERY_ENABLE_UTC`` is
+        on (the default); otherwise local time, which for a Django project is ``TIME_ZONE``.
+        """
+        if self.CELERY_TIMEZONE:
+            return zoneinfo.ZoneInfo(str(self.CELERY_TIMEZONE))
+        if self.CELERY_ENABLE_UTC:
+            return datetime.timezone.utc
+        return django_timezone.get_default_timezone()

@@ -7,6 +7,7 @@ and returns an :class:`Outcome`, plain data the worker process stores and acknow
 from __future__ import annotations
 
 import datetime
+import logging
 import random
 import signal
 import threading
@@ -23,6 +24,8 @@ from .exceptions import (
     DecodeError, EncodeError, Retry, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError,
 )
 from .serialization import CONTENT_TYPES, dumps, exception_to_data, loads
+
+logger = logging.getLogger("djqueue.worker")
 
 REPR_LIMIT = 1024
 #: A connection idle longer than this is checked before the next task uses it, so a database
@@ -167,7 +170,10 @@ def execute(job: Job) -> Outcome:
     except Retry as retry:
         _retrying(outcome, retry, payload, result_serializer)
     except Exception as exc:
-        retry = _autoretry(task, exc, job.retries)
+        try:
+            retry = _autoretry(task, exc, job.retries)
+        except Exception as final:  # retries used up: retry() raised the error to fail with
+            retry, exc = None, final
         if retry is not None:
             _retrying(outcome, retry, payload, result_serializer)
         else:
@@ -214,6 +220,32 @@ def _retrying(outcome: Outcome, retry: Retry, payload: dict[str, Any], serialize
             new_payload["kwargs"] = dict(retry.call_kwargs)
         serializer_name = {v: k for k, v in CONTENT_TYPES.items()}[outcome.job.content_type]
         outcome.retry_body = dumps(new_payload, serializer_name)[1]
+
+
+def log_outcome(outcome: Outcome) -> None:
+    """Log an outcome the way Celery's worker does ("Task tasks.add[id] succeeded in 0.0004s: 8")."""
+    name, task_id = outcome.job.task_name, outcome.job.task_id
+    if outcome.state == states.SUCCESS:
+        logger.info("Task %s[%s] succeeded in %.4fs: %s", name, task_id, outcome.runtime,
+                    outcome.result_repr)
+    elif outcome.action == "retry":
+        logger.info("Task %s[%s] retry: Retry at %s: %s", name, task_id,
+                    outcome.retry_at.isoformat() if outcome.retry_at else "?",
+                    outcome.result_repr)
+    elif outcome.action == "requeue":
+        logger.warning("Task %s[%s] was cut short (%s); acks_late: returned to the queue.",
+                       name, task_id, outcome.result_repr)
+    elif outcome.state == states.REVOKED:
+        logger.warning("Task %s[%s] revoked: %s", name, task_id, outcome.result_repr)
+    elif outcome.traceback:
+        logger.error("Task %s[%s] raised unexpected: %s\n%s", name, task_id,
+                     outcome.result_repr, outcome.traceback.rstrip())
+    elif outcome.action == "reject":
+        logger.error("Task %s[%s] set aside (state 'rejected'), not run: %s", name, task_id,
+                     outcome.result_repr)
+    else:
+        logger.error("Task handler raised error: %s (task %s[%s])", outcome.result_repr,
+                     name, task_id)
 
 
 def unrun(

@@ -75,7 +75,10 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self._stopping.wait(self.interval):
-            self.beat()
+            try:
+                self.beat()
+            except Exception:  # a dead heartbeat would let others take our messages: keep going
+                logger.exception("Heartbeat failed; will try again.")
 
     def beat(self) -> None:
         """One heartbeat. The connection is closed again before the lock is released, so a pool
@@ -101,7 +104,10 @@ class Heartbeat(threading.Thread):
             except DatabaseError as exc:
                 logger.error("Heartbeat failed (database error: %s); will try again.", exc)
             finally:
-                connections.close_all()
+                try:
+                    connections.close_all()
+                except DatabaseError:
+                    pass  # already broken; a new connection is opened for the next beat
 
     def stop(self) -> None:
         self._stopping.set()

@@ -1,4 +1,5 @@
-"""The message table (the broker), results, worker rows, revocations and remote control."""
+"""The message table (the broker), results, worker rows, revocations and remote control;
+beat's tables are in ``beat_models``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from . import states
+from .beat_models import BeatState, PeriodicTask, PeriodicTaskRun  # noqa: F401 - beat's models
 
 
 class Message(models.Model):

@@ -24,7 +24,7 @@ from . import broker, heartbeat, states
 from .app import App
 from .backends import ResultRecord
 from .exceptions import ImproperlyConfigured, NotRegistered, TaskRevokedError
-from .execution import Job, Outcome, unrun
+from .execution import Job, Outcome, log_outcome, unrun
 from .pool import POOLS, Pool
 from .worker_control import ControlPanel
 
@@ -286,7 +286,7 @@ class Worker:
 
         def mark_started() -> None:
             broker.start(self.using, [job.message_id for job in jobs],
-                         [job.message_id for job in jobs if job.acks_late])
+                         [job.message_id for job in jobs if job.acks_late], self.node_id)
             if started and self.backend.enabled:
                 self.backend.store(started)
 
@@ -324,7 +324,7 @@ class Worker:
         """Store results and acknowledge, all in one transaction."""
         if log:
             for outcome in outcomes:
-                self._log_outcome(outcome)
+                log_outcome(outcome)
         now = timezone.now()
         records = [
             ResultRecord(
@@ -343,41 +343,21 @@ class Worker:
             with transaction.atomic(using=self.using):
                 if records and self.backend.enabled:
                     self.backend.store(records)
-                broker.ack(self.using, [o.job.message_id for o in by_action["ack"]])
-                broker.requeue(self.using, [o.job.message_id for o in by_action["requeue"]])
+                mine = self.node_id
+                ids = {action: [o.job.message_id for o in group]
+                       for action, group in by_action.items()}
+                broker.ack(self.using, ids.get("ack", []), mine)
+                broker.requeue(self.using, ids.get("requeue", []), mine)
                 for outcome in by_action["reject"]:
-                    broker.reject(self.using, [outcome.job.message_id], outcome.result_repr)
+                    broker.reject(self.using, [outcome.job.message_id], outcome.result_repr,
+                                  mine)
                 for outcome in by_action["retry"]:
                     assert outcome.retry_at is not None
                     broker.retry(self.using, outcome.job.message_id, outcome.retry_at,
-                                 outcome.retry_body)
+                                 outcome.retry_body, mine)
 
         self._with_db_retry(write)
         self.processed += sum(1 for o in outcomes if o.action != "requeue")
-
-    def _log_outcome(self, outcome: Outcome) -> None:
-        name, task_id = outcome.job.task_name, outcome.job.task_id
-        if outcome.state == states.SUCCESS:
-            logger.info("Task %s[%s] succeeded in %.4fs: %s", name, task_id, outcome.runtime,
-                        outcome.result_repr)
-        elif outcome.action == "retry":
-            logger.info("Task %s[%s] retry: Retry at %s: %s", name, task_id,
-                        outcome.retry_at.isoformat() if outcome.retry_at else "?",
-                        outcome.result_repr)
-        elif outcome.action == "requeue":
-            logger.warning("Task %s[%s] was cut short (%s); acks_late: returned to the queue.",
-                           name, task_id, outcome.result_repr)
-        elif outcome.state == states.REVOKED:
-            logger.warning("Task %s[%s] revoked: %s", name, task_id, outcome.result_repr)
-        elif outcome.traceback:
-            logger.error("Task %s[%s] raised unexpected: %s\n%s", name, task_id,
-                         outcome.result_repr, outcome.traceback.rstrip())
-        elif outcome.action == "reject":
-            logger.error("Task %s[%s] set aside (state 'rejected'), not run: %s", name, task_id,
-                         outcome.result_repr)
-        else:
-            logger.error("Task handler raised error: %s (task %s[%s])", outcome.result_repr,
-                         name, task_id)
 
     # Shutdown.
 
@@ -395,7 +375,7 @@ class Worker:
     def _give_back_reserved(self) -> None:
         ids = [message.id for message in self._reserved]
         self._reserved.clear()
-        count = self._with_db_retry(lambda: broker.requeue(self.using, ids))
+        count = self._with_db_retry(lambda: broker.requeue(self.using, ids, self.node_id))
         logger.info("Returned %d reserved message(s) to the queue.", count)
 
     # Database faults.

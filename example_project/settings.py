@@ -80,6 +80,11 @@ STATIC_URL = "static/"
 
 # djqueue (Celery's setting names).
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default="database") or None
-CELERY_IMPORTS = ("tasks",)
+# Extra task modules from the environment: the test suite adds its fault-injection tasks.
+CELERY_IMPORTS = ("tasks", *env.list("DJQUEUE_EXTRA_IMPORTS", default=[]))
 BROKER_TRANSPORT_OPTIONS = {"polling_interval": env.float("DJQUEUE_POLLING_INTERVAL", default=1.0)}
 DJQUEUE_WORKER_LOST_TIMEOUT = env.float("DJQUEUE_WORKER_LOST_TIMEOUT", default=30.0)
+# Beat: how fast a standby takes over from a dead active scheduler, and how often beat looks at the
+# schedule (0: every second). The tests shorten both.
+DJQUEUE_BEAT_LEASE_SECONDS = env.float("DJQUEUE_BEAT_LEASE_SECONDS", default=20.0)
+CELERYBEAT_MAX_LOOP_INTERVAL = env.float("CELERYBEAT_MAX_LOOP_INTERVAL", default=0)

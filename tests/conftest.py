@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -44,7 +46,7 @@ def database_url() -> str:
 
 
 class WorkerProcess:
-    """A ``manage.py celery worker`` subprocess with its log in a file."""
+    """A ``manage.py celery worker`` (or ``beat``) subprocess with its log in a file."""
 
     def __init__(self, proc: subprocess.Popen[bytes], log_path: Path) -> None:
         self.proc = proc
@@ -97,6 +99,7 @@ def worker_env(record_file: Path) -> dict[str, str]:
         DATABASE_URL=database_url(),
         DJQUEUE_POLLING_INTERVAL="0.05",
         DJQUEUE_RECORD_FILE=str(record_file),
+        DJQUEUE_EXTRA_IMPORTS="tests.fault_tasks",
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -107,29 +110,49 @@ def start_worker(
     transactional_db: None, tmp_path: Path, worker_env: dict[str, str]
 ) -> Iterator[Callable[..., WorkerProcess]]:
     """Start real workers; every one is killed (by process group) when the test ends."""
+    yield from _process_starter("worker", " ready.", tmp_path, worker_env)
+
+
+@pytest.fixture
+def start_beat(
+    transactional_db: None, tmp_path: Path, worker_env: dict[str, str]
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real ``celery beat`` processes with a short lease and loop; all killed at the end."""
+    env = {**worker_env, "DJQUEUE_BEAT_LEASE_SECONDS": "1.5", "CELERYBEAT_MAX_LOOP_INTERVAL": "0.1"}
+    yield from _process_starter("beat", "beat: Starting...", tmp_path, env)
+
+
+def _process_starter(
+    command: str, ready_text: str, tmp_path: Path, base_env: dict[str, str]
+) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> WorkerProcess:
-        log_path = tmp_path / f"worker-{len(started)}.log"
+        log_path = tmp_path / f"{command}-{len(started)}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "manage.py", "celery", "worker", "-l", "info", *args],
+                [sys.executable, "manage.py", "celery", command, "-l", "info", *args],
                 cwd=ROOT,
-                env={**worker_env, **(env or {})},
+                env={**base_env, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        worker = WorkerProcess(proc, log_path)
-        started.append(worker)
+        process = WorkerProcess(proc, log_path)
+        started.append(process)
         if ready:
-            worker.wait_for(" ready.")
-        return worker
+            process.wait_for(ready_text)
+        return process
 
     yield start
-    for worker in started:
-        worker.kill()
+    for process in started:
+        process.kill()
+
+
+def executions(record_file: Path) -> collections.Counter[str]:
+    """How many times each key was executed (one line per start)."""
+    return collections.Counter(line.split()[0] for line in record_file.read_text().splitlines())
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
@@ -139,3 +162,28 @@ def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+_FAULTS: list[tuple[str, ...]] = []
+
+
+@pytest.fixture
+def fault_report() -> Callable[..., None]:
+    """Record one row of the fault-injection table printed at the end of the run."""
+
+    def report(fault: str, *, sent: int, executed: int, lost: int, duplicated: int,
+               outcome: str) -> None:
+        _FAULTS.append((connection.vendor, fault, str(sent), str(executed), str(lost),
+                        str(duplicated), outcome))
+
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _FAULTS:
+        return
+    terminalreporter.section("fault injection: tasks sent / executed / lost / duplicated")
+    header = ("db", "fault", "sent", "executed", "lost", "duplicated", "outcome")
+    widths = [max(len(row[i]) for row in [header, *_FAULTS]) for i in range(len(header))]
+    for row in [header, *_FAULTS]:
+        terminalreporter.write_line("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))

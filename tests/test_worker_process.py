@@ -111,3 +111,29 @@ def test_ctrl_c_in_a_terminal_reaches_the_whole_group(start_worker) -> None:
     os.killpg(worker.pid, signal.SIGINT)
     assert worker.wait(timeout=15) == 0
     assert running.get(timeout=1) == "survived"
+
+
+def test_priority_expiry_and_eta_with_a_real_worker(start_worker, record_file) -> None:
+    """Queued before the worker starts: highest priority first, expired never, eta on time."""
+    from django.utils import timezone
+    import datetime
+
+    low = record.apply_async(("low",), priority=1)
+    expired = record.apply_async(("expired",), expires=timezone.now() - datetime.timedelta(seconds=1))
+    high = record.apply_async(("high",), priority=7)
+    later = record.apply_async(("later",), eta=timezone.now() + datetime.timedelta(seconds=1))
+    start_worker("-c", "1", "--prefetch-multiplier", "1")
+    assert later.get(timeout=10) == "later"
+    assert low.successful() and high.successful()
+    assert expired.state == states.REVOKED
+    assert record_file.read_text().split()[::2] == ["high", "low", "later"]
+
+
+def test_logfile_option(start_worker, tmp_path) -> None:
+    logfile = tmp_path / "worker.log"
+    worker = start_worker("-c", "1", "--logfile", str(logfile), ready=False)
+    wait_until(lambda: logfile.exists() and " ready." in logfile.read_text(), what="log file")
+    result = add.delay(2, 3)
+    assert result.get(timeout=10) == 5
+    wait_until(lambda: f"Task tasks.add[{result.id}] succeeded" in logfile.read_text())
+    assert "Task tasks.add" not in worker.log()  # the log went to the file, not stderr

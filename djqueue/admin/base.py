@@ -48,7 +48,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
             return queryset, False
         match = models.Q()
         for name in self.search_fields:
-            match |= models.Q(**{name: term})
+            match |= models.Q(**{name.lstrip("=^@"): term})
         return queryset.filter(match), False
 
     def _perm(self, request: HttpRequest, codename: str) -> bool:

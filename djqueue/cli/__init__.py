@@ -12,6 +12,7 @@ from types import ModuleType
 #: ``run(options, stdout, stderr)``.
 SUBCOMMANDS: dict[str, str] = {
     "worker": "djqueue.cli.worker",
+    "beat": "djqueue.cli.beat",
     # Remote control and monitoring.
     "control": "djqueue.cli.control",
     "inspect": "djqueue.cli.inspect",

@@ -7,6 +7,7 @@ from typing import Any, TextIO
 
 from ..app import app
 from ..banner import banner
+from ..beat import start_embedded, stop_embedded
 from ..worker import Worker
 from .logs import configure_logging, loglevel
 
@@ -27,6 +28,13 @@ def _positive(value: str) -> int:
     return number
 
 
+def _seconds(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be more than 0")
+    return number
+
+
 def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("-l", "--loglevel", type=loglevel, default="WARNING",
                         help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default WARNING).")
@@ -41,6 +49,17 @@ def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--logfile", default=None, help="Log to this file instead of stderr.")
     parser.add_argument("--prefetch-multiplier", type=_positive, default=None,
                         help="Messages reserved per pool slot (default CELERYD_PREFETCH_MULTIPLIER, 4).")
+    parser.add_argument("--time-limit", type=_seconds, default=None,
+                        help="Hard time limit in seconds: the child running the task is killed "
+                             "(default CELERYD_TASK_TIME_LIMIT).")
+    parser.add_argument("--soft-time-limit", type=_seconds, default=None,
+                        help="Soft time limit in seconds: SoftTimeLimitExceeded is raised in the "
+                             "task (default CELERYD_TASK_SOFT_TIME_LIMIT).")
+    parser.add_argument("--maxtasksperchild", "--max-tasks-per-child", type=_positive,
+                        default=None, dest="max_tasks_per_child",
+                        help="Replace a pool child after it ran this many tasks.")
+    parser.add_argument("-B", "--beat", action="store_true",
+                        help="Also run the periodic-task scheduler, in a child process.")
 
 
 def run(options: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
@@ -52,8 +71,16 @@ def run(options: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
         pool=options["pool"],
         hostname=options["hostname"],
         prefetch_multiplier=options["prefetch_multiplier"],
+        time_limit=options["time_limit"],
+        soft_time_limit=options["soft_time_limit"],
+        max_tasks_per_child=options["max_tasks_per_child"],
     )
     stdout.write(banner(worker))
     stdout.flush()
-    worker.run()
+    beat = start_embedded(app) if options["beat"] else None
+    try:
+        worker.run()
+    finally:
+        if beat is not None:
+            stop_embedded(beat)
     return 0

@@ -1,0 +1,102 @@
+"""Tasks that misbehave on purpose, for the fault-injection tests.
+
+Every task appends a line to DJQUEUE_RECORD_FILE when it starts, so tests count executions.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from djqueue import task
+from djqueue.exceptions import SoftTimeLimitExceeded
+
+
+class Flaky(Exception):
+    pass
+
+
+def note(key: object) -> None:
+    line = f"{key} {os.getpid()}\n".encode()
+    fd = os.open(os.environ["DJQUEUE_RECORD_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+@task
+def die(key: str) -> None:
+    """The pool child dies mid-task, as after a segfault or an OOM kill."""
+    note(key)
+    os._exit(13)
+
+
+@task
+def killed(key: str) -> None:
+    """The pool child is SIGKILLed mid-task, as by the kernel's OOM killer."""
+    note(key)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task(acks_late=True)
+def die_once_late(key: str, marker: str) -> str:
+    """Dies on its first run only (acks_late: it must run again)."""
+    note(key)
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(13)
+    return "second run"
+
+
+@task
+def nap(key: str, seconds: float) -> str:
+    note(key)
+    time.sleep(seconds)
+    return key
+
+
+@task(acks_late=True)
+def nap_late(key: str, seconds: float) -> str:
+    note(key)
+    time.sleep(seconds)
+    return key
+
+
+@task(soft_time_limit=0.5)
+def slow_but_polite(key: str) -> str:
+    """Catches its soft time limit and cleans up."""
+    note(key)
+    try:
+        time.sleep(10)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "overslept"
+
+
+@task(bind=True, max_retries=3)
+def flaky(self, key: str, failures: int) -> int:
+    """Fails ``failures`` times, retrying at once; returns the attempt that succeeded."""
+    note(key)
+    if self.request.retries < failures:
+        raise self.retry(exc=Flaky(f"attempt {self.request.retries}"), countdown=0)
+    return self.request.retries
+
+
+@task(autoretry_for=(Flaky,), retry_kwargs={"max_retries": 2, "countdown": 0})
+def always_flaky(key: str) -> None:
+    note(key)
+    raise Flaky("never works")
+
+
+@task
+def pid(key: str) -> int:
+    note(key)
+    return os.getpid()
+
+
+@task(bind=True)
+def retry_in_a_minute(self, key: str) -> None:
+    note(key)
+    raise self.retry(exc=Flaky("later"), countdown=60)

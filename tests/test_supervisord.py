@@ -1,0 +1,85 @@
+"""The worker under the real supervisord, configured from supervisord.conf.example."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from djqueue import states
+from tests import fault_tasks as ft
+
+from .conftest import ROOT, wait_until
+
+BIN = Path(sys.executable).parent
+
+
+class Supervisor:
+    def __init__(self, conf: Path, log: Path) -> None:
+        self.conf = conf
+        self.log = log
+
+    def ctl(self, *args: str) -> str:
+        done = subprocess.run([str(BIN / "supervisorctl"), "-c", str(self.conf), *args],
+                              capture_output=True, text=True, timeout=60)
+        return done.stdout + done.stderr
+
+    def worker_pid(self) -> int:
+        return int(self.ctl("pid", "celeryd").strip())
+
+    def worker_log(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture
+def supervisor(transactional_db: None, tmp_path: Path, worker_env: dict[str, str]) -> Iterator[Supervisor]:
+    """supervisord running the example's [program:celeryd] (paths and startsecs adapted)."""
+    text = (ROOT / "supervisord.conf.example").read_text()
+    text = text.replace("%(here)s/.venv/bin/python", sys.executable)
+    text = text.replace("directory=%(here)s", f"directory={ROOT}")
+    text = text.replace("startsecs=10", "startsecs=1")  # the example's 10 s would slow the test
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(text)
+    env = {**worker_env, "DJQUEUE_WORKER_LOST_TIMEOUT": "1.5"}
+    proc = subprocess.Popen([str(BIN / "supervisord"), "-n", "-c", str(conf)], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    sup = Supervisor(conf, tmp_path / "celeryd.log")
+    try:
+        wait_until(lambda: " ready." in sup.worker_log(), timeout=30, what="worker under supervisord")
+        yield sup
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        # A worker killed with -9 leaves no orphans: its children exit when it is gone.
+
+
+def test_stop_is_a_warm_shutdown_and_kill_9_is_survived(supervisor: Supervisor, record_file) -> None:
+    long = ft.nap.delay("long", 2)
+    wait_until(lambda: f"[{long.id}]" in supervisor.worker_log(), what="task started")
+    started = time.monotonic()
+    assert "celeryd: stopped" in supervisor.ctl("stop", "celeryd")
+    assert time.monotonic() - started >= 1  # supervisorctl waited for the task to finish
+    assert long.state == states.SUCCESS and long.get() == "long"
+    assert "Warm shutdown" in supervisor.worker_log()
+
+    assert "celeryd: started" in supervisor.ctl("start", "celeryd")
+    first_pid = supervisor.worker_pid()
+    tasks = [ft.nap_late.delay(f"t{i}", 0.5) for i in range(6)]
+    wait_until(lambda: len(record_file.read_text().splitlines()) >= 2, what="work in progress")
+    os.kill(first_pid, signal.SIGKILL)
+    wait_until(lambda: supervisor.worker_pid() not in (0, first_pid), timeout=30,
+               what="supervisord restarting the worker")
+    assert [t.get(timeout=30) for t in tasks] == [f"t{i}" for i in range(6)]
