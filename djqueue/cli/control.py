@@ -10,15 +10,9 @@ from ..app import app
 from ..control import merge_replies
 from ..exceptions import DjqueueError
 from .remote import add_remote_options, print_replies, usage_error
+from .worker import _positive
 
 HELP = "Send a remote-control command to the workers."
-
-
-def _count(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError("must be at least 1")
-    return number
 
 
 def _seconds(value: str) -> float | None:
@@ -43,7 +37,7 @@ def add_arguments(parser: ArgumentParser) -> None:
         commands.add_parser(name, help=text).add_argument("queue")
     for name, text in (("pool_grow", "Add pool processes/threads."),
                        ("pool_shrink", "Remove pool processes/threads.")):
-        commands.add_parser(name, help=text).add_argument("n", type=_count, nargs="?", default=1)
+        commands.add_parser(name, help=text).add_argument("n", type=_positive, nargs="?", default=1)
     commands.add_parser("shutdown", help="Warm shutdown of the workers.")
     for sub in commands.choices.values():
         add_remote_options(sub)
