@@ -26,6 +26,7 @@ from .backends import ResultRecord
 from .exceptions import ImproperlyConfigured, NotRegistered, TaskRevokedError
 from .execution import Job, Outcome, log_outcome, unrun
 from .pool import POOLS, Pool
+from .worker_control import ControlPanel
 
 logger = logging.getLogger("djqueue.worker")
 
@@ -102,6 +103,7 @@ class Worker:
         self._claim_now = True
         self._next_revocation_check = 0.0
         self._heartbeat: heartbeat.Heartbeat | None = None
+        self._control = ControlPanel(self)  # remote control: djqueue/worker_control.py
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -113,6 +115,7 @@ class Worker:
         broker.vendor(self.using)  # fail early on a database that cannot be a broker
         self.app.tasks  # autodiscovery happens before children are forked
         self.node_id = self._with_db_retry(lambda: heartbeat.register(self))
+        self._with_db_retry(self._control.start)
         self.pool.start()
 
     def run(self) -> None:
@@ -174,6 +177,7 @@ class Worker:
                 return
         elif self._claim_due():
             self._claim()
+        self._control.poll()  # remote-control commands, twice a second
         self._check_revocations()
         self._dispatch()
         outcomes = self.pool.wait(self._wait_timeout(), extra=[self._wake_r])
@@ -199,7 +203,7 @@ class Worker:
             timeout = 0.0 if self._claim_now else max(0.0, self._next_poll - time.monotonic())
         if self._reserved or self.pool.running():
             timeout = min(timeout, REVOCATION_CHECK_INTERVAL)
-        return timeout
+        return min(timeout, self._control.seconds_until_due())
 
     def _drain_wakeups(self) -> None:
         try:

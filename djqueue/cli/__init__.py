@@ -13,6 +13,13 @@ from types import ModuleType
 SUBCOMMANDS: dict[str, str] = {
     "worker": "djqueue.cli.worker",
     "beat": "djqueue.cli.beat",
+    # Remote control and monitoring.
+    "control": "djqueue.cli.control",
+    "inspect": "djqueue.cli.inspect",
+    "status": "djqueue.cli.status",
+    "purge": "djqueue.cli.purge",
+    "result": "djqueue.cli.result",
+    "call": "djqueue.cli.call",
 }
 
 
