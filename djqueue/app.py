@@ -8,7 +8,7 @@ import importlib.util
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from django.apps import apps as django_apps
 from django.utils import timezone
@@ -21,6 +21,9 @@ from .models import Message
 from .result import AsyncResult
 from .serialization import dumps
 from .task_class import Task, build_task
+
+if TYPE_CHECKING:
+    from .control import Control
 
 logger = logging.getLogger("djqueue.app")
 
@@ -93,6 +96,13 @@ class App:
         modules.extend([imports] if isinstance(imports, str) else imports)
         for name in modules:
             importlib.import_module(name)
+
+    @property
+    def control(self) -> Control:
+        """Remote control of the workers: ``app.control.rate_limit(...)``, ``.inspect()``, …"""
+        from .control import Control
+
+        return Control(self)
 
     # Results.
 

@@ -330,3 +330,17 @@ def purge(using: str, queues: Sequence[str]) -> int:
     return _update(
         using, f"DELETE FROM {TABLE} WHERE state = 'ready' AND queue IN ({marks})", list(queues)
     )
+
+
+def restore_rejected(using: str, ids: Sequence[int]) -> int:
+    """Put messages that were set aside (state ``rejected``) back in their queue, to run now."""
+    if not ids:
+        return 0
+    where, params = _ids(ids)
+    return _update(
+        using,
+        f"UPDATE {TABLE} SET state = 'ready', error = '', worker = '', owner = NULL, "
+        f"lease_until = NULL, started_at = NULL, available_at = %s WHERE {where} "
+        "AND state = 'rejected'",
+        [_now_param(using), *params],
+    )

@@ -13,6 +13,10 @@ class ImproperlyConfigured(DjqueueError):
     """A setting or option has a value djqueue cannot use."""
 
 
+class InvalidRateLimit(ImproperlyConfigured, ValueError):
+    """A rate limit that is not ``"N/s"``, ``"N/m"``, ``"N/h"``, a number, ``None`` or 0."""
+
+
 class NotRegistered(DjqueueError, KeyError):
     """No task of that name is registered in this process."""
 

@@ -1,4 +1,5 @@
-"""The message table (the broker) and the result table; beat's tables are in ``beat_models``."""
+"""The message table (the broker), results, worker rows, revocations and remote control;
+beat's tables are in ``beat_models``."""
 
 from __future__ import annotations
 
@@ -69,6 +70,8 @@ class Message(models.Model):
                 name="djqueue_msg_ready",
             ),
             models.Index(fields=["owner", "state"], name="djqueue_msg_owner"),
+            # The admin's overview: per-queue counts by state, oldest waiting, the queue list.
+            models.Index(fields=["queue", "state", "available_at"], name="djqueue_msg_queue_state"),
             models.Index(
                 fields=["lease_until"],
                 condition=Q(state__in=["reserved", "started"]),
@@ -153,3 +156,59 @@ class Revocation(models.Model):
 
     def __str__(self) -> str:
         return self.task_id
+
+
+class ControlCommand(models.Model):
+    """A remote-control command for workers (``app.control``); workers poll for new ones."""
+
+    name = models.CharField(max_length=100)
+    arguments = models.JSONField(default=dict, blank=True)
+    destination = models.JSONField(
+        null=True, blank=True, help_text="Node names that should act on it; empty means all."
+    )
+    reply = models.BooleanField(default=False, help_text="The sender waits for replies.")
+    created_at = models.DateTimeField("created", auto_now_add=True)
+    expires_at = models.DateTimeField(
+        "expires", db_index=True, help_text="Workers ignore it after this; cleanup deletes it."
+    )
+
+    class Meta:
+        db_table = "djqueue_control_command"
+        verbose_name = "control command"
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.pk}"
+
+
+class ControlReply(models.Model):
+    """One worker's reply to a :class:`ControlCommand`."""
+
+    command_id = models.BigIntegerField("command", db_index=True)
+    hostname = models.CharField("node name", max_length=255)
+    data = models.JSONField()
+    created_at = models.DateTimeField("created", auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "djqueue_control_reply"
+        verbose_name = "control reply"
+
+    def __str__(self) -> str:
+        return f"{self.hostname} -> #{self.command_id}"
+
+
+class RateLimitOverride(models.Model):
+    """A rate limit set at run time (``control rate_limit``); workers started later apply it too."""
+
+    task_name = models.CharField("task name", max_length=255, unique=True)
+    rate_limit = models.CharField(
+        "rate limit", max_length=50, blank=True, default="",
+        help_text="As Celery writes it (10/s, 10/m, 10/h); empty means no limit.",
+    )
+    updated_at = models.DateTimeField("updated", auto_now=True)
+
+    class Meta:
+        db_table = "djqueue_rate_limit_override"
+        verbose_name = "rate-limit override"
+
+    def __str__(self) -> str:
+        return f"{self.task_name}: {self.rate_limit or 'no limit'}"

@@ -69,6 +69,10 @@ class Pool:
         """Stop now; return the outcomes of jobs that were cut short."""
         return []
 
+    def resize(self, concurrency: int) -> None:
+        """Run up to ``concurrency`` jobs at once from now on (``pool_grow``/``pool_shrink``)."""
+        raise NotImplementedError(f"the {self.name} pool cannot be resized")
+
     def terminate_job(self, message_id: int, signame: str) -> bool:
         """Stop one running job (a revoke with ``terminate=True``); False if this pool cannot."""
         logger.warning("The %s pool cannot terminate a running task; it will run to its end.",
@@ -117,12 +121,24 @@ class ThreadPool(Pool):
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        for index in range(self.concurrency):
+        self._add_threads(self.concurrency)
+
+    def _add_threads(self, count: int) -> None:
+        for _ in range(count):
             thread = threading.Thread(
-                target=self._run, name=f"ThreadPoolWorker-{index + 1}", daemon=True
+                target=self._run, name=f"ThreadPoolWorker-{len(self._threads) + 1}", daemon=True
             )
             thread.start()
             self._threads.append(thread)
+
+    def resize(self, concurrency: int) -> None:
+        """Grow with new threads; shrink by letting idle threads exit (busy ones finish first)."""
+        with self._lock:
+            change, self.concurrency = concurrency - self.concurrency, concurrency
+        if change > 0:
+            self._add_threads(change)
+        for _ in range(-change):
+            self._jobs.put(None)
 
     def _run(self) -> None:
         try:
@@ -249,7 +265,25 @@ class PreforkPool(Pool):
         self._children.append(_Child(process, parent_end))
 
     def free_slots(self) -> int:
-        return sum(1 for child in self._children if child.job is None)
+        return max(0, sum(1 for child in self._children if child.job is None)
+                   - max(0, len(self._children) - self.concurrency))
+
+    def resize(self, concurrency: int) -> None:
+        """Grow by forking children; shrink by stopping idle ones (busy ones once they finish)."""
+        self.concurrency = concurrency
+        for _ in range(concurrency - len(self._children)):
+            self._spawn()
+        self._retire_extra()
+
+    def _retire_extra(self) -> None:
+        for child in [c for c in self._children if c.job is None][:len(self._children) - self.concurrency]:
+            self._children.remove(child)
+            try:
+                child.conn.send(None)
+            except OSError:
+                pass
+            child.process.join(timeout=5)
+            child.conn.close()
 
     def submit(self, job: Job) -> None:
         child = next(child for child in self._children if child.job is None)
@@ -293,6 +327,7 @@ class PreforkPool(Pool):
             child.conn.close()
             self._children.remove(child)
             self._spawn()
+        self._retire_extra()
         return done
 
     def _cut_short(self, child: _Child) -> Outcome:

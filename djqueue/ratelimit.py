@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .exceptions import ImproperlyConfigured
+from .exceptions import ImproperlyConfigured, InvalidRateLimit
 
 if TYPE_CHECKING:
     from .app import App
@@ -32,22 +32,19 @@ _RATE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:/\s*([smh]))?\s*$")
 def parse_rate(value: object) -> float:
     """Tokens per second for a rate limit; 0.0 means unlimited.
 
-    Raises :class:`ImproperlyConfigured` naming the accepted forms for anything else.
+    Raises :class:`~djqueue.exceptions.InvalidRateLimit` (a ``ValueError`` and an
+    ``ImproperlyConfigured``) naming the accepted forms for anything else.
     """
     if value is None or value == "":
         return 0.0
-    if isinstance(value, bool):
-        raise ImproperlyConfigured(f"Rate limit {value!r} is not a rate; use e.g. '10/m'")
-    if isinstance(value, (int, float)):
+    forms = "use 'N/s', 'N/m', 'N/h' or a number of tasks per second (None or 0: no limit)"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value < 0:
-            raise ImproperlyConfigured(f"Rate limit {value!r} is negative")
+            raise InvalidRateLimit(f"Invalid rate limit {value!r}: it is negative; {forms}")
         return float(value)
-    match = _RATE.match(str(value))
+    match = _RATE.match(str(value)) if isinstance(value, str) else None
     if match is None:
-        raise ImproperlyConfigured(
-            f"Rate limit {value!r} is not understood: use 'N/s', 'N/m', 'N/h' or a number of "
-            "tasks per second (None or 0 for no limit)"
-        )
+        raise InvalidRateLimit(f"Invalid rate limit {value!r}: {forms}")
     number, unit = match.groups()
     return float(number) / _UNITS[unit or "s"]
 

@@ -28,6 +28,7 @@ from .execution import Job, Outcome, log_outcome, unrun
 from .expiry import PeriodicCleanup
 from .pool import POOLS, Pool
 from .ratelimit import Throttle
+from .worker_control import ControlPanel
 
 logger = logging.getLogger("djqueue.worker")
 
@@ -106,6 +107,7 @@ class Worker:
         self._claim_now = True
         self._next_revocation_check = 0.0
         self._heartbeat: heartbeat.Heartbeat | None = None
+        self._control = ControlPanel(self)  # remote control: djqueue/worker_control.py
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -118,6 +120,7 @@ class Worker:
         self.app.tasks  # autodiscovery happens before children are forked
         self.throttle.validate()
         self.node_id = self._with_db_retry(lambda: heartbeat.register(self))
+        self._with_db_retry(self._control.start)
         self.pool.start()
 
     def run(self) -> None:
@@ -179,6 +182,7 @@ class Worker:
                 return
         elif self._claim_due():
             self._claim()
+        self._control.poll()  # remote-control commands, twice a second
         self._check_revocations()
         self._dispatch()
         outcomes = self.pool.wait(self._wait_timeout(), extra=[self._wake_r])
@@ -206,7 +210,7 @@ class Worker:
             timeout = 0.0 if self._claim_now else max(0.0, self._next_poll - time.monotonic())
         if self._reserved or self.pool.running():
             timeout = min(timeout, REVOCATION_CHECK_INTERVAL)
-        return timeout
+        return min(timeout, self._control.seconds_until_due())
 
     def _drain_wakeups(self) -> None:
         try:

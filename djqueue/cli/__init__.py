@@ -14,6 +14,13 @@ SUBCOMMANDS: dict[str, str] = {
     "worker": "djqueue.cli.worker",
     "beat": "djqueue.cli.beat",
     "cleanup": "djqueue.cli.cleanup",
+    # Remote control and monitoring.
+    "control": "djqueue.cli.control",
+    "inspect": "djqueue.cli.inspect",
+    "status": "djqueue.cli.status",
+    "purge": "djqueue.cli.purge",
+    "result": "djqueue.cli.result",
+    "call": "djqueue.cli.call",
 }
 
 

@@ -1,0 +1,69 @@
+"""``celery control <command>``: change running workers (rate and time limits, queues, pool size,
+revocations, shutdown)."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any, TextIO
+
+from ..app import app
+from ..control import merge_replies
+from ..exceptions import DjqueueError
+from .remote import add_remote_options, print_replies, usage_error
+from .worker import _positive
+
+HELP = "Send a remote-control command to the workers."
+
+
+def _seconds(value: str) -> float | None:
+    return None if value.lower() in {"none", ""} else float(value)
+
+
+def add_arguments(parser: ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="control_command", metavar="command", required=True)
+    rate = commands.add_parser("rate_limit", help="Set a task's rate limit (10/s, 10/m, 10/h, 0 = off).")
+    rate.add_argument("task_name")
+    rate.add_argument("rate_limit")
+    limits = commands.add_parser("time_limit", help="Set a task's soft and hard time limits (seconds).")
+    limits.add_argument("task_name")
+    limits.add_argument("soft", type=_seconds)
+    limits.add_argument("hard", type=_seconds, nargs="?", default=None)
+    revoke = commands.add_parser("revoke", help="Revoke task ids (stored: later workers obey too).")
+    revoke.add_argument("task_ids", nargs="+", metavar="task_id")
+    revoke.add_argument("--terminate", action="store_true", help="Also stop them if they run.")
+    revoke.add_argument("--signal", default="SIGTERM", help="Signal for --terminate (default SIGTERM).")
+    for name, text in (("add_consumer", "Start consuming from a queue."),
+                       ("cancel_consumer", "Stop consuming from a queue.")):
+        commands.add_parser(name, help=text).add_argument("queue")
+    for name, text in (("pool_grow", "Add pool processes/threads."),
+                       ("pool_shrink", "Remove pool processes/threads.")):
+        commands.add_parser(name, help=text).add_argument("n", type=_positive, nargs="?", default=1)
+    commands.add_parser("shutdown", help="Warm shutdown of the workers.")
+    for sub in commands.choices.values():
+        add_remote_options(sub)
+
+
+def run(options: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
+    try:
+        replies = _send(options)
+    except (ValueError, DjqueueError) as exc:
+        return usage_error(str(exc), stderr)
+    return print_replies(merge_replies(replies), options, stdout, stderr)
+
+
+def _send(options: dict[str, Any]) -> list[dict[str, Any]] | None:
+    control = app.control
+    command = options["control_command"]
+    remote = {"destination": options["destination"], "reply": True, "timeout": options["timeout"]}
+    if command == "rate_limit":
+        return control.rate_limit(options["task_name"], options["rate_limit"], **remote)
+    if command == "time_limit":
+        return control.time_limit(options["task_name"], options["soft"], options["hard"], **remote)
+    if command == "revoke":
+        return control.revoke(options["task_ids"], terminate=options["terminate"],
+                              signal=options["signal"], **remote)
+    if command in {"add_consumer", "cancel_consumer"}:
+        return getattr(control, command)(options["queue"], **remote)
+    if command in {"pool_grow", "pool_shrink"}:
+        return getattr(control, command)(options["n"], **remote)
+    return control.shutdown(**remote)

@@ -1,0 +1,182 @@
+"""Remote control and inspection (``app.control``) against real worker processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from djqueue import states
+from djqueue.app import app
+from djqueue.control import parse_rate
+from djqueue.exceptions import DjqueueError
+from djqueue.models import ControlCommand, RateLimitOverride
+from example_project.demo.tasks import record, sleep
+from tasks import add
+
+from .conftest import wait_until
+
+TIMEOUT = 5.0  # the sender stops waiting as soon as every live worker replied
+
+
+@pytest.mark.parametrize(("text", "per_second"), [
+    ("10/s", 10.0), ("60/m", 1.0), ("3600/h", 1.0), ("5", 5.0), (2.5, 2.5), ("0", 0.0),
+    (None, 0.0), ("", 0.0), ("1.5 / m", 0.025),
+])
+def test_parse_rate(text, per_second) -> None:
+    assert parse_rate(text) == pytest.approx(per_second)
+
+
+@pytest.mark.parametrize("text", ["fast", "10/d", "/m", "-1", "10/m/s", -3])
+def test_parse_rate_refuses_bad_strings(text) -> None:
+    with pytest.raises(ValueError, match="Invalid rate limit"):
+        parse_rate(text)
+
+
+def test_inspect_a_real_worker(start_worker) -> None:
+    worker = start_worker("-c", "1", "-n", "alpha@test")
+    assert app.control.ping(timeout=TIMEOUT) == [{"alpha@test": {"ok": "pong"}}]
+    inspect = app.control.inspect(timeout=TIMEOUT)
+    running = sleep.delay(30, "done")  # terminated below
+    waiting = add.delay(1, 2)
+    later = add.apply_async((5, 5), countdown=60)
+    worker.wait_for(f"Received task: tasks.add[{waiting.id}]")
+    wait_until(lambda: running.state == states.PENDING and
+               [t["id"] for t in inspect.active()["alpha@test"]] == [running.id], what="active")
+
+    [active] = inspect.active()["alpha@test"]
+    assert (active["name"], active["args"]) == ("example_project.demo.tasks.sleep", "(30, 'done')")
+    [buffered] = inspect.reserved()["alpha@test"]
+    assert buffered["id"] == waiting.id
+    [entry] = inspect.scheduled()["alpha@test"]
+    assert entry["request"]["id"] == later.id and entry["request"]["args"] == "(5, 5)"
+    assert inspect.query_task(running.id, waiting.id, "unknown") == {"alpha@test": {
+        running.id: ["active", active],
+        waiting.id: ["reserved", buffered],
+    }}
+    assert {"tasks.add", "example_project.demo.tasks.sleep"} <= set(inspect.registered()["alpha@test"])
+    stats = inspect.stats()["alpha@test"]
+    assert stats["pool"] == {"implementation": "prefork", "max-concurrency": 1}
+    assert stats["pid"] == worker.pid and stats["queues"] == ["celery"]
+    assert inspect.active_queues() == {"alpha@test": [{"name": "celery", "routing_key": "celery"}]}
+    assert inspect.conf()["alpha@test"]["CELERY_RESULT_BACKEND"] == "database"
+    assert inspect.ping() == {"alpha@test": {"ok": "pong"}}
+    # Another node name gets no answer; the command is not for this worker.
+    assert app.control.inspect(destination="beta@test", timeout=0.3).ping() is None
+
+    replies = app.control.revoke(running.id, terminate=True, reply=True, timeout=TIMEOUT)
+    assert replies == [{"alpha@test": {"ok": f"tasks {running.id} flagged as revoked"}}]
+    wait_until(lambda: running.state == states.REVOKED, what="terminated")
+    assert running.id in inspect.revoked()["alpha@test"]
+    assert waiting.get(timeout=10) == 3
+
+
+def test_control_a_real_worker(start_worker, record_file) -> None:
+    worker = start_worker("-c", "1", "-n", "alpha@test")
+    control = app.control
+
+    def reply(name: str, *args, **kwargs):
+        [answer] = getattr(control, name)(*args, destination="alpha@test", reply=True,
+                                          timeout=TIMEOUT, **kwargs)
+        return answer["alpha@test"]
+
+    # Rate limits: bad input is an error reply and stores nothing; a good one applies and persists.
+    assert "Invalid rate limit 'often'" in reply("rate_limit", "tasks.add", "often")["error"]
+    assert reply("rate_limit", "no.such.task", "1/s") == {"error": "unknown task 'no.such.task'"}
+    assert not RateLimitOverride.objects.exists()
+    assert reply("rate_limit", "tasks.add", "10/m") == {"ok": "new rate limit set successfully"}
+    assert RateLimitOverride.objects.get().rate_limit == "10/m"
+    assert control.inspect(timeout=TIMEOUT).stats()["alpha@test"]["rate_limits"] == {"tasks.add": "10/m"}
+    beta = start_worker("-c", "1", "-n", "beta@test")  # started later: uses the stored change
+    assert control.inspect("beta@test", TIMEOUT).stats()["beta@test"]["rate_limits"] == {
+        "tasks.add": "10/m"}
+    control.shutdown(destination="beta@test")
+    beta.wait(timeout=15)
+
+    # Time limits apply to the next task of that type.
+    assert reply("time_limit", "example_project.demo.tasks.sleep", hard=0.5) == {
+        "ok": "time limits set successfully"}
+    cut = sleep.delay(5)
+    wait_until(lambda: cut.state == states.FAILURE, what="hard time limit")
+
+    # Queues.
+    assert reply("add_consumer", "extra") == {"ok": "add consumer extra"}
+    assert record.apply_async(("extra",), queue="extra").get(timeout=10) == "extra"
+    assert reply("cancel_consumer", "extra") == {"ok": "no longer consuming from extra"}
+    assert reply("cancel_consumer", "extra") == {"error": "not consuming from 'extra'"}
+
+    with pytest.raises(DjqueueError, match="Unknown control command 'explode'"):
+        control.broadcast("explode")
+    assert reply("shutdown") == {"ok": "shutting down"}
+    assert worker.wait(timeout=15) == 0
+    assert "Got shutdown from remote" in worker.log()
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_pool_grow_and_shrink(start_worker, pool: str) -> None:
+    start_worker("-P", pool, "-c", "1", "-n", "alpha@test")
+    inspect = app.control.inspect(timeout=TIMEOUT)
+    assert app.control.pool_grow(2, reply=True, timeout=TIMEOUT) == [
+        {"alpha@test": {"ok": "pool will grow (to 3)"}}]
+    results = [sleep.delay(1, i) for i in range(3)]
+    wait_until(lambda: len((inspect.active() or {}).get("alpha@test", [])) == 3, what="3 at once")
+    assert app.control.pool_shrink(2, reply=True, timeout=TIMEOUT) == [
+        {"alpha@test": {"ok": "pool will shrink (to 1)"}}]
+    assert [r.get(timeout=10) for r in results] == [0, 1, 2]
+    assert inspect.stats()["alpha@test"]["pool"]["max-concurrency"] == 1
+    more = [sleep.delay(0.3, i) for i in range(3)]
+    seen = set()
+    while not all(r.ready() for r in more):
+        seen.add(len((inspect.active() or {}).get("alpha@test", [])))
+    assert max(seen) <= 1
+    assert app.control.pool_shrink(reply=True, timeout=TIMEOUT) == [
+        {"alpha@test": {"error": "cannot shrink the pool below 1 (it has 1)"}}]
+
+
+def test_solo_pool_cannot_be_resized(start_worker) -> None:
+    start_worker("-P", "solo", "-n", "alpha@test")
+    assert app.control.pool_grow(reply=True, timeout=TIMEOUT) == [
+        {"alpha@test": {"error": "the solo pool cannot be resized"}}]
+
+
+def test_replies_need_a_committed_command(transactional_db) -> None:
+    from django.db import transaction
+
+    with transaction.atomic(), pytest.raises(DjqueueError, match="inside a transaction"):
+        app.control.ping()
+    assert app.control.ping(timeout=0.2) == []  # no worker: no reply, no error
+    assert ControlCommand.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_side_errors_and_cleanup() -> None:
+    """In-process: commands this worker cannot run get error replies; old rows are deleted."""
+    import datetime
+
+    from django.utils import timezone
+
+    from djqueue.models import ControlReply
+    from djqueue.worker import Worker
+
+    worker = Worker(app, pool="solo", poll_interval=0, hostname="solo@test")
+    worker.start()
+    long_ago = timezone.now() - datetime.timedelta(hours=1)
+    old = ControlCommand.objects.create(name="ping", expires_at=long_ago)
+    ControlReply.objects.create(command_id=old.pk, hostname="gone@test", data={"ok": "pong"})
+    ControlReply.objects.update(created_at=long_ago)
+    soon = timezone.now() + datetime.timedelta(seconds=30)
+    unknown = ControlCommand.objects.create(name="explode", reply=True, expires_at=soon)
+    bad = ControlCommand.objects.create(name="pool_grow", arguments={"size": 2}, reply=True,
+                                        expires_at=soon)
+    other = ControlCommand.objects.create(name="ping", destination=["else@test"], reply=True,
+                                          expires_at=soon)
+    worker._control._next_poll = worker._control._next_cleanup = 0.0  # both due now
+    worker.loop()
+    replies = {r.command_id: r.data for r in ControlReply.objects.all()}
+    assert replies == {
+        unknown.pk: {"error": "unknown control command 'explode'"},
+        bad.pk: {"error": "bad arguments for pool_grow: got an unexpected keyword argument 'size'"},
+    }
+    assert other.pk not in replies
+    assert set(ControlCommand.objects.values_list("pk", flat=True)) == {unknown.pk, bad.pk, other.pk}
+    worker._control._next_poll = 0.0
+    worker.loop()  # handled commands are not run twice
+    assert ControlReply.objects.count() == 2
