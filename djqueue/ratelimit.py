@@ -37,14 +37,15 @@ def parse_rate(value: object) -> float:
     """
     if value is None or value == "":
         return 0.0
-    forms = "use 'N/s', 'N/m', 'N/h' or a number of tasks per second (None or 0: no limit)"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value < 0:
-            raise InvalidRateLimit(f"Invalid rate limit {value!r}: it is negative; {forms}")
+            raise InvalidRateLimit(f"Invalid rate limit {value!r}: must not be negative")
         return float(value)
     match = _RATE.match(str(value)) if isinstance(value, str) else None
     if match is None:
-        raise InvalidRateLimit(f"Invalid rate limit {value!r}: {forms}")
+        raise InvalidRateLimit(
+            f"Invalid rate limit {value!r}: expected N/s, N/m, N/h or a number (per second)"
+        )
     number, unit = match.groups()
     return float(number) / _UNITS[unit or "s"]
 
