@@ -14,7 +14,7 @@ from django.apps import apps as django_apps
 from django.utils import timezone
 
 from . import broker, routing
-from .backends import ResultBackend, backend_from_setting
+from .backends import ResultBackend, backend_from_setting, backend_key
 from .conf import Settings
 from .exceptions import NotRegistered
 from .models import Message
@@ -29,8 +29,16 @@ logger = logging.getLogger("djqueue.app")
 
 
 class TaskRegistry(dict[str, Task]):
+    """Tasks by name. A task read from here has the current ``CELERY_ANNOTATIONS`` applied."""
+
     def __missing__(self, name: str) -> Task:
         raise NotRegistered(name)
+
+    def __getitem__(self, name: str) -> Task:
+        return super().__getitem__(name).annotate()
+
+    def get(self, name: str, default: Task | None = None) -> Task | None:  # type: ignore[override]
+        return self[name] if name in self else default
 
 
 class App:
@@ -41,7 +49,7 @@ class App:
         self.conf = Settings()
         self._tasks = TaskRegistry()
         self._discovered = False
-        self._backend: tuple[object, str, ResultBackend] | None = None
+        self._backend: tuple[tuple[object, ...], ResultBackend] | None = None
 
     def __repr__(self) -> str:
         return f"<App {self.main}>"
@@ -100,10 +108,11 @@ class App:
 
     @property
     def backend(self) -> ResultBackend:
-        setting, using = self.conf.CELERY_RESULT_BACKEND, self.conf.broker_alias
-        if self._backend is None or self._backend[:2] != (setting, using):
-            self._backend = (setting, using, backend_from_setting(setting, using))
-        return self._backend[2]
+        """The result backend ``CELERY_RESULT_BACKEND`` names (rebuilt when its settings change)."""
+        key = backend_key(self.conf)
+        if self._backend is None or self._backend[0] != key:
+            self._backend = (key, backend_from_setting(self.conf))
+        return self._backend[1]
 
     def result_accept_content(self) -> list[str]:
         return list(self.conf.CELERY_ACCEPT_CONTENT or [])
@@ -163,12 +172,12 @@ class App:
         if countdown is not None:
             available_at = now + datetime.timedelta(seconds=countdown)
         elif eta is not None:
-            available_at = _aware(eta)
+            available_at = _aware(eta, conf.timezone)
         expires_at = None
         if isinstance(expires, (int, float)):
             expires_at = now + datetime.timedelta(seconds=expires)
         elif isinstance(expires, datetime.datetime):
-            expires_at = _aware(expires)
+            expires_at = _aware(expires, conf.timezone)
         elif expires is not None:
             raise TypeError(f"expires must be seconds or a datetime, not {expires!r}")
         task_options = {"queue": task.queue, "priority": task.priority} if task else {}
@@ -181,6 +190,7 @@ class App:
             default_queue=conf.CELERY_DEFAULT_QUEUE,
             default_priority=conf.CELERY_DEFAULT_PRIORITY,
         )
+        routing.ensure_known(queue_name, conf)
         payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
         if countdown is not None or eta is not None:
             payload["eta"] = available_at.isoformat()
@@ -206,10 +216,10 @@ class App:
         )
 
 
-def _aware(value: datetime.datetime) -> datetime.datetime:
-    """Naive datetimes are taken as UTC (Celery's default ``CELERY_ENABLE_UTC``)."""
+def _aware(value: datetime.datetime, zone: datetime.tzinfo) -> datetime.datetime:
+    """Naive datetimes are read in the app's time zone (UTC unless configured otherwise)."""
     if timezone.is_naive(value):
-        return value.replace(tzinfo=datetime.timezone.utc)
+        return timezone.make_aware(value, zone)
     return value
 
 

@@ -9,6 +9,7 @@ class DjqueueConfig(AppConfig):
     def ready(self) -> None:
         from django.core import checks
 
+        from . import checks as _settings_checks  # noqa: F401 - registers the settings checks
         from .beat_checks import check_beat_settings
 
         checks.register(check_beat_settings)

@@ -1,4 +1,5 @@
-"""The only module with SQL that moves messages: publish, claim, start, ack, requeue, reject, purge.
+"""The only module with SQL that moves messages: publish, claim, start, ack, requeue, defer, reject,
+purge.
 
 Claims are batches taken in one statement. On PostgreSQL the candidate rows are locked with
 ``FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on each other nor take the same row.
@@ -210,6 +211,24 @@ def requeue(using: str, ids: Sequence[int], owner: int | None = None) -> int:
         f"UPDATE {TABLE} SET state = 'ready', worker = '', owner = NULL, lease_until = NULL, "
         f"started_at = NULL WHERE {where} AND state IN ('reserved', 'started'){mine}",
         [*params, *mine_params],
+    )
+
+
+def defer(using: str, ids: Sequence[int], seconds: float, owner: int | None = None) -> int:
+    """Hand reserved (not started) messages back to the queue, not to be claimed for ``seconds``.
+
+    Rate-limited messages wait this way: in the table, visible to every worker, not in memory.
+    """
+    if not ids:
+        return 0
+    where, params = _ids(ids)
+    mine, mine_params = _owned(owner)
+    until = timezone.now() + datetime.timedelta(seconds=seconds)
+    return _update(
+        using,
+        f"UPDATE {TABLE} SET state = 'ready', worker = '', owner = NULL, lease_until = NULL, "
+        f"available_at = %s WHERE {where} AND state = 'reserved'{mine}",
+        [connections[using].ops.adapt_datetimefield_value(until), *params, *mine_params],
     )
 
 

@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "CELERY_ACKS_LATE": False,
     "CELERY_ALWAYS_EAGER": False,
     "CELERY_ANNOTATIONS": None,
+    "CELERY_CACHE_BACKEND": "default",
     "CELERY_CREATE_MISSING_QUEUES": True,
     "CELERY_DEFAULT_PRIORITY": None,
     "CELERY_DEFAULT_QUEUE": "celery",
@@ -85,6 +86,10 @@ ALIASES: dict[str, str] = {
     "CELERY_BEAT_SCHEDULE": "CELERYBEAT_SCHEDULE",
 }
 
+#: Setting-name prefixes of Celery's settings. A Django setting with one of these prefixes that is
+#: not a setting (or alias) djqueue knows is reported by the system checks as unused.
+CELERY_PREFIXES = ("CELERY_", "CELERYD_", "CELERYBEAT_", "CELERYMON_", "BROKER_")
+
 _CANONICAL_ALIASES: dict[str, list[str]] = {}
 for _new, _old in ALIASES.items():
     _CANONICAL_ALIASES.setdefault(_old, []).append(_new)
@@ -131,6 +136,16 @@ class Settings(Mapping[str, Any]):
         for key, value in {**(other or {}), **kwargs}.items():
             setattr(self, key, value)
 
+    def spellings(self, name: str) -> dict[str, Any]:
+        """Every spelling of setting ``name`` present in Django settings, with its value."""
+        canonical = canonical_name(name)
+        found = {}
+        for spelling in (canonical, *_CANONICAL_ALIASES.get(canonical, ())):
+            value = getattr(django_settings, spelling, _UNSET)
+            if value is not _UNSET:
+                found[spelling] = value
+        return found
+
     def reset(self) -> None:
         """Drop every runtime override (tests use this)."""
         self._overrides.clear()
@@ -175,3 +190,12 @@ class Settings(Mapping[str, Any]):
         if self.CELERY_ENABLE_UTC:
             return datetime.timezone.utc
         return django_timezone.get_default_timezone()
+
+    @property
+    def result_expires(self) -> float | None:
+        """``CELERY_TASK_RESULT_EXPIRES`` in seconds (it may be a number or a timedelta); None
+        or 0 keeps results for ever."""
+        value = self.CELERY_TASK_RESULT_EXPIRES
+        if isinstance(value, datetime.timedelta):
+            value = value.total_seconds()
+        return float(value) if value else None

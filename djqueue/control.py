@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import re
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from django.db.models.functions import Now
 from . import broker, revocation
 from .exceptions import DjqueueError
 from .models import ControlCommand, ControlReply, RateLimitOverride
+from .ratelimit import parse_rate
 from .monitor import live_workers
 
 if TYPE_CHECKING:
@@ -38,30 +38,6 @@ logger = logging.getLogger("djqueue.control")
 COMMAND_TTL = 10.0
 #: How often the sender looks for replies.
 REPLY_POLL_INTERVAL = 0.05
-
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
-_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_rate(rate: str | float | int | None) -> float:
-    """Tasks per second for a Celery rate string: ``"10/s"``, ``"10/m"``, ``"10/h"``, or a bare
-    number (per second). ``None``, ``""`` and ``0`` mean no limit and give ``0.0``.
-
-    Raises :class:`ValueError` for anything else.
-    """
-    if rate is None or rate == "":
-        return 0.0
-    if isinstance(rate, (int, float)) and not isinstance(rate, bool):
-        if rate < 0:
-            raise ValueError(f"Invalid rate limit {rate!r}: must not be negative")
-        return float(rate)
-    match = _RATE.match(str(rate))
-    if not match:
-        raise ValueError(
-            f"Invalid rate limit {rate!r}: expected N/s, N/m, N/h or a number (per second)"
-        )
-    return float(match.group(1)) / _PER[match.group(2) or "s"]
-
 
 def normalize_rate(rate: str | float | int | None) -> str:
     """The stored form of a valid rate: ``""`` for no limit, otherwise the string as given."""

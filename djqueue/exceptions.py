@@ -13,11 +13,23 @@ class ImproperlyConfigured(DjqueueError):
     """A setting or option has a value djqueue cannot use."""
 
 
+class InvalidRateLimit(ImproperlyConfigured, ValueError):
+    """A rate limit that is not ``"N/s"``, ``"N/m"``, ``"N/h"``, a number, ``None`` or 0."""
+
+
 class NotRegistered(DjqueueError, KeyError):
     """No task of that name is registered in this process."""
 
     def __str__(self) -> str:
         return f"Task of kind {self.args[0]!r} is not registered in this process"
+
+
+class QueueNotFound(DjqueueError, KeyError):
+    """A message was routed to a queue that ``CELERY_QUEUES`` does not list, and
+    ``CELERY_CREATE_MISSING_QUEUES`` is off."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class TimeoutError(DjqueueError):  # noqa: A001 - Celery's name, on purpose

@@ -6,6 +6,10 @@ Precedence, highest first: the call's ``queue=``/``priority=``, ``CELERY_ROUTES`
 ``CELERY_ROUTES`` may be a mapping (task name or glob pattern -> queue name or options dict), a
 router (an object with ``route_for_task(task, args, kwargs)``, or a plain callable taking the same
 arguments), a dotted path to a router, or a list of these consulted in order until one answers.
+
+``CELERY_QUEUES`` names the queues (a list of names, a mapping keyed by name, or objects with a
+``name``, such as kombu's ``Queue``). A worker started without ``-Q`` consumes all of them. With
+``CELERY_CREATE_MISSING_QUEUES = False`` a message routed to a queue not listed there is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
-from .exceptions import ImproperlyConfigured
+from .exceptions import ImproperlyConfigured, QueueNotFound
 
 MAX_PRIORITY = 255
 
@@ -31,11 +35,11 @@ def _as_options(value: Any) -> dict[str, Any] | None:
     raise ImproperlyConfigured(f"A route must give a queue name or a dict of options, not {value!r}")
 
 
-def _routers(routes: Any) -> list[Any]:
+def routers(routes: Any) -> list[Any]:
     if routes is None:
         return []
     if isinstance(routes, (list, tuple)):
-        return [router for item in routes for router in _routers(item)]
+        return [router for item in routes for router in routers(item)]
     if isinstance(routes, str):
         return [import_string(routes)]
     return [routes]
@@ -72,7 +76,7 @@ def route(
 ) -> tuple[str, int]:
     """Return ``(queue, priority)`` for one message."""
     routed: dict[str, Any] = {}
-    for router in _routers(routes):
+    for router in routers(routes):
         answer = _as_options(_ask(router, name, args, kwargs))
         if answer is not None:
             routed = answer
@@ -86,3 +90,45 @@ def route(
     if not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
         raise ValueError(f"priority must be an integer from 0 to {MAX_PRIORITY}, not {priority!r}")
     return str(queue), priority
+
+
+def queue_names(setting: Any) -> list[str] | None:
+    """The queue names ``CELERY_QUEUES`` lists, or None when it is not set."""
+    if setting is None:
+        return None
+    if isinstance(setting, str):
+        raise ImproperlyConfigured(
+            f"CELERY_QUEUES must be a list of queue names, not the string {setting!r}"
+        )
+    names = []
+    for item in setting:
+        name = item if isinstance(item, str) else getattr(item, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ImproperlyConfigured(f"CELERY_QUEUES entry {item!r} names no queue")
+        names.append(name)
+    return names
+
+
+def worker_queues(conf: Any, requested: Sequence[str] | None = None) -> list[str]:
+    """What a worker consumes: its ``-Q`` queues, else every ``CELERY_QUEUES`` queue, else the
+    default queue. ``-Q`` queues must be known when missing queues may not be created."""
+    if not requested:
+        return queue_names(conf.CELERY_QUEUES) or [conf.CELERY_DEFAULT_QUEUE]
+    try:
+        for queue in requested:
+            ensure_known(queue, conf)
+    except QueueNotFound as exc:
+        raise ImproperlyConfigured(f"Cannot consume from it: {exc}") from None
+    return list(requested)
+
+
+def ensure_known(queue: str, conf: Any) -> None:
+    """Refuse ``queue`` when missing queues may not be created and ``CELERY_QUEUES`` lacks it."""
+    if conf.CELERY_CREATE_MISSING_QUEUES:
+        return
+    known = worker_queues(conf)
+    if queue not in known:
+        raise QueueNotFound(
+            f"Queue {queue!r} is not in CELERY_QUEUES ({', '.join(known)}) and "
+            "CELERY_CREATE_MISSING_QUEUES is False"
+        )

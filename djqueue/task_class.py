@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from . import states
+from . import annotations, states
 from .exceptions import MaxRetriesExceededError, Retry
 from .result import AsyncResult, EagerResult
 
@@ -125,6 +125,12 @@ class Task:
 
     # Settings resolved against the app's configuration.
 
+    def annotate(self) -> Task:
+        """Lay the current ``CELERY_ANNOTATIONS`` over this task's attributes (see
+        :mod:`djqueue.annotations`); the app does this whenever it uses the task."""
+        annotations.apply(self, self.app.conf.CELERY_ANNOTATIONS)
+        return self
+
     def resolved(self, option: str, setting: str) -> Any:
         value = getattr(self, option)
         return getattr(self.app.conf, setting) if value is None else value
@@ -151,6 +157,7 @@ class Task:
     ) -> AsyncResult:
         """Enqueue a call. Inside ``transaction.atomic()`` the message commits or rolls back with
         the caller's transaction. With ``CELERY_ALWAYS_EAGER`` the task runs here instead."""
+        self.annotate()
         if self.app.conf.CELERY_ALWAYS_EAGER:
             return self.apply(args, kwargs, task_id=task_id)
         return self.app.send_task(
@@ -177,7 +184,12 @@ class Task:
         throw: bool | None = None,
         **options: Any,
     ) -> EagerResult:
-        """Run the task in this process and return an :class:`EagerResult`."""
+        """Run the task in this process and return an :class:`EagerResult`.
+
+        With ``throw`` (default ``CELERY_EAGER_PROPAGATES_EXCEPTIONS``) the task's exception is
+        raised here instead of being kept in the result.
+        """
+        self.annotate()
         task_id = task_id or str(uuid.uuid4())
         args, kwargs = list(args or ()), dict(kwargs or {})
         if throw is None:

@@ -20,12 +20,14 @@ from typing import Any, TypeVar
 from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
-from . import broker, heartbeat, states
+from . import broker, heartbeat, routing, states
 from .app import App
 from .backends import ResultRecord
 from .exceptions import ImproperlyConfigured, NotRegistered, TaskRevokedError
 from .execution import Job, Outcome, log_outcome, unrun
+from .expiry import PeriodicCleanup
 from .pool import POOLS, Pool
+from .ratelimit import Throttle
 from .worker_control import ControlPanel
 
 logger = logging.getLogger("djqueue.worker")
@@ -62,7 +64,7 @@ class Worker:
         conf = app.conf
         self.app = app
         self.using = conf.broker_alias
-        self.queues = list(queues or [conf.CELERY_DEFAULT_QUEUE])
+        self.queues = routing.worker_queues(conf, queues)
         self.concurrency = int(concurrency or conf.CELERYD_CONCURRENCY or os.cpu_count() or 1)
         self.pool_name = pool or conf.CELERYD_POOL
         if self.pool_name not in POOLS:
@@ -93,6 +95,8 @@ class Worker:
             fork_lock=self.fork_lock,
         )
         self.backend = app.backend
+        self.throttle = Throttle(app)
+        self.cleanup = PeriodicCleanup(app)
         self.node_id: int | None = None
         self.processed = 0
         self.stop_requested: str | None = None  # None, "warm" or "cold"
@@ -114,6 +118,7 @@ class Worker:
         """Load the task modules, register this worker and start the pool."""
         broker.vendor(self.using)  # fail early on a database that cannot be a broker
         self.app.tasks  # autodiscovery happens before children are forked
+        self.throttle.validate()
         self.node_id = self._with_db_retry(lambda: heartbeat.register(self))
         self._with_db_retry(self._control.start)
         self.pool.start()
@@ -185,6 +190,8 @@ class Worker:
         if outcomes:
             self.finish(outcomes)
             self._claim_now = True
+        if not self.stop_requested:
+            self.cleanup.tick()
 
     def _capacity(self) -> int:
         return self.prefetch_limit - len(self._reserved) - len(self.pool.running())
@@ -274,10 +281,12 @@ class Worker:
     def _dispatch(self) -> None:
         if self.stop_requested:
             return
-        count = min(self.pool.free_slots(), len(self._reserved))
-        if count <= 0:
+        admitted, over_limit = self.throttle.admit(self._reserved, self.pool.free_slots())
+        for wait, ids in over_limit:
+            self._defer(ids, wait)
+        if not admitted:
             return
-        jobs = [self.job_for(self._reserved.popleft()) for _ in range(count)]
+        jobs = [self.job_for(message) for message in admitted]
         started = [
             ResultRecord(job.task_id, states.STARTED, job.task_name, worker=self.hostname)
             for job in jobs
@@ -293,6 +302,11 @@ class Worker:
         self._with_db_retry(mark_started)
         for job in jobs:
             self.pool.submit(job)
+
+    def _defer(self, ids: list[int], wait: float) -> None:
+        """Rate-limited messages wait in the table, not here; claim again when they are due."""
+        self._with_db_retry(lambda: broker.defer(self.using, ids, wait, self.node_id))
+        self._next_poll = min(self._next_poll, time.monotonic() + wait)
 
     def _check_revocations(self) -> None:
         """About once a second, obey revocations of what this worker holds."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -127,7 +128,15 @@ def _process_starter(
 ) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> WorkerProcess:
+    def start(
+        *args: str, env: dict[str, str] | None = None, ready: bool = True,
+        settings: dict[str, object] | None = None,
+    ) -> WorkerProcess:
+        """``settings`` are added to the process's Django settings (JSON values only)."""
+        env = dict(env or {})
+        if settings:
+            env.update(DJANGO_SETTINGS_MODULE="tests.worker_settings",
+                       DJQUEUE_EXTRA_SETTINGS=json.dumps(settings))
         log_path = tmp_path / f"{command}-{len(started)}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(

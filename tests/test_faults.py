@@ -11,7 +11,7 @@ import signal
 import time
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from djqueue import states
 from djqueue.app import app
@@ -186,10 +186,11 @@ def test_bad_rows_do_not_stop_the_worker(start_worker, record_file, fault_report
     worker = start_worker("-c", "1")
     good_before = add.delay(1, 1)
     assert good_before.get(timeout=10) == 2
-    broken = [add.delay(i, i) for i in range(3)]
-    Message.objects.filter(task_id=broken[0].id).update(body="[1, 2]")  # valid JSON, wrong shape
-    Message.objects.filter(task_id=broken[1].id).update(content_type="application/x-nonsense")
-    Message.objects.filter(task_id=broken[2].id).update(body="garbage " * 20_000)
+    with transaction.atomic():  # the running worker must see the rows only once they are broken
+        broken = [add.delay(i, i) for i in range(3)]
+        Message.objects.filter(task_id=broken[0].id).update(body="[1, 2]")  # valid JSON, bad shape
+        Message.objects.filter(task_id=broken[1].id).update(content_type="application/x-nonsense")
+        Message.objects.filter(task_id=broken[2].id).update(body="garbage " * 20_000)
     unknown = app.send_task("tasks.not_deployed_yet", args=[1])
     after = add.delay(5, 5)
     assert after.get(timeout=10) == 10

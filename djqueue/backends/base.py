@@ -5,6 +5,12 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from ..conf import Settings
 
 
 @dataclass(slots=True)
@@ -25,14 +31,25 @@ class ResultRecord:
 
 
 class ResultBackend:
-    """Stores and reads task states. Subclasses set the capability flags and implement the methods."""
+    """Stores and reads task states. Subclasses set the capability flags and implement the methods.
+
+    Every backend passes the shared contract test (``tests/test_backends.py``).
+    """
 
     #: Whether this backend keeps results at all. When False, reading a state raises
     #: :class:`~djqueue.exceptions.ResultBackendNotConfigured` and storing does nothing.
     enabled: bool = True
 
-    def __init__(self, using: str = "default") -> None:
+    def __init__(self, using: str = "default", expires: float | None = None) -> None:
+        #: The database alias (backends that keep results in the database).
         self.using = using
+        #: Seconds a finished result is kept (``CELERY_TASK_RESULT_EXPIRES``); None for ever.
+        self.expires = expires
+
+    @classmethod
+    def from_conf(cls, conf: Settings) -> Self:
+        """The backend configured by the app's settings."""
+        return cls(using=conf.broker_alias, expires=conf.result_expires)
 
     def store(self, records: Sequence[ResultRecord]) -> None:
         """Write (insert or replace) the records, in as few statements as the store allows."""
@@ -44,4 +61,9 @@ class ResultBackend:
 
     def forget(self, task_id: str) -> None:
         """Remove what is stored of ``task_id``."""
+        raise NotImplementedError
+
+    def cleanup(self) -> int | None:
+        """Remove results finished more than ``expires`` seconds ago; return how many, or None
+        when the store expires results by itself."""
         raise NotImplementedError

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
+
+from django.utils import timezone
 
 from ..models import TaskResult
 from .base import ResultBackend, ResultRecord
@@ -37,3 +40,10 @@ class DatabaseBackend(ResultBackend):
 
     def forget(self, task_id: str) -> None:
         TaskResult.objects.using(self.using).filter(task_id=task_id).delete()
+
+    def cleanup(self) -> int | None:
+        if not self.expires:
+            return 0
+        cutoff = timezone.now() - datetime.timedelta(seconds=self.expires)
+        deleted, _ = TaskResult.objects.using(self.using).filter(date_done__lt=cutoff).delete()
+        return deleted

@@ -19,3 +19,6 @@ class DisabledBackend(ResultBackend):
 
     def forget(self, task_id: str) -> None:
         raise ResultBackendNotConfigured()
+
+    def cleanup(self) -> int | None:
+        return 0

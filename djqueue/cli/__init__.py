@@ -13,6 +13,7 @@ from types import ModuleType
 SUBCOMMANDS: dict[str, str] = {
     "worker": "djqueue.cli.worker",
     "beat": "djqueue.cli.beat",
+    "cleanup": "djqueue.cli.cleanup",
     # Remote control and monitoring.
     "control": "djqueue.cli.control",
     "inspect": "djqueue.cli.inspect",

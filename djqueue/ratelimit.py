@@ -1,0 +1,162 @@
+"""Task rate limits: Celery's grammar and a token bucket per task name, per worker.
+
+A rate limit is ``"N/s"``, ``"N/m"``, ``"N/h"`` or a bare number (per second); ``None``, ``0`` or
+``"0"`` means no limit. As in Celery the limit holds per worker instance: each worker keeps its own
+bucket for every task name. A message over its task's limit is not held in the worker's memory:
+the worker hands it back to the database with a later ``available_at`` (see
+:func:`djqueue.broker.defer`), so it stays visible and any worker may take it when it is due.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .exceptions import ImproperlyConfigured, InvalidRateLimit
+
+if TYPE_CHECKING:
+    from .app import App
+    from .broker import Claimed
+    from .task_class import Task
+
+logger = logging.getLogger("djqueue.ratelimit")
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:/\s*([smh]))?\s*$")
+
+
+def parse_rate(value: object) -> float:
+    """Tokens per second for a rate limit; 0.0 means unlimited.
+
+    Raises :class:`~djqueue.exceptions.InvalidRateLimit` (a ``ValueError`` and an
+    ``ImproperlyConfigured``) naming the accepted forms for anything else.
+    """
+    if value is None or value == "":
+        return 0.0
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise InvalidRateLimit(f"Invalid rate limit {value!r}: must not be negative")
+        return float(value)
+    match = _RATE.match(str(value)) if isinstance(value, str) else None
+    if match is None:
+        raise InvalidRateLimit(
+            f"Invalid rate limit {value!r}: expected N/s, N/m, N/h or a number (per second)"
+        )
+    number, unit = match.groups()
+    return float(number) / _UNITS[unit or "s"]
+
+
+class TokenBucket:
+    """``rate`` tokens a second, holding at most ``capacity``; starts full.
+
+    With capacity 1 (Celery's choice) tasks are spaced evenly: ``"30/m"`` lets one run every
+    two seconds.
+    """
+
+    def __init__(self, rate: float, capacity: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.capacity = capacity
+        self._clock = clock
+        self._tokens = capacity
+        self._stamp = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def take(self) -> float:
+        """Take a token if there is one and return 0.0; otherwise the seconds until there is."""
+        self._refill()
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.rate
+
+
+class RateLimiter:
+    """The buckets of one worker, by task name. A changed limit starts a fresh bucket."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def wait_time(self, task_name: str, rate_limit: object) -> float:
+        """0.0 when a task of ``task_name`` may start now (its token is taken), otherwise the
+        seconds until it may."""
+        rate = parse_rate(rate_limit)
+        if rate <= 0:
+            self._buckets.pop(task_name, None)
+            return 0.0
+        bucket = self._buckets.get(task_name)
+        if bucket is None or bucket.rate != rate:
+            bucket = self._buckets[task_name] = TokenBucket(rate, clock=self._clock)
+        return bucket.take()
+
+
+def task_rate(task: Task) -> object:
+    """The rate limit in force for ``task``: its own (or annotated), else the default."""
+    return task.resolved("rate_limit", "CELERY_DEFAULT_RATE_LIMIT")
+
+
+class Throttle:
+    """What a worker asks before starting a message: may its task start now?"""
+
+    def __init__(self, app: App, clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self.limiter = RateLimiter(clock)
+        self._reported: set[tuple[str, object]] = set()
+
+    def validate(self) -> None:
+        """Raise :class:`ImproperlyConfigured` for the first registered task whose limit is bad."""
+        for name in list(self.app.tasks):
+            rate = task_rate(self.app.tasks[name])
+            try:
+                parse_rate(rate)
+            except ImproperlyConfigured as exc:
+                raise ImproperlyConfigured(f"Task {name!r}: {exc}") from None
+
+    def admit(
+        self, reserved: collections.deque[Claimed], free: int
+    ) -> tuple[list[Claimed], list[tuple[float, list[int]]]]:
+        """Take messages from the front of ``reserved`` until ``free`` may start now.
+
+        Returns those, and the message ids over their task's limit (taken out too) as
+        ``(seconds to wait, ids)`` per task name, for the worker to put back in the table.
+        """
+        admitted: list[Claimed] = []
+        over_limit: dict[str, tuple[float, list[int]]] = {}
+        while reserved and len(admitted) < free:
+            message = reserved.popleft()
+            wait = self.wait_time(message.task_name)
+            if wait:
+                over_limit.setdefault(message.task_name, (wait, []))[1].append(message.id)
+                logger.debug("%s[%s] is over its rate limit; waits %.3fs",
+                             message.task_name, message.task_id, wait)
+            else:
+                admitted.append(message)
+        return admitted, list(over_limit.values())
+
+    def wait_time(self, task_name: str) -> float:
+        """0.0 when a message of ``task_name`` may start now, else the seconds until it may.
+
+        A limit that became unparsable while the worker runs is logged once and not enforced:
+        the system checks report it, and the worker keeps running its tasks.
+        """
+        if self.app.conf.CELERY_DISABLE_RATE_LIMITS:
+            return 0.0
+        task = self.app.tasks.get(task_name)
+        if task is None:
+            return 0.0
+        rate = task_rate(task)
+        try:
+            return self.limiter.wait_time(task_name, rate)
+        except ImproperlyConfigured as exc:
+            if (task_name, rate) not in self._reported:
+                self._reported.add((task_name, rate))
+                logger.error("Task %s: %s; running it without a rate limit.", task_name, exc)
+            return 0.0
