@@ -264,3 +264,34 @@ def purge(using: str, queues: Sequence[str]) -> int:
     return _update(
         using, f"DELETE FROM {TABLE} WHERE state = 'ready' AND queue IN ({marks})", list(queues)
     )
+
+
+def next_due(using: str, queues: Sequence[str]) -> float | None:
+    """Seconds until the earliest delayed (countdown/eta) message in ``queues`` is due, if any.
+
+    An idle worker sleeps that long instead of a whole polling interval.
+    """
+    if not queues:
+        return None
+    marks = ", ".join(["%s"] * len(queues))
+    if vendor(using) == "postgresql":
+        sql = (
+            f"SELECT EXTRACT(EPOCH FROM min(available_at) - now()) FROM {TABLE} "
+            f"WHERE state = 'ready' AND queue IN ({marks}) AND available_at > now()"
+        )
+        params: list[object] = list(queues)
+    else:
+        now = _now_param(using)
+        sql = (
+            f"SELECT (julianday(min(available_at)) - julianday(%s)) * 86400.0 FROM {TABLE} "
+            f"WHERE state = 'ready' AND queue IN ({marks}) AND available_at > %s"
+        )
+        params = [now, *queues, now]
+
+    def run() -> float | None:
+        with connections[using].cursor() as cursor:
+            cursor.execute(sql, params)
+            (seconds,) = cursor.fetchone()
+        return None if seconds is None else max(float(seconds), 0.0)
+
+    return _retry_if_locked(using, run)

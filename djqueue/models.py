@@ -18,8 +18,8 @@ class Message(models.Model):
         REJECTED = "rejected", "rejected"
 
     id = models.BigAutoField(primary_key=True)
-    task_id = models.CharField("task id", max_length=255, db_index=True)
-    task_name = models.CharField("task name", max_length=255, db_index=True)
+    task_id = models.CharField("task id", max_length=255)
+    task_name = models.CharField("task name", max_length=255)
     queue = models.CharField(max_length=200, default="celery")
     priority = models.PositiveSmallIntegerField(
         default=0, help_text="0–255; higher numbers run first."
@@ -54,7 +54,17 @@ class Message(models.Model):
                 condition=Q(state="ready"),
                 name="djqueue_msg_ready",
             ),
+            # Only for idle workers asking when the next delayed message is due.
+            models.Index(
+                fields=["queue", "available_at"],
+                condition=Q(state="ready"),
+                name="djqueue_msg_due",
+            ),
             models.Index(fields=["worker", "state"], name="djqueue_msg_worker"),
+            # Plain indexes: db_index=True would add a second, LIKE-only index on PostgreSQL
+            # that every insert pays for and no query uses.
+            models.Index(fields=["task_id"], name="djqueue_msg_task_id"),
+            models.Index(fields=["task_name"], name="djqueue_msg_task_name"),
         ]
 
     def __str__(self) -> str:

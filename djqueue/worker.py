@@ -24,6 +24,7 @@ from .app import App
 from .backends import ResultRecord
 from .exceptions import ImproperlyConfigured, NotRegistered, TaskRevokedError
 from .execution import Job, Outcome, unrun
+from .notify import Listener
 from .pool import POOLS, Pool
 
 logger = logging.getLogger("djqueue.worker")
@@ -85,6 +86,7 @@ class Worker:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self.listener = Listener(self.using, self.queues)
 
     # Life cycle.
 
@@ -97,6 +99,7 @@ class Worker:
     def run(self) -> None:
         """Work until a shutdown signal; returns after a clean shutdown."""
         self.start()
+        self.listener.open()  # after the pool's first fork, so its children do not inherit it
         previous = {
             sig: signal.signal(sig, self._on_signal)
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
@@ -110,6 +113,7 @@ class Worker:
             if self._reserved:  # only after an unexpected error: never keep claimed messages
                 self._give_back_reserved()
             self.pool.stop()
+            self.listener.close()
             signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -139,8 +143,11 @@ class Worker:
         elif self._claim_due():
             self._claim()
         self._dispatch()
-        outcomes = self.pool.wait(self._wait_timeout(), extra=[self._wake_r])
+        extra = [self._wake_r, *self.listener.waitables()]
+        outcomes = self.pool.wait(self.listener.limit(self._wait_timeout()), extra=extra)
         self._drain_wakeups()
+        if self.listener.heard():
+            self._claim_now = True
         if outcomes:
             self.finish(outcomes)
             self._claim_now = True
@@ -179,6 +186,10 @@ class Worker:
         )
         self._claim_now = len(claimed) == limit
         self._next_poll = time.monotonic() + self.poll_interval
+        if not claimed:  # idle: wake when the next delayed message is due, if that is sooner
+            due = self._with_db_retry(lambda: broker.next_due(self.using, self.queues))
+            if due is not None:
+                self._next_poll = min(self._next_poll, time.monotonic() + due)
         refused: list[Outcome] = []
         registry = self.app.tasks
         for message in claimed:
