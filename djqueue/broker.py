@@ -169,13 +169,17 @@ def claim(
         "(expires IS NOT NULL AND expires <= {now})"
     )
     if kind == "postgresql":
+        # Per queue, so each reads the partial index in its order and stops after ``limit``
+        # rows: ``queue = ANY(...)`` would read and sort every waiting row instead.
         sql = (
             f"UPDATE {TABLE} SET state = 'reserved', worker = %s, lease_until = %s "
-            f"WHERE id IN (SELECT id FROM {TABLE} WHERE state = 'ready' AND queue = ANY(%s) "
+            f"WHERE id IN (SELECT m.id FROM unnest(%s::text[]) AS q(name) CROSS JOIN LATERAL "
+            f"(SELECT id, priority FROM {TABLE} WHERE state = 'ready' AND queue = q.name "
             "AND available_at <= now() ORDER BY priority DESC, id LIMIT %s "
-            "FOR UPDATE SKIP LOCKED) " + returning.format(now="now()")
+            "FOR UPDATE SKIP LOCKED) AS m ORDER BY m.priority DESC, m.id LIMIT %s) "
+            + returning.format(now="now()")
         )
-        params: list[object] = [worker, lease_until, list(queues), limit]
+        params: list[object] = [worker, lease_until, list(queues), limit, limit]
     else:
         now = _now_param(using)
         marks = ", ".join(["%s"] * len(queues))
