@@ -18,16 +18,9 @@ from djqueue.worker import Worker
 from example_project.demo.tasks import DemoError, fail
 from tasks import add
 
-from .test_broker import statements
+from .test_broker import statements, worker  # noqa: F401 - worker is a fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def worker() -> Worker:
-    w = Worker(app, pool="solo", poll_interval=0, hostname="canvas@%h")
-    w.start()
-    return w
 
 
 def run_all(worker: Worker) -> None:
