@@ -26,5 +26,5 @@ def test_next_due_is_the_earliest_delayed_message_of_those_queues() -> None:
     add.apply_async((1, 1), countdown=300)
     add.apply_async((1, 1), countdown=60)
     add.apply_async((1, 1), countdown=5, queue="other")
-    assert 55 < broker.next_due("default", ["celery"]) <= 60
-    assert 0 < broker.next_due("default", ["celery", "other"]) <= 5
+    assert 55 < broker.next_due("default", ["celery"]) < 61  # julianday arithmetic is not exact
+    assert 0 < broker.next_due("default", ["celery", "other"]) < 6
