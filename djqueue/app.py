@@ -8,6 +8,7 @@ import importlib.util
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, overload
 
 from django.apps import apps as django_apps
@@ -26,6 +27,16 @@ if TYPE_CHECKING:
     from .control import Control
 
 logger = logging.getLogger("djqueue.app")
+
+
+@dataclass(frozen=True, slots=True)
+class SendDefaults:
+    """The settings that shape every message, read once for a whole batch (see ``group``)."""
+
+    routes: Any
+    queue: str
+    priority: int | None
+    serializer: str
 
 
 class TaskRegistry(dict[str, Task]):
@@ -146,6 +157,13 @@ class App:
         broker.publish([message], using=self.conf.broker_alias)
         return AsyncResult(message.task_id, app=self, task_name=name)
 
+    def send_defaults(self) -> SendDefaults:
+        conf = self.conf
+        return SendDefaults(
+            conf.CELERY_ROUTES, conf.CELERY_DEFAULT_QUEUE, conf.CELERY_DEFAULT_PRIORITY,
+            conf.CELERY_TASK_SERIALIZER,
+        )
+
     def build_message(
         self,
         name: str,
@@ -161,10 +179,19 @@ class App:
         serializer: str | None = None,
         task: Task | None = None,
         options: Mapping[str, Any] | None = None,
+        defaults: SendDefaults | None = None,
     ) -> Message:
-        """A :class:`Message` row, encoded and routed, not yet saved."""
+        """A :class:`Message` row, encoded and routed, not yet saved.
+
+        ``task``'s own options (queue, priority, expires, serializer) apply where the call gives
+        none; ``defaults`` saves reading the settings again for each message of a batch.
+        """
         args, kwargs = list(args or ()), dict(kwargs or {})
         conf = self.conf
+        defaults = defaults or self.send_defaults()
+        if task is not None:
+            expires = task.expires if expires is None else expires
+            serializer = serializer or task.serializer
         now = timezone.now()
         if countdown is not None and eta is not None:
             raise ValueError("Give countdown or eta, not both")
@@ -183,12 +210,12 @@ class App:
         task_options = {"queue": task.queue, "priority": task.priority} if task else {}
         queue_name, priority_value = routing.route(
             name, args, kwargs,
-            routes=conf.CELERY_ROUTES,
+            routes=defaults.routes,
             call_queue=queue,
             call_priority=priority,
             task_options=task_options,
-            default_queue=conf.CELERY_DEFAULT_QUEUE,
-            default_priority=conf.CELERY_DEFAULT_PRIORITY,
+            default_queue=defaults.queue,
+            default_priority=defaults.priority,
         )
         routing.ensure_known(queue_name, conf)
         payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
@@ -201,7 +228,7 @@ class App:
         soft_time_limit = options.pop("soft_time_limit", None)
         if options:
             raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(options))}")
-        content_type, body = dumps(payload, serializer or conf.CELERY_TASK_SERIALIZER)
+        content_type, body = dumps(payload, serializer or defaults.serializer)
         return Message(
             task_id=str(task_id or uuid.uuid4()),
             task_name=name,

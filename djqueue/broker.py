@@ -10,13 +10,15 @@ the same guarantee; "database is locked" while waiting for that lock is retried 
 from __future__ import annotations
 
 import datetime
+import functools
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from django.db import OperationalError, connections
+from django.db import OperationalError, connections, models
 from django.utils import timezone
 
 from .exceptions import ImproperlyConfigured
@@ -93,13 +95,76 @@ def _now_param(using: str) -> object:
     return connections[using].ops.adapt_datetimefield_value(timezone.now())
 
 
-def publish(messages: Sequence[Message], using: str) -> None:
-    """Insert messages in one statement. Inside ``transaction.atomic()`` they are part of the
-    caller's transaction: they become visible to workers only when it commits."""
-    if len(messages) == 1:
-        messages[0].save(using=using, force_insert=True)  # one INSERT, no transaction of its own
+#: The channel that carries "new messages in this queue" (the payload is the queue name).
+NOTIFY_CHANNEL = "djqueue"
+
+
+@functools.cache
+def _publish_plan(kind: str) -> tuple[str, tuple[tuple[str, str, bool, bool], ...]]:
+    """One ``INSERT`` for any number of messages, from a single JSON parameter, and the columns
+    it reads: ``(column, attribute, is a datetime, stamped with the time of publishing)``.
+
+    The columns are every concrete field of :class:`Message` but the id, so a new field needs no
+    edit here. On PostgreSQL the same statement sends one ``NOTIFY`` per queue it wrote to, which
+    the database delivers when the caller's transaction commits (and drops if it rolls back).
+    """
+    fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(f.column for f in fields)
+    if kind == "postgresql":
+        sql = (
+            f"WITH added AS (INSERT INTO {TABLE} ({columns}) SELECT {columns} "
+            f"FROM json_populate_recordset(NULL::{TABLE}, %s::json) RETURNING queue) "
+            f"SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM (SELECT DISTINCT queue FROM added) q"
+        )
     else:
-        Message.objects.using(using).bulk_create(messages)
+        picks = ", ".join(f"json_extract(value, '$.{f.column}')" for f in fields)
+        sql = f"INSERT INTO {TABLE} ({columns}) SELECT {picks} FROM json_each(%s)"
+    plan = tuple(
+        (
+            f.column,
+            f.attname,
+            isinstance(f, models.DateTimeField),
+            bool(getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)),
+        )
+        for f in fields
+    )
+    return sql, plan
+
+
+def publish(messages: Sequence[Message], using: str) -> None:
+    """Insert messages in one statement, however many. Inside ``transaction.atomic()`` they are
+    part of the caller's transaction: workers see them (and are notified) only when it commits.
+
+    The rows travel as one JSON document rather than through the ORM: binding thousands of
+    parameters, or saving model instances one by one, would cost more than the insert itself.
+    """
+    if not messages:
+        return
+    kind = vendor(using)
+    sql, plan = _publish_plan(kind)
+    connection = connections[using]
+    as_text: Callable[[datetime.datetime], object] = (
+        datetime.datetime.isoformat
+        if kind == "postgresql"
+        else connection.ops.adapt_datetimefield_value
+    )
+    now = as_text(timezone.now())
+    rows = []
+    for message in messages:
+        row = {}
+        for column, attname, is_time, stamped in plan:
+            value = now if stamped else getattr(message, attname)
+            if is_time and value is not None and not stamped:
+                value = as_text(value)
+            row[column] = value
+        rows.append(row)
+    payload = json.dumps(rows, separators=(",", ":"))
+
+    def run() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [payload])
+
+    _retry_if_locked(using, run)
 
 
 def claim(
@@ -128,12 +193,16 @@ def claim(
         f"UPDATE {TABLE} SET state = 'reserved', worker = %s, owner = %s, lease_until = %s "
     )
     if kind == "postgresql":
+        # Per queue, so each reads the partial index in its order and stops after ``limit``
+        # rows: ``queue = ANY(...)`` would read and sort every waiting row instead.
         sql = (
-            update + f"WHERE id IN (SELECT id FROM {TABLE} WHERE state = 'ready' "
-            "AND queue = ANY(%s) AND available_at <= now() ORDER BY priority DESC, id LIMIT %s "
-            "FOR UPDATE SKIP LOCKED) " + returning.format(now="now()")
+            update + f"WHERE id IN (SELECT m.id FROM unnest(%s::text[]) AS q(name) CROSS JOIN "
+            f"LATERAL (SELECT id, priority FROM {TABLE} WHERE state = 'ready' AND queue = q.name "
+            "AND available_at <= now() ORDER BY priority DESC, id LIMIT %s "
+            "FOR UPDATE SKIP LOCKED) AS m ORDER BY m.priority DESC, m.id LIMIT %s) "
+            + returning.format(now="now()")
         )
-        params: list[object] = [worker, owner, lease_until, list(queues), limit]
+        params: list[object] = [worker, owner, lease_until, list(queues), limit, limit]
     else:
         now = _now_param(using)
         marks = ", ".join(["%s"] * len(queues))
@@ -344,3 +413,34 @@ def restore_rejected(using: str, ids: Sequence[int]) -> int:
         "AND state = 'rejected'",
         [_now_param(using), *params],
     )
+
+
+def next_due(using: str, queues: Sequence[str]) -> float | None:
+    """Seconds until the earliest delayed (countdown/eta) message in ``queues`` is due, if any.
+
+    An idle worker sleeps that long instead of a whole polling interval.
+    """
+    if not queues:
+        return None
+    marks = ", ".join(["%s"] * len(queues))
+    if vendor(using) == "postgresql":
+        sql = (
+            f"SELECT EXTRACT(EPOCH FROM min(available_at) - now()) FROM {TABLE} "
+            f"WHERE state = 'ready' AND queue IN ({marks}) AND available_at > now()"
+        )
+        params: list[object] = list(queues)
+    else:
+        now = _now_param(using)
+        sql = (
+            f"SELECT (julianday(min(available_at)) - julianday(%s)) * 86400.0 FROM {TABLE} "
+            f"WHERE state = 'ready' AND queue IN ({marks}) AND available_at > %s"
+        )
+        params = [now, *queues, now]
+
+    def run() -> float | None:
+        with connections[using].cursor() as cursor:
+            cursor.execute(sql, params)
+            (seconds,) = cursor.fetchone()
+        return None if seconds is None else max(float(seconds), 0.0)
+
+    return _retry_if_locked(using, run)

@@ -20,8 +20,8 @@ class Message(models.Model):
         REJECTED = "rejected", "rejected"
 
     id = models.BigAutoField(primary_key=True)
-    task_id = models.CharField("task id", max_length=255, db_index=True)
-    task_name = models.CharField("task name", max_length=255, db_index=True)
+    task_id = models.CharField("task id", max_length=255)
+    task_name = models.CharField("task name", max_length=255)
     queue = models.CharField(max_length=200, default="celery")
     priority = models.PositiveSmallIntegerField(
         default=0, help_text="0–255; higher numbers run first."
@@ -70,13 +70,18 @@ class Message(models.Model):
                 name="djqueue_msg_ready",
             ),
             models.Index(fields=["owner", "state"], name="djqueue_msg_owner"),
-            # The admin's overview: per-queue counts by state, oldest waiting, the queue list.
+            # The admin's overview (per-queue counts by state, oldest waiting, the queue list) and
+            # idle workers asking when the next delayed message is due (broker.next_due).
             models.Index(fields=["queue", "state", "available_at"], name="djqueue_msg_queue_state"),
             models.Index(
                 fields=["lease_until"],
                 condition=Q(state__in=["reserved", "started"]),
                 name="djqueue_msg_held",
             ),
+            # Plain indexes: db_index=True would add a second, LIKE-only index on PostgreSQL
+            # that every insert pays for and no query uses.
+            models.Index(fields=["task_id"], name="djqueue_msg_task_id"),
+            models.Index(fields=["task_name"], name="djqueue_msg_task_name"),
         ]
 
     def __str__(self) -> str:

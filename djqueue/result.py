@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import time
+import uuid
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import states
@@ -177,3 +179,96 @@ class EagerResult(AsyncResult):
 
     def forget(self) -> None:
         return None
+
+
+def _state_of(record: ResultRecord | None) -> str:
+    return record.state if record else states.PENDING
+
+
+class GroupResult:
+    """The results of a :class:`~djqueue.canvas.group`, in the order its tasks were given.
+
+    Each question reads the states of all unfinished members with one query; finished members are
+    remembered, as :class:`AsyncResult` does.
+    """
+
+    def __init__(
+        self, id: str | None = None, results: Iterable[AsyncResult] = (), app: App | None = None
+    ) -> None:
+        if app is None:
+            from .app import app as default_app
+
+            app = default_app
+        self.id = str(id or uuid.uuid4())
+        self.results = list(results)
+        self.app = app
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[AsyncResult]:
+        return iter(self.results)
+
+    def __getitem__(self, index: int) -> AsyncResult:
+        return self.results[index]
+
+    def _states(self) -> list[str]:
+        waiting = [r for r in self.results if not isinstance(r, EagerResult) and r._final is None]
+        found = self.app.backend.get_many([r.id for r in waiting]) if waiting else {}
+        for result in waiting:
+            record = found.get(result.id)
+            if record is not None and record.state in states.READY_STATES:
+                result._final = record
+        return [
+            r.state if isinstance(r, EagerResult) or r._final else _state_of(found.get(r.id))
+            for r in self.results
+        ]
+
+    def ready(self) -> bool:
+        """Whether every task has finished (successfully or not)."""
+        return all(state in states.READY_STATES for state in self._states())
+
+    def waiting(self) -> bool:
+        """Whether some task has not finished yet."""
+        return not self.ready()
+
+    def completed_count(self) -> int:
+        """How many tasks finished successfully."""
+        return sum(state == states.SUCCESS for state in self._states())
+
+    def successful(self) -> bool:
+        """Whether every task finished successfully."""
+        return all(state == states.SUCCESS for state in self._states())
+
+    def failed(self) -> bool:
+        """Whether some task failed."""
+        return any(state == states.FAILURE for state in self._states())
+
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> list[Any]:
+        """Wait for every task and return their values in order.
+
+        With ``propagate`` the first failed task's exception (in group order) is raised; without it
+        the exception takes that task's place in the list. Raises
+        :class:`djqueue.exceptions.TimeoutError` after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.005
+        while not self.ready():
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"The operation timed out: group {self.id} did not finish in {timeout}s"
+                )
+            sleep = pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0))
+            time.sleep(sleep)
+            pause = min(pause * 2, interval)
+        return [result.get(propagate=propagate) for result in self.results]
+
+    join = get
+
+    def forget(self) -> None:
+        """Remove the stored results of every task."""
+        for result in self.results:
+            result.forget()

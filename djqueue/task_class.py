@@ -17,6 +17,7 @@ from .result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
     from .app import App
+    from .canvas import Signature
 
 #: Options ``@task(...)`` accepts, with their defaults. Options that a worker does not use yet are
 #: still stored so code written for Celery keeps working as features arrive.
@@ -166,14 +167,39 @@ class Task:
             kwargs,
             countdown=countdown,
             eta=eta,
-            expires=self.expires if expires is None else expires,
+            expires=expires,
             queue=queue,
             priority=priority,
             task_id=task_id,
-            serializer=serializer or self.serializer,
+            serializer=serializer,
             _task=self,
             **options,
         )
+
+    # Signatures (see djqueue.canvas).
+
+    def signature(
+        self,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        immutable: bool = False,
+    ) -> Signature:
+        """This task's call, written down to be sent later."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs, options, immutable=immutable, app=self.app)
+
+    subtask = signature
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """``add.s(2, 2)``: a signature; arguments given when it is sent are added."""
+        return self.signature(args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """``add.si(2, 2)``: an immutable signature; it ignores arguments given when sent."""
+        return self.signature(args, kwargs, immutable=True)
 
     def apply(
         self,

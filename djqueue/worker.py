@@ -26,6 +26,7 @@ from .backends import ResultRecord
 from .exceptions import ImproperlyConfigured, NotRegistered, TaskRevokedError
 from .execution import Job, Outcome, log_outcome, unrun
 from .expiry import PeriodicCleanup
+from .notify import Listener
 from .pool import POOLS, Pool
 from .ratelimit import Throttle
 from .worker_control import ControlPanel
@@ -111,6 +112,7 @@ class Worker:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self.listener = Listener(self.using, self.queues)
 
     # Life cycle.
 
@@ -126,6 +128,7 @@ class Worker:
     def run(self) -> None:
         """Work until a shutdown signal; returns after a clean shutdown."""
         self.start()
+        self.listener.open()  # after the pool's first fork, so its children do not inherit it
         previous = {
             sig: signal.signal(sig, self._on_signal)
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
@@ -143,6 +146,7 @@ class Worker:
             self.pool.stop()
             self._heartbeat.stop()
             self._with_db_retry(self._mark_stopped)
+            self.listener.close()
             signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -185,8 +189,11 @@ class Worker:
         self._control.poll()  # remote-control commands, twice a second
         self._check_revocations()
         self._dispatch()
-        outcomes = self.pool.wait(self._wait_timeout(), extra=[self._wake_r])
+        extra = [self._wake_r, *self.listener.waitables()]
+        outcomes = self.pool.wait(self.listener.limit(self._wait_timeout()), extra=extra)
         self._drain_wakeups()
+        if self.listener.heard():
+            self._claim_now = True
         if outcomes:
             self.finish(outcomes)
             self._claim_now = True
@@ -233,6 +240,10 @@ class Worker:
         if not was_holding:
             # The claim itself reported revocations of what it took.
             self._next_revocation_check = time.monotonic() + REVOCATION_CHECK_INTERVAL
+        if not claimed:  # idle: wake when the next delayed message is due, if that is sooner
+            due = self._with_db_retry(lambda: broker.next_due(self.using, self.queues))
+            if due is not None:
+                self._next_poll = min(self._next_poll, time.monotonic() + due)
         refused: list[Outcome] = []
         registry = self.app.tasks
         for message in claimed:

@@ -66,7 +66,8 @@ def test_worker_killed_messages_recovered_by_another(
     first = start_worker("-c", "1", "-n", "doomed@%h", env=LOST_TIMEOUT)
     napper = (ft.nap_late if late else ft.nap).delay("running", 5)
     first.wait_for(f"[{napper.id}]")
-    waiting = [ft.nap.delay(f"waiting-{i}", 0) for i in range(3)]
+    with transaction.atomic():  # one commit, so the worker reserves all three in one claim
+        waiting = [ft.nap.delay(f"waiting-{i}", 0) for i in range(3)]
     wait_until(lambda: Message.objects.filter(state="reserved").count() == 3, what="reservations")
     first.kill()  # SIGKILL to the whole process group: no chance to clean up
     second = start_worker("-c", "2", "-n", "rescuer@%h", env=LOST_TIMEOUT)

@@ -59,6 +59,11 @@ class ResultBackend:
         """The stored record, or None when nothing is known of ``task_id``."""
         raise NotImplementedError
 
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultRecord]:
+        """The stored records of those ``task_ids`` that have one, by id (``GroupResult`` asks
+        for a whole group at once)."""
+        raise NotImplementedError
+
     def forget(self, task_id: str) -> None:
         """Remove what is stored of ``task_id``."""
         raise NotImplementedError

@@ -10,6 +10,7 @@ from django.utils import timezone
 from ..models import TaskResult
 from .base import ResultBackend, ResultRecord
 
+ID_SLICE = 900
 _UPDATED = [
     "state", "task_name", "content_type", "result", "traceback", "args", "kwargs",
     "worker", "runtime", "date_done",
@@ -37,6 +38,18 @@ class DatabaseBackend(ResultBackend):
             .first()
         )
         return ResultRecord(**row) if row else None
+
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultRecord]:
+        found: dict[str, ResultRecord] = {}
+        # In slices: SQLite refuses statements with more than a few thousand parameters.
+        for start in range(0, len(task_ids), ID_SLICE):
+            rows = (
+                TaskResult.objects.using(self.using)
+                .filter(task_id__in=task_ids[start : start + ID_SLICE])
+                .values("task_id", *_UPDATED)
+            )
+            found.update((row["task_id"], ResultRecord(**row)) for row in rows)
+        return found
 
     def forget(self, task_id: str) -> None:
         TaskResult.objects.using(self.using).filter(task_id=task_id).delete()

@@ -17,6 +17,9 @@ class DisabledBackend(ResultBackend):
     def get(self, task_id: str) -> ResultRecord | None:
         raise ResultBackendNotConfigured()
 
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultRecord]:
+        raise ResultBackendNotConfigured()
+
     def forget(self, task_id: str) -> None:
         raise ResultBackendNotConfigured()
 

@@ -1,0 +1,160 @@
+"""Measuring helpers shared by the djqueue and the Celery side (standard library only: the Celery
+side runs in its own virtualenv without Django)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+_log_fd: int | None = None
+
+
+def record_start(key: int, enqueued_at: float) -> None:
+    """Called first thing by the benchmark task: one line ``key start enqueued`` per execution."""
+    global _log_fd
+    start = time.time()
+    if _log_fd is None:
+        _log_fd = os.open(os.environ["BENCH_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(_log_fd, f"{key} {start:.6f} {enqueued_at:.6f}\n".encode())
+
+
+def read_starts(path: Path) -> list[tuple[int, float, float]]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [(int(k), float(s), float(e)) for k, s, e in (line.split() for line in lines if line)]
+
+
+def wait_lines(path: Path, count: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= count:
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}")
+        time.sleep(0.01)
+    raise RuntimeError(f"only {len(read_starts(path))} of {count} tasks started in {timeout}s")
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory (bytes) of ``pid`` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        ppid = int(fields["PPid"])
+        children.setdefault(ppid, []).append(int(entry))
+        rss[int(entry)] = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += rss.get(current, 0)
+        todo.extend(children.get(current, []))
+    return total
+
+
+class RssSampler(threading.Thread):
+    """Samples the worker tree's memory every ``interval`` seconds and keeps the peak."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak = pid, interval, 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.peak = max(self.peak, tree_rss(self.pid))
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return self.peak
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    """Warm shutdown, then make sure the whole process group is gone."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def drain_rate(path: Path) -> float:
+    starts = sorted(s for _, s, _ in read_starts(path))
+    return (len(starts) - 1) / (starts[-1] - starts[0])
+
+
+def latency_run(enqueue, path: Path, count: int, proc: subprocess.Popen) -> tuple[float, float]:
+    """``count`` tasks one after the other, each sent to an idle worker; (p50, p95) in ms."""
+    latencies = []
+    path.write_text("")
+    for i in range(count):
+        time.sleep(0.02)  # let the worker go idle (waiting for work) again
+        enqueue(i, time.time())
+        wait_lines(path, i + 1, 10, proc)
+    for _, start, enqueued in read_starts(path):
+        latencies.append((start - enqueued) * 1000)
+    latencies.sort()
+    return statistics.median(latencies), latencies[int(len(latencies) * 0.95) - 1]
+
+
+def median_of(runs: list[dict[str, float | None]]) -> dict[str, float | None]:
+    keys = runs[0].keys()
+    return {
+        k: (None if runs[0][k] is None else statistics.median(r[k] for r in runs)) for k in keys
+    }
+
+
+SINGLE, BULK, DRAIN, LATENCY = (int(os.environ.get(f"BENCH_{n}", d)) for n, d in (("SINGLE", 2000), ("BULK", 20000), ("DRAIN", 5000), ("LATENCY", 200)))
+
+
+def run_once(system, workdir: Path) -> dict[str, float | None]:
+    """One pass of every measurement against ``system`` (see bench/djqueue_side.py)."""
+    system.reset()
+    began = time.perf_counter()
+    for i in range(SINGLE):
+        system.enqueue_one(i, 0.0)
+    single = SINGLE / (time.perf_counter() - began)
+    system.reset()
+    bulk = None
+    if system.bulk_enqueue is not None:
+        began = time.perf_counter()
+        system.bulk_enqueue(BULK)
+        bulk = BULK / (time.perf_counter() - began)
+        system.reset()
+    log = workdir / "starts.log"
+    log.write_text("")
+    if system.bulk_enqueue is not None:
+        system.bulk_enqueue(DRAIN)
+    else:
+        for i in range(DRAIN):
+            system.enqueue_one(i, 0.0)
+    proc = system.start_worker(log)
+    sampler = RssSampler(proc.pid)
+    sampler.start()
+    try:
+        wait_lines(log, DRAIN, 600, proc)
+        drain = drain_rate(log)
+        p50, p95 = latency_run(system.enqueue_one, log, LATENCY, proc)
+    finally:
+        peak = sampler.stop()
+        stop_worker(proc)
+    system.reset()
+    return {"single": single, "bulk": bulk, "drain": drain, "p50": p50, "p95": p95,
+            "rss_mb": peak / 2**20}

@@ -1,0 +1,116 @@
+"""The benchmark: ``python bench/run.py [--runs 3] [--compare celery] [--scale-out]``.
+
+Runs djqueue on SQLite and on PostgreSQL (and, with ``--compare celery``, Celery 5 on Redis in a
+virtualenv of its own, bench/.venv-celery, created on first use) and prints the medians of
+``--runs`` runs and the ratios. See bench/README.md for what is measured and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import median_of  # noqa: E402
+
+CELERY_VENV = HERE / ".venv-celery"
+COLUMNS = [
+    ("single", "enqueue 1-by-1 /s", "{:,.0f}"),
+    ("bulk", "bulk enqueue /s", "{:,.0f}"),
+    ("drain", "drain /s", "{:,.0f}"),
+    ("p50", "latency p50 ms", "{:.1f}"),
+    ("p95", "latency p95 ms", "{:.1f}"),
+    ("rss_mb", "worker RSS MB", "{:.0f}"),
+]
+
+
+def side(python: str, args: list[str], env: dict[str, str]) -> dict[str, float | None]:
+    proc = subprocess.run(
+        [python, *args], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True
+    )
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    runs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return median_of(runs)
+
+
+def celery_python() -> str:
+    python = CELERY_VENV / "bin" / "python"
+    if not python.exists():
+        print("Installing Celery 5 and redis into bench/.venv-celery ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(CELERY_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "celery[redis]>=5,<6"],
+                       check=True)
+    return str(python)
+
+
+def table(rows: dict[str, dict[str, float | None]]) -> str:
+    width = max(len(name) for name in rows) + 2
+    lines = [" " * width + " | ".join(f"{title:>17}" for _, title, _ in COLUMNS)]
+    for name, values in rows.items():
+        cells = [
+            f"{'n/a' if values.get(key) is None else fmt.format(values[key]):>17}"
+            for key, _, fmt in COLUMNS
+        ]
+        lines.append(f"{name:<{width}}" + " | ".join(cells))
+    return "\n".join(lines)
+
+
+def ratios(ours: dict[str, float | None], theirs: dict[str, float | None]) -> str:
+    def ratio(key: str, higher_is_better: bool) -> str:
+        if ours.get(key) is None or theirs.get(key) is None:
+            return "n/a"
+        value = ours[key] / theirs[key] if higher_is_better else theirs[key] / ours[key]
+        return f"{value:.2f}x"
+
+    return (
+        f"enqueue 1-by-1 {ratio('single', True)}, drain {ratio('drain', True)}, "
+        f"latency p50 {ours['p50']:.2f} vs {theirs['p50']:.2f} ms, "
+        f"p95 {ours['p95']:.2f} vs {theirs['p95']:.2f} ms, "
+        f"RSS {ours['rss_mb']:.0f} vs {theirs['rss_mb']:.0f} MB "
+        "(ratios >1x: djqueue better)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--compare", choices=["celery"])
+    parser.add_argument("--scale-out", action="store_true", help="also 8 vs 2 workers on PostgreSQL")
+    parser.add_argument("--postgres", default=os.environ.get(
+        "BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/bench_djqueue"))
+    parser.add_argument("--sqlite", default="sqlite:////tmp/bench-djqueue.sqlite3")
+    parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"))
+    options = parser.parse_args()
+    runs = str(options.runs)
+    me = sys.executable
+    rows: dict[str, dict[str, float | None]] = {}
+    if options.compare == "celery":
+        rows["Celery 5 + Redis (-c 2)"] = side(
+            celery_python(), ["-m", "bench.celery_side", runs], {"BENCH_REDIS_URL": options.redis}
+        )
+    rows["djqueue PostgreSQL (-c 2)"] = side(
+        me, ["bench/djqueue_side.py", runs], {"DATABASE_URL": options.postgres}
+    )
+    rows["djqueue SQLite (-c 2)"] = side(
+        me, ["bench/djqueue_side.py", runs], {"DATABASE_URL": options.sqlite}
+    )
+    print(f"\nmedians of {options.runs} runs (tasks: see bench/README.md)\n")
+    print(table(rows))
+    if options.compare == "celery":
+        print("\ndjqueue PostgreSQL vs Celery + Redis: "
+              + ratios(rows["djqueue PostgreSQL (-c 2)"], rows["Celery 5 + Redis (-c 2)"]))
+    if options.scale_out:
+        subprocess.run([me, "bench/scale_out.py"], cwd=ROOT, check=True,
+                       env={**os.environ, "DATABASE_URL": options.postgres})
+
+
+if __name__ == "__main__":
+    main()
