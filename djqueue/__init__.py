@@ -10,8 +10,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "App": "djqueue.app",
-    "app": "djqueue.app",
+    "App": "djqueue.application",
+    "app": "djqueue.application",
     "AsyncResult": "djqueue.result",
     "EagerResult": "djqueue.result",
     "GroupResult": "djqueue.result",

@@ -31,7 +31,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .app import App
+from .application import App
 from .beat_models import STATE_ID, BeatState, PeriodicTask, PeriodicTaskRun
 from .beat_sync import sync_from_settings
 

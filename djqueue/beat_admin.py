@@ -21,7 +21,7 @@ class PeriodicTaskForm(forms.ModelForm):
         fields = "__all__"
 
     def clean_task(self) -> str:
-        from .app import app
+        from .application import app
 
         name = self.cleaned_data["task"]
         if name not in app.tasks:

@@ -16,7 +16,7 @@ def _seconds(value: Any) -> bool:
 
 
 def check_beat_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    from .app import app
+    from .application import app
     from .beat import DEFAULT_MAX_INTERVAL
 
     conf = app.conf

@@ -15,7 +15,7 @@ from . import broker
 from .result import AsyncResult, GroupResult
 
 if TYPE_CHECKING:
-    from .app import App, SendDefaults
+    from .application import App, SendDefaults
     from .models import Message
     from .task_class import Task
 
@@ -43,7 +43,7 @@ class Signature:
         app: App | None = None,
     ) -> None:
         if app is None:
-            from .app import app as default_app
+            from .application import app as default_app
 
             app = getattr(task, "app", default_app)
         self.app = app
@@ -163,7 +163,7 @@ class group:  # noqa: N801 - Celery's name
             tasks = tuple(tasks[0])  # group(generator) as well as group(sig, sig, ...)
         self.tasks = [signature(t, app=app) for t in tasks]
         if app is None:
-            from .app import app as default_app
+            from .application import app as default_app
 
             app = self.tasks[0].app if self.tasks else default_app
         self.app = app

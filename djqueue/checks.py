@@ -24,7 +24,7 @@ SERIALIZERS = ", ".join(CONTENT_TYPES)
 
 
 def _conf() -> Settings:
-    from .app import app
+    from .application import app
 
     return app.conf
 
@@ -103,7 +103,7 @@ def check_serializers(**kwargs: Any) -> list[checks.CheckMessage]:
 
 def _tasks(messages: list[checks.CheckMessage]) -> list[Any]:
     """The registered tasks (with annotations applied); problems go into ``messages``."""
-    from .app import app
+    from .application import app
 
     try:
         names = list(app.tasks)

@@ -30,7 +30,7 @@ from .ratelimit import parse_rate
 from .monitor import live_workers
 
 if TYPE_CHECKING:
-    from .app import App
+    from .application import App
 
 logger = logging.getLogger("djqueue.control")
 

@@ -1,6 +1,6 @@
 """``from djqueue.decorators import task``: the import path Celery's first-steps guide uses."""
 
-from .app import app
+from .application import app
 
 task = app.task
 shared_task = app.task

@@ -144,7 +144,7 @@ def _autoretry(task: Any, exc: Exception, retries: int) -> Retry | None:
 
 def execute(job: Job) -> Outcome:
     global _last_task_end
-    from .app import app
+    from .application import app
 
     conf = app.conf
     result_serializer = conf.CELERY_RESULT_SERIALIZER

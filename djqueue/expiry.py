@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from django.db import DatabaseError
 
 if TYPE_CHECKING:
-    from .app import App
+    from .application import App
 
 logger = logging.getLogger("djqueue.expiry")
 

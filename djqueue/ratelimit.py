@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .exceptions import ImproperlyConfigured, InvalidRateLimit
 
 if TYPE_CHECKING:
-    from .app import App
+    from .application import App
     from .broker import Claimed
     from .task_class import Task
 

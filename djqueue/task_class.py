@@ -16,7 +16,7 @@ from .exceptions import MaxRetriesExceededError, Retry
 from .result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
-    from .app import App
+    from .application import App
     from .canvas import Signature
 
 #: Options ``@task(...)`` accepts, with their defaults. Options that a worker does not use yet are

@@ -21,7 +21,7 @@ from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
 from . import broker, heartbeat, routing, states
-from .app import App
+from .application import App
 from .backends import ResultRecord
 from .exceptions import ImproperlyConfigured, NotRegistered, TaskRevokedError
 from .execution import Job, Outcome, log_outcome, unrun

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from djqueue.app import app
+from djqueue.application import app
 
 ROOT = Path(__file__).resolve().parent.parent
 

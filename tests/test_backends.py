@@ -20,7 +20,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from djqueue import states
-from djqueue.app import app
+from djqueue.application import app
 from djqueue.backends import ResultBackend, ResultRecord
 from djqueue.backends.cache import CacheBackend
 from djqueue.backends.database import DatabaseBackend

@@ -9,7 +9,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.test import override_settings
 
-from djqueue.app import app
+from djqueue.application import app
 from djqueue.beat import Beat
 from djqueue.beat_checks import check_beat_settings
 from djqueue.models import BeatState, Message, PeriodicTask, PeriodicTaskRun

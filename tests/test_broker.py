@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from djqueue import states
 from djqueue import broker
-from djqueue.app import app
+from djqueue.application import app
 from djqueue.execution import execute
 from djqueue.exceptions import (
     DecodeError, EncodeError, NotRegistered, ResultBackendNotConfigured, TaskRevokedError,

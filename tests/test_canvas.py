@@ -9,7 +9,7 @@ from django.utils import timezone
 
 import djqueue
 from djqueue import states
-from djqueue.app import app
+from djqueue.application import app
 from djqueue.canvas import Signature, group, signature
 from djqueue.exceptions import TimeoutError
 from djqueue.models import Message

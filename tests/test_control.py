@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from djqueue import states
-from djqueue.app import app
+from djqueue.application import app
 from djqueue.control import parse_rate
 from djqueue.exceptions import DjqueueError
 from djqueue.models import ControlCommand, RateLimitOverride

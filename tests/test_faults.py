@@ -14,7 +14,7 @@ import pytest
 from django.db import connection, transaction
 
 from djqueue import states
-from djqueue.app import app
+from djqueue.application import app
 from djqueue.exceptions import (
     SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerLostError,
 )

@@ -11,7 +11,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from djqueue import states
-from djqueue.app import app
+from djqueue.application import app
 from djqueue.exceptions import ImproperlyConfigured
 from djqueue.models import Message
 from djqueue.ratelimit import RateLimiter, TokenBucket, parse_rate

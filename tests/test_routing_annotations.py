@@ -8,7 +8,7 @@ import pytest
 from django.test import override_settings
 
 from djqueue import states
-from djqueue.app import app
+from djqueue.application import app
 from djqueue.exceptions import ImproperlyConfigured, QueueNotFound
 from djqueue.models import Message
 from djqueue.worker import Worker

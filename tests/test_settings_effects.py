@@ -14,7 +14,7 @@ import pytest
 from django.test import override_settings
 
 from djqueue import states
-from djqueue.app import App, app
+from djqueue.application import App, app
 from djqueue.exceptions import ContentDisallowed
 from djqueue.models import Message, TaskResult
 from djqueue.result import EagerResult

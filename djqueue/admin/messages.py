@@ -14,7 +14,7 @@ from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 
 from .. import broker, monitor, revocation
-from ..app import app
+from ..application import app
 from ..models import Message
 from ..serialization import loads
 from .base import ReadOnlyAdmin, distinct_filter, preformatted

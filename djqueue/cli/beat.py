@@ -6,7 +6,7 @@ from argparse import ArgumentParser
 from typing import Any, TextIO
 
 from .. import __version__
-from ..app import app
+from ..application import app
 from ..beat import Beat
 from .logs import configure_logging, loglevel
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any, TextIO
 
-from ..app import app
+from ..application import app
 from ..control import merge_replies
 from ..exceptions import DjqueueError
 from .remote import add_remote_options, print_replies, usage_error

@@ -6,7 +6,7 @@ import sys
 from argparse import ArgumentParser
 from typing import Any, TextIO
 
-from ..app import app
+from ..application import app
 from ..monitor import queue_names
 from .worker import _queues
 

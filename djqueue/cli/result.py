@@ -7,7 +7,7 @@ from argparse import ArgumentParser
 from typing import Any, TextIO
 
 from .. import states
-from ..app import app
+from ..application import app
 from ..exceptions import DjqueueError
 
 HELP = "Print the result of a task."

@@ -5,7 +5,7 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any, TextIO
 
-from ..app import app
+from ..application import app
 from ..banner import banner
 from ..beat import start_embedded, stop_embedded
 from ..worker import Worker
