@@ -332,11 +332,11 @@ def extend_leases(using: str, owner: int, lease_seconds: float) -> None:
     )
 
 
-def recover_expired_leases(using: str) -> list[tuple[str, str, str]]:
+def recover_expired_leases(using: str) -> list[tuple[str, str, str, str]]:
     """Settle the messages of workers whose heartbeat stopped (their lease ran out).
 
     Reserved messages, and started ones with ``acks_late``, go back to the queue; started ones
-    without it are set aside (state ``rejected``) and returned as ``(task_id, task_name, worker)``
+    without it are set aside (state ``rejected``) and returned as ``(task_id, task_name, worker, queue)``
     so the caller can record ``WorkerLostError``. Each statement moves a row at most once, so
     several workers recovering at the same moment cannot settle a message twice.
     """
@@ -349,12 +349,12 @@ def recover_expired_leases(using: str) -> list[tuple[str, str, str]]:
         [now],
     )
 
-    def run() -> list[tuple[str, str, str]]:
+    def run() -> list[tuple[str, str, str, str]]:
         with connections[using].cursor() as cursor:
             cursor.execute(
                 f"UPDATE {TABLE} SET state = 'rejected', lease_until = NULL, error = "
                 "'WorkerLostError: its worker stopped sending heartbeats while it ran' "
-                "WHERE state = 'started' AND lease_until < %s RETURNING task_id, task_name, worker",
+                "WHERE state = 'started' AND lease_until < %s RETURNING task_id, task_name, worker, queue",
                 [now],
             )
             return [tuple(row) for row in cursor.fetchall()]

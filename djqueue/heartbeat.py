@@ -51,12 +51,12 @@ def recover(using: str, backend_store: Callable[[list[ResultRecord]], None], ser
     now = timezone.now()
     if lost:
         records = []
-        for task_id, task_name, worker in lost:
+        for task_id, task_name, worker, queue in lost:
             error = WorkerLostError(f"Worker {worker or '?'} stopped sending heartbeats while "
                                     "the task ran (at-most-once: not run again).")
             content_type, result = dumps(exception_to_data(error), serializer)
             records.append(ResultRecord(task_id, states.FAILURE, task_name, content_type, result,
-                                        worker=worker, date_done=now))
+                                        worker=worker, date_done=now, queue=queue))
             logger.error("Task %s[%s] lost: worker %s stopped sending heartbeats.",
                          task_name, task_id, worker)
         backend_store(records)

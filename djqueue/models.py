@@ -107,6 +107,7 @@ class TaskResult(models.Model):
     args = models.TextField(blank=True, default="", help_text="repr() of the positional arguments.")
     kwargs = models.TextField(blank=True, default="", help_text="repr() of the keyword arguments.")
     worker = models.CharField(max_length=255, blank=True, default="")
+    queue = models.CharField(max_length=200, blank=True, default="", help_text="Queue it ran from.")
     runtime = models.FloatField(null=True, blank=True, help_text="Seconds the task ran.")
     date_created = models.DateTimeField("created", auto_now_add=True)
     date_done = models.DateTimeField("done", null=True, blank=True, db_index=True)

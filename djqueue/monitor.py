@@ -109,11 +109,16 @@ def queue_figures(using: str, lost_after: float, default_queue: str) -> list[Que
     return figures
 
 
-def recent_outcomes(using: str, minutes: int) -> dict[str, int]:
-    """Results finished in the last ``minutes``, by state (uses the ``date_done`` index)."""
+def recent_outcomes(using: str, minutes: int) -> list[tuple[str, dict[str, int]]]:
+    """Results finished in the last ``minutes``, by state: one row per queue, then ``all queues``
+    (uses the ``date_done`` index)."""
     since = timezone.now() - datetime.timedelta(minutes=minutes)
     rows = (TaskResult.objects.using(using).filter(date_done__gte=since)
-            .values("state").annotate(n=Count("id")).order_by("state"))
-    counts = {row["state"]: row["n"] for row in rows}
-    counts["other"] = sum(n for state, n in counts.items() if state not in {"SUCCESS", "FAILURE"})
-    return counts
+            .values("queue", "state").annotate(n=Count("id")).order_by("queue", "state"))
+    by_queue: dict[str, dict[str, int]] = {}
+    total: dict[str, int] = {}
+    for row in rows:
+        for counts in (by_queue.setdefault(row["queue"] or "(unknown)", {}), total):
+            state = row["state"] if row["state"] in {"SUCCESS", "FAILURE"} else "other"
+            counts[state] = counts.get(state, 0) + row["n"]
+    return [*sorted(by_queue.items()), ("all queues", total)]

@@ -299,7 +299,8 @@ class Worker:
             return
         jobs = [self.job_for(message) for message in admitted]
         started = [
-            ResultRecord(job.task_id, states.STARTED, job.task_name, worker=self.hostname)
+            ResultRecord(job.task_id, states.STARTED, job.task_name, worker=self.hostname,
+                         queue=job.queue)
             for job in jobs
             if self.app.tasks[job.task_name].resolved("track_started", "CELERY_TRACK_STARTED")
         ]
@@ -355,7 +356,7 @@ class Worker:
             ResultRecord(
                 o.job.task_id, o.state, o.job.task_name, o.content_type, o.result, o.traceback,
                 o.args_repr, o.kwargs_repr, self.hostname, o.runtime,
-                None if o.state == states.RETRY else now,
+                None if o.state == states.RETRY else now, o.job.queue,
             )
             for o in outcomes
             if o.store

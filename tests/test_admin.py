@@ -54,7 +54,7 @@ def failed_result(task_id: str = "failed-1", args: str = "[2, 3]") -> TaskResult
                                 "exc_message": [SCRIPT]})
     app.backend.store([ResultRecord(task_id, states.FAILURE, "tasks.add", content_type, body,
                                     f"Traceback (most recent call last):\n  {SCRIPT}\nValueError",
-                                    args, "{}", "w@host", 0.5, timezone.now())])
+                                    args, "{}", "w@host", 0.5, timezone.now(), "celery")])
     return TaskResult.objects.get(task_id=task_id)
 
 
@@ -91,7 +91,8 @@ def test_overview(boss: Client) -> None:
     assert queues["low"].waiting == 1 and queues["low"].oldest_waiting >= datetime.timedelta(hours=2)
     assert queues["low"].workers == ["alive@host"]
     assert [w.hostname for w in page.context["workers"]] == ["alive@host"]
-    assert page.context["outcomes"][0] == (5, {"FAILURE": 1, "other": 0})
+    assert page.context["outcomes"][0] == (5, [("celery", {"FAILURE": 1}),
+                                               ("all queues", {"FAILURE": 1})])
     html = page.content.decode()
     assert "alive@host" in html and "dead@host" not in html and "2\xa0hours" in html
 

@@ -47,7 +47,8 @@ def test_walk_through_in_process(worker: Worker) -> None:
     assert result.date_done is not None
     assert Message.objects.count() == 0  # acknowledged messages leave the table
     row = TaskResult.objects.get(task_id=result.id)
-    assert (row.task_name, row.args, row.worker) == ("tasks.add", "[4, 4]", worker.hostname)
+    assert (row.task_name, row.args, row.worker, row.queue) == (
+        "tasks.add", "[4, 4]", worker.hostname, "celery")
     result.forget()
     assert AsyncResult(result.id).state == states.PENDING
 

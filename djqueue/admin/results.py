@@ -33,15 +33,15 @@ def call_arguments(result: TaskResult) -> tuple[list[Any], dict[str, Any]]:
 
 @admin.register(TaskResult)
 class TaskResultAdmin(ReadOnlyAdmin):
-    list_display = ("task_name", "task_id", "state", "runtime", "worker", "date_done")
+    list_display = ("task_name", "task_id", "state", "queue", "runtime", "worker", "date_done")
     list_filter = ("state", distinct_filter("task_name", "task name"))
     search_fields = ("task_id", "task_name")  # exact matches, see ReadOnlyAdmin
     sortable_by = ("date_done",)
     ordering = ("-id",)
     actions = ("retry_selected", "forget_selected")
     readonly_fields = ("outcome", "pretty_traceback")
-    fields = ("task_id", "task_name", "state", "worker", "runtime", "date_created", "date_done",
-              "args", "kwargs", "outcome", "pretty_traceback")
+    fields = ("task_id", "task_name", "state", "queue", "worker", "runtime", "date_created",
+              "date_done", "args", "kwargs", "outcome", "pretty_traceback")
 
     @admin.display(description="result")
     def outcome(self, obj: TaskResult) -> SafeString:
@@ -74,7 +74,7 @@ class TaskResultAdmin(ReadOnlyAdmin):
                 self.message_user(request, f"Cannot re-enqueue {result.task_id}: {exc}.",
                                   messages.ERROR)
                 continue
-            sent.append(app.send_task(result.task_name, args, kwargs).id)
+            sent.append(app.send_task(result.task_name, args, kwargs, queue=result.queue or None).id)
         if sent:
             self.message_user(request, f"Enqueued {len(sent)} task(s) again: {', '.join(sent)}")
 

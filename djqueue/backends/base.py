@@ -28,6 +28,7 @@ class ResultRecord:
     worker: str = ""
     runtime: float | None = None
     date_done: datetime.datetime | None = None
+    queue: str = ""
 
 
 class ResultBackend:

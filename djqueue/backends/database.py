@@ -13,7 +13,7 @@ from .base import ResultBackend, ResultRecord
 ID_SLICE = 900
 _UPDATED = [
     "state", "task_name", "content_type", "result", "traceback", "args", "kwargs",
-    "worker", "runtime", "date_done",
+    "worker", "runtime", "date_done", "queue",
 ]
 
 
