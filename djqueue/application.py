@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, overload
 from django.apps import apps as django_apps
 from django.utils import timezone
 
-from . import broker, routing
+from . import publishing, routing
 from .backends import ResultBackend, backend_from_setting, backend_key
 from .conf import Settings
 from .exceptions import NotRegistered
@@ -154,7 +154,7 @@ class App:
             name, args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
             priority=priority, task_id=task_id, serializer=serializer, task=_task, options=options,
         )
-        broker.publish([message], using=self.conf.broker_alias)
+        publishing.publish([message], using=self.conf.broker_alias)
         return AsyncResult(message.task_id, app=self, task_name=name)
 
     def send_defaults(self) -> SendDefaults:

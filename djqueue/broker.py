@@ -10,15 +10,13 @@ the same guarantee; "database is locked" while waiting for that lock is retried 
 from __future__ import annotations
 
 import datetime
-import functools
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from django.db import OperationalError, connections, models
+from django.db import OperationalError, connections
 from django.utils import timezone
 
 from .exceptions import ImproperlyConfigured
@@ -61,7 +59,7 @@ def vendor(using: str) -> str:
     return name
 
 
-def _retry_if_locked(using: str, operation: Callable[[], T], attempts: int = 50) -> T:
+def retry_if_locked(using: str, operation: Callable[[], T], attempts: int = 50) -> T:
     """Run ``operation``, retrying SQLite's "database is locked" with a growing pause.
 
     The busy timeout already waits inside SQLite; this covers the cases where SQLite gives up at
@@ -93,78 +91,6 @@ def _owned(owner: int | None) -> tuple[str, list[object]]:
 
 def _now_param(using: str) -> object:
     return connections[using].ops.adapt_datetimefield_value(timezone.now())
-
-
-#: The channel that carries "new messages in this queue" (the payload is the queue name).
-NOTIFY_CHANNEL = "djqueue"
-
-
-@functools.cache
-def _publish_plan(kind: str) -> tuple[str, tuple[tuple[str, str, bool, bool], ...]]:
-    """One ``INSERT`` for any number of messages, from a single JSON parameter, and the columns
-    it reads: ``(column, attribute, is a datetime, stamped with the time of publishing)``.
-
-    The columns are every concrete field of :class:`Message` but the id, so a new field needs no
-    edit here. On PostgreSQL the same statement sends one ``NOTIFY`` per queue it wrote to, which
-    the database delivers when the caller's transaction commits (and drops if it rolls back).
-    """
-    fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(f.column for f in fields)
-    if kind == "postgresql":
-        sql = (
-            f"WITH added AS (INSERT INTO {TABLE} ({columns}) SELECT {columns} "
-            f"FROM json_populate_recordset(NULL::{TABLE}, %s::json) RETURNING queue) "
-            f"SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM (SELECT DISTINCT queue FROM added) q"
-        )
-    else:
-        picks = ", ".join(f"json_extract(value, '$.{f.column}')" for f in fields)
-        sql = f"INSERT INTO {TABLE} ({columns}) SELECT {picks} FROM json_each(%s)"
-    plan = tuple(
-        (
-            f.column,
-            f.attname,
-            isinstance(f, models.DateTimeField),
-            bool(getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)),
-        )
-        for f in fields
-    )
-    return sql, plan
-
-
-def publish(messages: Sequence[Message], using: str) -> None:
-    """Insert messages in one statement, however many. Inside ``transaction.atomic()`` they are
-    part of the caller's transaction: workers see them (and are notified) only when it commits.
-
-    The rows travel as one JSON document rather than through the ORM: binding thousands of
-    parameters, or saving model instances one by one, would cost more than the insert itself.
-    """
-    if not messages:
-        return
-    kind = vendor(using)
-    sql, plan = _publish_plan(kind)
-    connection = connections[using]
-    as_text: Callable[[datetime.datetime], object] = (
-        datetime.datetime.isoformat
-        if kind == "postgresql"
-        else connection.ops.adapt_datetimefield_value
-    )
-    now = as_text(timezone.now())
-    rows = []
-    for message in messages:
-        row = {}
-        for column, attname, is_time, stamped in plan:
-            value = now if stamped else getattr(message, attname)
-            if is_time and value is not None and not stamped:
-                value = as_text(value)
-            row[column] = value
-        rows.append(row)
-    payload = json.dumps(rows, separators=(",", ":"))
-
-    def run() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [payload])
-
-    _retry_if_locked(using, run)
 
 
 def claim(
@@ -222,7 +148,7 @@ def claim(
             rows = cursor.fetchall()
         return [Claimed(*row[:10], expired=bool(row[10]), revoked=bool(row[11])) for row in rows]
 
-    claimed = _retry_if_locked(using, run)
+    claimed = retry_if_locked(using, run)
     # RETURNING gives no order; the worker starts them in queue order.
     claimed.sort(key=lambda m: (-m.priority, m.id))
     return claimed
@@ -234,7 +160,7 @@ def _update(using: str, sql: str, params: list[object]) -> int:
             cursor.execute(sql, params)
             return cursor.rowcount
 
-    return _retry_if_locked(using, run)
+    return retry_if_locked(using, run)
 
 
 def start(
@@ -359,7 +285,7 @@ def recover_expired_leases(using: str) -> list[tuple[str, str, str, str]]:
             )
             return [tuple(row) for row in cursor.fetchall()]
 
-    return _retry_if_locked(using, run)
+    return retry_if_locked(using, run)
 
 
 def revoked_among(using: str, task_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
@@ -443,4 +369,4 @@ def next_due(using: str, queues: Sequence[str]) -> float | None:
             (seconds,) = cursor.fetchone()
         return None if seconds is None else max(float(seconds), 0.0)
 
-    return _retry_if_locked(using, run)
+    return retry_if_locked(using, run)

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import broker
+from . import publishing
 from .result import AsyncResult, GroupResult
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ class group:  # noqa: N801 - Celery's name
         calls = [t.clone(args, kwargs, **options) for t in self.tasks] if (
             args or kwargs or options) else self.tasks
         messages = [call.build_message(defaults) for call in calls]
-        broker.publish(messages, using=self.app.conf.broker_alias)
+        publishing.publish(messages, using=self.app.conf.broker_alias)
         results = [AsyncResult(m.task_id, app=self.app, task_name=m.task_name) for m in messages]
         return GroupResult(str(uuid.uuid4()), results, app=self.app)
 

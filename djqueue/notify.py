@@ -1,6 +1,6 @@
 """Waking an idle worker the moment a message is published (PostgreSQL ``LISTEN``).
 
-:func:`djqueue.broker.publish` sends ``NOTIFY djqueue, '<queue>'`` in the statement that inserts
+:func:`djqueue.publishing.publish` sends ``NOTIFY djqueue, '<queue>'`` in the statement that inserts
 the messages, so PostgreSQL delivers it when the publishing transaction commits. A worker's
 :class:`Listener` holds its own autocommit connection (never one of Django's, which pool children
 and transactions use), and the worker adds that connection to what its loop already waits on.
@@ -18,7 +18,7 @@ from typing import Any
 
 from django.db import connections
 
-from .broker import NOTIFY_CHANNEL
+from .publishing import NOTIFY_CHANNEL
 
 logger = logging.getLogger("djqueue.notify")
 
