@@ -26,8 +26,9 @@ from django.db.models.functions import Now
 from . import broker, revocation
 from .exceptions import DjqueueError
 from .models import ControlCommand, ControlReply, RateLimitOverride
-from .ratelimit import parse_rate
 from .monitor import live_workers
+from .notify import CONTROL_CHANNEL
+from .ratelimit import parse_rate
 
 if TYPE_CHECKING:
     from .application import App
@@ -124,6 +125,9 @@ class Control:
             name=command, arguments=arguments or {}, destination=nodes, reply=reply,
             expires_at=db_now_plus(ttl),
         )
+        if connection.vendor == "postgresql":  # wake listening workers at once (at commit)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_notify(%s, '')", [CONTROL_CHANNEL])
         logger.debug("Sent control command %s #%s to %s", command, row.pk, nodes or "all")
         if not reply:
             return None

@@ -5,6 +5,9 @@ the messages, so PostgreSQL delivers it when the publishing transaction commits.
 :class:`Listener` holds its own autocommit connection (never one of Django's, which pool children
 and transactions use), and the worker adds that connection to what its loop already waits on.
 
+Remote-control commands are announced on a second channel (:data:`CONTROL_CHANNEL`), so a
+listening worker answers them at once instead of at its next control poll.
+
 Polling stays: it is the fallback when the listening connection is lost (it is reopened at most
 every :data:`REOPEN_SECONDS`), and the only mechanism on SQLite.
 """
@@ -23,6 +26,8 @@ from .publishing import NOTIFY_CHANNEL
 logger = logging.getLogger("djqueue.notify")
 
 REOPEN_SECONDS = 5.0
+#: The channel that carries "a remote-control command was sent" (see :mod:`djqueue.control`).
+CONTROL_CHANNEL = "djqueue_control"
 
 
 class Listener:
@@ -36,6 +41,7 @@ class Listener:
         self._conn: Any = None
         self._reopen_at = 0.0
         self._deaf = False  # True after losing the connection: what was missed needs one look
+        self._control = False  # a control command was announced since the last look
 
     def open(self) -> None:
         """Start listening (the worker's ``run()`` does; in-process tests that drive ``loop()``
@@ -51,6 +57,7 @@ class Listener:
         try:
             self._conn = psycopg.connect(**params, autocommit=True)
             self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self._conn.execute(f"LISTEN {CONTROL_CHANNEL}")
         except psycopg.Error as exc:
             logger.warning("Cannot listen for new messages (%s); polling only for now.", exc)
             self._lost()
@@ -75,15 +82,23 @@ class Listener:
             return False
         if self._deaf:
             self._deaf = False
+            self._control = True
             return True
         import psycopg
 
         try:
-            return any(n.payload in self.queues for n in self._conn.notifies(timeout=0))
+            notes = list(self._conn.notifies(timeout=0))
         except psycopg.Error as exc:
             logger.warning("Lost the listening connection (%s); polling until it is back.", exc)
             self._lost()
             return True
+        self._control |= any(n.channel == CONTROL_CHANNEL for n in notes)
+        return any(n.channel == NOTIFY_CHANNEL and n.payload in self.queues for n in notes)
+
+    def control_heard(self) -> bool:
+        """Was a remote-control command announced since the last call? (Read by ``heard()``.)"""
+        heard, self._control = self._control, False
+        return heard
 
     def _lost(self) -> None:
         self._disconnect()

@@ -194,6 +194,8 @@ class Worker:
         self._drain_wakeups()
         if self.listener.heard():
             self._claim_now = True
+        if self.listener.control_heard():
+            self._control.poll(now=True)
         if outcomes:
             self.finish(outcomes)
             self._claim_now = True

@@ -297,12 +297,13 @@ class ControlPanel:
     def seconds_until_due(self) -> float:
         return max(0.0, self._next_poll - time.monotonic())
 
-    def poll(self) -> None:
-        """Run the commands that arrived since the last poll, if a poll is due."""
-        now = time.monotonic()
-        if now < self._next_poll:
+    def poll(self, now: bool = False) -> None:
+        """Run the commands that arrived since the last poll, if a poll is due (or ``now``: a
+        command was announced by ``NOTIFY``)."""
+        moment = time.monotonic()
+        if moment < self._next_poll and not now:
             return
-        self._next_poll = now + self.interval
+        self._next_poll = moment + self.interval
         commands = self.worker._with_db_retry(self._pending)
         self._handled &= {command.pk for command in commands}  # forget expired ones
         for command in commands:

@@ -70,3 +70,28 @@ def test_idle_worker_sleeps_only_until_a_delayed_message_is_due(start_worker) ->
     start_worker("-c", "1", env=SLOW_POLLING)
     wait_until(delayed.ready, timeout=10, what="the delayed task to run when due")
     assert TaskResult.objects.get(task_id=delayed.id).date_done >= due
+
+
+@pytest.mark.django_db(transaction=True)
+def test_control_commands_are_announced_to_listeners() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    from djqueue.application import app
+    from djqueue.notify import Listener
+
+    listener = Listener("default", ["celery"])
+    listener.open()
+    try:
+        assert not listener.heard() and not listener.control_heard()
+        with transaction.atomic():
+            app.control.broadcast("ping")
+            time.sleep(0.2)
+            listener.heard()
+            assert not listener.control_heard()  # not before the command commits
+        deadline = time.monotonic() + 5
+        while not listener.control_heard():
+            assert time.monotonic() < deadline, "the control NOTIFY never arrived"
+            assert not listener.heard()  # a control command is not a new message
+            time.sleep(0.02)
+    finally:
+        listener.close()
