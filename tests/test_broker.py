@@ -254,3 +254,24 @@ def test_ignore_result(worker: Worker) -> None:
     drain(worker)
     assert result.state == states.PENDING
     assert not Message.objects.exists()
+
+
+def test_autoretry_backoff_sets_the_next_available_at(worker: Worker) -> None:
+    @app.task(name="tests.backs_off", autoretry_for=(ValueError,), retry_backoff=4,
+              retry_jitter=False, max_retries=5)
+    def backs_off() -> None:
+        raise ValueError("not yet")
+
+    result = backs_off.delay()
+    before = timezone.now()
+    drain(worker)
+    message = Message.objects.get(task_id=result.id)
+    assert (message.state, message.retries) == ("ready", 1)
+    assert result.state == states.RETRY
+    delay = (message.available_at - before).total_seconds()
+    assert 3.5 < delay < 5  # retry_backoff * 2 ** retries, retries = 0: 4 s
+    Message.objects.filter(pk=message.pk).update(available_at=timezone.now())
+    drain(worker)
+    message.refresh_from_db()
+    assert message.retries == 2
+    assert 7.5 < (message.available_at - timezone.now()).total_seconds() < 8.5  # 4 * 2 ** 1
