@@ -9,8 +9,8 @@ from typing import Any, TextIO
 from ..application import app
 from ..control import merge_replies
 from ..exceptions import DjqueueError
+from .arguments import positive_int
 from .remote import add_remote_options, print_replies, usage_error
-from .worker import _positive
 
 HELP = "Send a remote-control command to the workers."
 
@@ -37,7 +37,7 @@ def add_arguments(parser: ArgumentParser) -> None:
         commands.add_parser(name, help=text).add_argument("queue")
     for name, text in (("pool_grow", "Add pool processes/threads."),
                        ("pool_shrink", "Remove pool processes/threads.")):
-        commands.add_parser(name, help=text).add_argument("n", type=_positive, nargs="?", default=1)
+        commands.add_parser(name, help=text).add_argument("n", type=positive_int, nargs="?", default=1)
     commands.add_parser("shutdown", help="Warm shutdown of the workers.")
     for sub in commands.choices.values():
         add_remote_options(sub)

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 from ..application import app
 from ..monitor import queue_names
-from .worker import _queues
+from .arguments import names
 
 HELP = "Delete all waiting task messages (there is no undo)."
 
@@ -18,7 +18,7 @@ def _plural(count: int, word: str) -> str:
 
 
 def add_arguments(parser: ArgumentParser) -> None:
-    parser.add_argument("-Q", "--queues", type=_queues, default=None,
+    parser.add_argument("-Q", "--queues", type=names, default=None,
                         help="Comma-separated queues to purge (default: every known queue).")
     parser.add_argument("-f", "--force", action="store_true", help="Do not ask for confirmation.")
 

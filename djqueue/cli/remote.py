@@ -7,29 +7,17 @@ import os
 from argparse import ArgumentParser
 from typing import Any, TextIO
 
+from .arguments import names, positive_seconds
+
 #: Exit status when no worker replied (``EX_UNAVAILABLE``, as Celery).
 EX_UNAVAILABLE = os.EX_UNAVAILABLE
 NO_REPLY = "Error: No nodes replied within time constraint."
 
 
-def _destination(value: str) -> list[str]:
-    nodes = [node.strip() for node in value.split(",") if node.strip()]
-    if not nodes:
-        raise ValueError("no node named")
-    return nodes
-
-
-def _timeout(value: str) -> float:
-    seconds = float(value)
-    if seconds <= 0:
-        raise ValueError("must be positive")
-    return seconds
-
-
 def add_remote_options(parser: ArgumentParser, timeout: float = 1.0) -> None:
-    parser.add_argument("-d", "--destination", type=_destination, default=None,
+    parser.add_argument("-d", "--destination", type=names, default=None,
                         help="Comma-separated node names (default: every worker).")
-    parser.add_argument("-t", "--timeout", type=_timeout, default=timeout,
+    parser.add_argument("-t", "--timeout", type=positive_seconds, default=timeout,
                         help=f"Seconds to wait for replies (default {timeout}).")
     parser.add_argument("-j", "--json", action="store_true", help="Print the replies as JSON.")
 

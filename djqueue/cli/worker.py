@@ -9,53 +9,33 @@ from ..application import app
 from ..banner import banner
 from ..beat import start_embedded, stop_embedded
 from ..worker import Worker
+from .arguments import names, positive_int, positive_seconds
 from .logs import configure_logging, loglevel
 
 HELP = "Start a worker."
 
 
-def _queues(value: str) -> list[str]:
-    queues = [q.strip() for q in value.split(",") if q.strip()]
-    if not queues:
-        raise ValueError("no queue named")
-    return queues
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError("must be at least 1")
-    return number
-
-
-def _seconds(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError("must be more than 0")
-    return number
-
-
 def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("-l", "--loglevel", type=loglevel, default="WARNING",
                         help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default WARNING).")
-    parser.add_argument("-c", "--concurrency", type=_positive, default=None,
+    parser.add_argument("-c", "--concurrency", type=positive_int, default=None,
                         help="Tasks run at once (default CELERYD_CONCURRENCY, else the CPU count).")
     parser.add_argument("-P", "--pool", choices=["prefork", "threads", "solo"], default=None,
                         help="Pool: prefork (default), threads or solo.")
-    parser.add_argument("-Q", "--queues", type=_queues, default=None,
+    parser.add_argument("-Q", "--queues", type=names, default=None,
                         help="Comma-separated queues to consume (default: the default queue).")
     parser.add_argument("-n", "--hostname", default=None,
                         help="Node name (default celery@%%h; %%h, %%n and %%d are expanded).")
     parser.add_argument("--logfile", default=None, help="Log to this file instead of stderr.")
-    parser.add_argument("--prefetch-multiplier", type=_positive, default=None,
+    parser.add_argument("--prefetch-multiplier", type=positive_int, default=None,
                         help="Messages reserved per pool slot (default CELERYD_PREFETCH_MULTIPLIER, 4).")
-    parser.add_argument("--time-limit", type=_seconds, default=None,
+    parser.add_argument("--time-limit", type=positive_seconds, default=None,
                         help="Hard time limit in seconds: the child running the task is killed "
                              "(default CELERYD_TASK_TIME_LIMIT).")
-    parser.add_argument("--soft-time-limit", type=_seconds, default=None,
+    parser.add_argument("--soft-time-limit", type=positive_seconds, default=None,
                         help="Soft time limit in seconds: SoftTimeLimitExceeded is raised in the "
                              "task (default CELERYD_TASK_SOFT_TIME_LIMIT).")
-    parser.add_argument("--maxtasksperchild", "--max-tasks-per-child", type=_positive,
+    parser.add_argument("--maxtasksperchild", "--max-tasks-per-child", type=positive_int,
                         default=None, dest="max_tasks_per_child",
                         help="Replace a pool child after it ran this many tasks.")
     parser.add_argument("-B", "--beat", action="store_true",
