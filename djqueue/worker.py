@@ -249,15 +249,14 @@ class Worker:
         refused: list[Outcome] = []
         registry = self.app.tasks
         for message in claimed:
-            job = self.job_for(message)
             if message.revoked:
                 logger.info("Discarding revoked task: %s[%s]", message.task_name, message.task_id)
-                refused.append(unrun(job, TaskRevokedError("revoked"), self.result_serializer,
-                                     state=states.REVOKED))
+                refused.append(unrun(self.job_for(message), TaskRevokedError("revoked"),
+                                     self.result_serializer, state=states.REVOKED))
             elif message.expired:
                 logger.info("Discarding expired task: %s[%s]", message.task_name, message.task_id)
-                refused.append(unrun(job, TaskRevokedError("expired"), self.result_serializer,
-                                     state=states.REVOKED))
+                refused.append(unrun(self.job_for(message), TaskRevokedError("expired"),
+                                     self.result_serializer, state=states.REVOKED))
             elif message.task_name not in registry:
                 logger.error(
                     "Received unregistered task of type %r.\nThe message has been set aside "
@@ -265,8 +264,8 @@ class Worker:
                     "(CELERY_IMPORTS, or a tasks.py in an installed app)?\nid: %s",
                     message.task_name, message.task_id,
                 )
-                refused.append(unrun(job, NotRegistered(message.task_name), self.result_serializer,
-                                     action="reject"))
+                refused.append(unrun(self.job_for(message), NotRegistered(message.task_name),
+                                     self.result_serializer, action="reject"))
             else:
                 logger.info("Received task: %s[%s]", message.task_name, message.task_id)
                 self._reserved.append(message)
