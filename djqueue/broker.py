@@ -93,21 +93,19 @@ def _now_param(using: str) -> object:
     return connections[using].ops.adapt_datetimefield_value(timezone.now())
 
 
-def claim(
+def claim_statement(
     using: str,
     queues: Sequence[str],
     limit: int,
     worker: str,
     owner: int | None,
     lease_seconds: float,
-) -> list[Claimed]:
-    """Reserve up to ``limit`` ready messages from ``queues``: highest priority first, then oldest.
-
-    Each row comes back flagged when it has expired or its task id was revoked, so the worker can
-    settle it without running it.
+) -> tuple[str, list[object]]:
+    """The ``UPDATE … RETURNING`` that reserves up to ``limit`` ready messages from ``queues``
+    (highest priority first, then oldest), as ``(sql, params)``; its rows are read with
+    :func:`claimed_from_rows`. :func:`claim` runs it alone, :mod:`djqueue.rounds` with the rest
+    of a worker's round.
     """
-    if limit <= 0 or not queues:
-        return []
     kind = vendor(using)
     lease_until = timezone.now() + datetime.timedelta(seconds=lease_seconds)
     returning = (
@@ -128,30 +126,52 @@ def claim(
             "FOR UPDATE SKIP LOCKED) AS m ORDER BY m.priority DESC, m.id LIMIT %s) "
             + returning.format(now="now()")
         )
-        params: list[object] = [worker, owner, lease_until, list(queues), limit, limit]
-    else:
-        now = _now_param(using)
-        marks = ", ".join(["%s"] * len(queues))
-        sql = (
-            update + f"WHERE id IN (SELECT id FROM {TABLE} WHERE state = 'ready' "
-            f"AND queue IN ({marks}) AND available_at <= %s ORDER BY priority DESC, id LIMIT %s) "
-            + returning.format(now="%s")
-        )
-        params = [
-            worker, owner, connections[using].ops.adapt_datetimefield_value(lease_until),
-            *queues, now, limit, now,
-        ]
+        return sql, [worker, owner, lease_until, list(queues), limit, limit]
+    now = _now_param(using)
+    marks = ", ".join(["%s"] * len(queues))
+    sql = (
+        update + f"WHERE id IN (SELECT id FROM {TABLE} WHERE state = 'ready' "
+        f"AND queue IN ({marks}) AND available_at <= %s ORDER BY priority DESC, id LIMIT %s) "
+        + returning.format(now="%s")
+    )
+    return sql, [
+        worker, owner, connections[using].ops.adapt_datetimefield_value(lease_until),
+        *queues, now, limit, now,
+    ]
+
+
+def claimed_from_rows(rows: Sequence[Sequence[object]]) -> list[Claimed]:
+    """Claimed messages from the rows of :func:`claim_statement`, in the order to start them
+    (RETURNING gives no order)."""
+    claimed = [Claimed(*row[:10], expired=bool(row[10]), revoked=bool(row[11]))  # type: ignore[arg-type]
+               for row in rows]
+    claimed.sort(key=lambda m: (-m.priority, m.id))
+    return claimed
+
+
+def claim(
+    using: str,
+    queues: Sequence[str],
+    limit: int,
+    worker: str,
+    owner: int | None,
+    lease_seconds: float,
+) -> list[Claimed]:
+    """Reserve up to ``limit`` ready messages from ``queues``: highest priority first, then oldest.
+
+    Each row comes back flagged when it has expired or its task id was revoked, so the worker can
+    settle it without running it.
+    """
+    if limit <= 0 or not queues:
+        return []
+    sql, params = claim_statement(using, queues, limit, worker, owner, lease_seconds)
 
     def run() -> list[Claimed]:
         with connections[using].cursor() as cursor:
             cursor.execute(sql, params)
-            rows = cursor.fetchall()
-        return [Claimed(*row[:10], expired=bool(row[10]), revoked=bool(row[11])) for row in rows]
+            return claimed_from_rows(cursor.fetchall())
 
-    claimed = retry_if_locked(using, run)
-    # RETURNING gives no order; the worker starts them in queue order.
-    claimed.sort(key=lambda m: (-m.priority, m.id))
-    return claimed
+    return retry_if_locked(using, run)
 
 
 def _update(using: str, sql: str, params: list[object]) -> int:
@@ -163,12 +183,10 @@ def _update(using: str, sql: str, params: list[object]) -> int:
     return retry_if_locked(using, run)
 
 
-def start(
+def start_statement(
     using: str, ids: Sequence[int], acks_late_ids: Sequence[int] = (), owner: int | None = None
-) -> None:
+) -> tuple[str, list[object]]:
     """Mark reserved messages as started (handed to the pool), recording their ``acks_late``."""
-    if not ids:
-        return
     where, params = _ids(ids)
     late = set(acks_late_ids)
     if not late:
@@ -179,20 +197,32 @@ def start(
         late_where, flag_params = _ids(sorted(late))
         flag = f"({late_where})"
     mine, mine_params = _owned(owner)
-    _update(
-        using,
+    return (
         f"UPDATE {TABLE} SET state = 'started', started_at = %s, acks_late = {flag} "
         f"WHERE {where}{mine}",
         [_now_param(using), *flag_params, *params, *mine_params],
     )
 
 
-def ack(using: str, ids: Sequence[int], owner: int | None = None) -> None:
-    """Acknowledge finished messages: they leave the table."""
+def start(
+    using: str, ids: Sequence[int], acks_late_ids: Sequence[int] = (), owner: int | None = None
+) -> None:
+    """Run :func:`start_statement` alone."""
     if ids:
-        where, params = _ids(ids)
-        mine, mine_params = _owned(owner)
-        _update(using, f"DELETE FROM {TABLE} WHERE {where}{mine}", [*params, *mine_params])
+        _update(using, *start_statement(using, ids, acks_late_ids, owner))
+
+
+def ack_statement(ids: Sequence[int], owner: int | None = None) -> tuple[str, list[object]]:
+    """Acknowledge finished messages: they leave the table."""
+    where, params = _ids(ids)
+    mine, mine_params = _owned(owner)
+    return f"DELETE FROM {TABLE} WHERE {where}{mine}", [*params, *mine_params]
+
+
+def ack(using: str, ids: Sequence[int], owner: int | None = None) -> None:
+    """Run :func:`ack_statement` alone."""
+    if ids:
+        _update(using, *ack_statement(ids, owner))
 
 
 def requeue(using: str, ids: Sequence[int], owner: int | None = None) -> int:

@@ -227,7 +227,7 @@ def check_routing(**kwargs: Any) -> list[checks.CheckMessage]:
 @checks.register("djqueue")
 def check_worker(**kwargs: Any) -> list[checks.CheckMessage]:
     """E012: worker settings that the worker would refuse."""
-    from .pool import POOLS
+    from .pools import POOLS
 
     conf, messages = _conf(), []
     if conf.CELERYD_POOL not in POOLS:

@@ -53,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     "CELERYD_TASK_TIME_LIMIT": None,
     # djqueue's own: seconds without a heartbeat after which a worker's messages are recovered.
     "DJQUEUE_WORKER_LOST_TIMEOUT": 30.0,
+    # djqueue's own: seconds of expected work a prefork child may have queued behind the task it
+    # runs (short tasks are sent in batches); 0 sends one task at a time.
+    "DJQUEUE_POOL_BATCH_WINDOW": 0.005,
     # djqueue's own: seconds a beat's leadership lasts unless renewed (the failover time).
     "DJQUEUE_BEAT_LEASE_SECONDS": 20.0,
 }

@@ -56,8 +56,9 @@ class Outcome:
     """What came of running a :class:`Job`.
 
     ``action`` tells the worker what to do with the message: ``ack`` (delete it), ``reject`` (set
-    it aside: it can never run here), ``requeue`` (give it back for another attempt) or ``retry``
-    (give it back for ``retry_at``, with ``retry_body`` if the arguments changed).
+    it aside: it can never run here), ``requeue`` (give it back for another attempt), ``release``
+    (give it back: it never began) or ``retry`` (give it back for ``retry_at``, with
+    ``retry_body`` if the arguments changed).
     """
 
     job: Job
@@ -232,6 +233,9 @@ def log_outcome(outcome: Outcome) -> None:
         logger.info("Task %s[%s] retry: Retry at %s: %s", name, task_id,
                     outcome.retry_at.isoformat() if outcome.retry_at else "?",
                     outcome.result_repr)
+    elif outcome.action == "release":
+        logger.warning("Task %s[%s] returned to the queue: its pool process stopped before it "
+                       "began.", name, task_id)
     elif outcome.action == "requeue":
         logger.warning("Task %s[%s] was cut short (%s); acks_late: returned to the queue.",
                        name, task_id, outcome.result_repr)
@@ -270,6 +274,12 @@ def lost(job: Job, reason: str, serializer: str) -> Outcome:
     if job.acks_late:
         return unrun(job, WorkerLostError(reason), serializer, action="requeue", store=False)
     return unrun(job, WorkerLostError(reason), serializer, action="reject")
+
+
+def released(job: Job, serializer: str) -> Outcome:
+    """The outcome of a job queued in a pool process that stopped before the job began: its
+    message goes back to the queue, whatever its ``acks_late``."""
+    return unrun(job, WorkerLostError("not begun"), serializer, action="release", store=False)
 
 
 def timed_out(job: Job, serializer: str) -> Outcome:

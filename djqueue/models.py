@@ -91,13 +91,12 @@ class Message(models.Model):
 class TaskResult(models.Model):
     """The state and outcome of one task (``CELERY_RESULT_BACKEND = "database"``)."""
 
-    task_id = models.CharField("task id", max_length=255, unique=True)
-    task_name = models.CharField("task name", max_length=255, blank=True, default="", db_index=True)
+    task_id = models.CharField("task id", max_length=255)
+    task_name = models.CharField("task name", max_length=255, blank=True, default="")
     state = models.CharField(
         max_length=50,
         default=states.PENDING,
         choices=[(s, s) for s in sorted(states.ALL_STATES)],
-        db_index=True,
     )
     content_type = models.CharField("content type", max_length=64, default="application/json")
     result = models.TextField(
@@ -115,6 +114,14 @@ class TaskResult(models.Model):
     class Meta:
         db_table = "djqueue_taskresult"
         verbose_name = "task result"
+        # A constraint and plain indexes rather than unique=True/db_index=True: on PostgreSQL
+        # those add a second, LIKE-only index per column, which every stored result pays for
+        # and no query uses (the admin searches task ids by exact match).
+        constraints = [models.UniqueConstraint(fields=["task_id"], name="djqueue_result_task_id")]
+        indexes = [
+            models.Index(fields=["task_name"], name="djqueue_result_task_name"),
+            models.Index(fields=["state"], name="djqueue_result_state"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.task_name}[{self.task_id}] {self.state}"

@@ -17,17 +17,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from django.db import InterfaceError, OperationalError, connections, transaction
+from django.db import InterfaceError, OperationalError, connections
 from django.utils import timezone
 
-from . import broker, heartbeat, routing, states
+from . import broker, heartbeat, rounds, routing, states
 from .application import App
 from .backends import ResultRecord
 from .exceptions import ImproperlyConfigured, NotRegistered, TaskRevokedError
 from .execution import Job, Outcome, log_outcome, unrun
 from .expiry import PeriodicCleanup
 from .notify import Listener
-from .pool import POOLS, Pool
+from .pools import POOLS, Plan, Pool
 from .ratelimit import Throttle
 from .worker_control import ControlPanel
 
@@ -36,6 +36,8 @@ logger = logging.getLogger("djqueue.worker")
 T = TypeVar("T")
 
 DB_RETRY_MAX_PAUSE = 10.0
+#: The most messages one claim takes (a batching pool may ask for more than the prefetch limit).
+MAX_CLAIM = 500
 REVOCATION_CHECK_INTERVAL = 1.0
 
 
@@ -94,6 +96,7 @@ class Worker:
             self.result_serializer,
             max_tasks_per_child=max_tasks_per_child or conf.CELERYD_MAX_TASKS_PER_CHILD,
             fork_lock=self.fork_lock,
+            batch_window=float(conf.DJQUEUE_POOL_BATCH_WINDOW),
         )
         self.backend = app.backend
         self.throttle = Throttle(app)
@@ -104,6 +107,7 @@ class Worker:
         self.finished = False
         self._announced_stop: str | None = None
         self._reserved: collections.deque[broker.Claimed] = collections.deque()
+        self._pending: list[Outcome] = []  # outcomes the next round settles
         self._next_poll = 0.0
         self._claim_now = True
         self._next_revocation_check = 0.0
@@ -143,6 +147,8 @@ class Worker:
         finally:
             if self._reserved:  # only after an unexpected error: never keep claimed messages
                 self._give_back_reserved()
+            if self._pending:
+                self.finish(self._pending, log=False)
             self.pool.stop()
             self._heartbeat.stop()
             self._with_db_retry(self._mark_stopped)
@@ -179,16 +185,15 @@ class Worker:
     # One iteration.
 
     def loop(self) -> None:
-        """Claim if there is room and it is time, dispatch, wait for outcomes, store them."""
+        """One iteration: a round (settle what finished, start what the pool can take, claim
+        more), then wait for outcomes, a wake-up or the next poll."""
         if self.stop_requested:
             self._shutdown_step()
             if self.finished:
                 return
-        elif self._claim_due():
-            self._claim()
         self._control.poll()  # remote-control commands, twice a second
         self._check_revocations()
-        self._dispatch()
+        self._round()
         extra = [self._wake_r, *self.listener.waitables()]
         outcomes = self.pool.wait(self.listener.limit(self._wait_timeout()), extra=extra)
         self._drain_wakeups()
@@ -197,25 +202,31 @@ class Worker:
         if self.listener.control_heard():
             self._control.poll(now=True)
         if outcomes:
-            self.finish(outcomes)
+            for outcome in outcomes:
+                log_outcome(outcome)
+            self._pending.extend(outcomes)
             self._claim_now = True
         if not self.stop_requested:
             self.cleanup.tick()
 
-    def _capacity(self) -> int:
-        return self.prefetch_limit - len(self._reserved) - len(self.pool.running())
-
-    def _claim_due(self) -> bool:
-        capacity = self._capacity()
-        if capacity <= 0 or (self._reserved and capacity < self.prefetch_limit // 2):
-            return False  # enough is buffered: refill in batches, not one claim per task
-        return self._claim_now or time.monotonic() >= self._next_poll
+    def _claim_limit(self, planned: int = 0) -> int:
+        """How many messages to claim now (0: none), whatever the time: up to the prefetch limit
+        plus what a batching pool can take, refilled in batches rather than one claim per task."""
+        if self.stop_requested or not self.queues:
+            return 0
+        room = (self.prefetch_limit + self.pool.spare() - len(self._reserved)
+                - len(self.pool.running()) - planned)
+        if room <= 0 or (self._reserved and room < self.prefetch_limit // 2):
+            return 0
+        return min(room, MAX_CLAIM)
 
     def _wait_timeout(self) -> float:
+        if self._pending:
+            return 0.0
         if self.stop_requested:
             return 0.1
         timeout = self.poll_interval
-        if self._capacity() > 0:
+        if self._claim_limit() > 0:
             timeout = 0.0 if self._claim_now else max(0.0, self._next_poll - time.monotonic())
         if self._reserved or self.pool.running():
             timeout = min(timeout, REVOCATION_CHECK_INTERVAL)
@@ -228,15 +239,86 @@ class Worker:
         except BlockingIOError:
             pass
 
-    # Claiming and dispatching.
+    # Rounds: settling, starting and claiming in one trip to the database.
 
-    def _claim(self) -> None:
-        limit = self._capacity()
-        was_holding = bool(self._reserved or self.pool.running())
-        claimed = self._with_db_retry(
-            lambda: broker.claim(self.using, self.queues, limit, self.hostname, self.node_id,
-                                 self.heartbeat_timeout)
-        )
+    def _round(self) -> None:
+        """Settle pending outcomes, start what the pool takes, claim: one round trip. When the
+        claim brought messages the pool can take at once, a second round starts them."""
+        for _ in range(2):
+            outcomes, self._pending = self._pending, []
+            writes = self._settlement(outcomes)
+            plan = None if self.stop_requested else self._plan(writes)
+            limit = self._claim_limit(len(plan.jobs) if plan else 0)
+            due = limit and (self._claim_now or time.monotonic() >= self._next_poll)
+            claim = rounds.ClaimRequest(self.queues, limit, self.hostname,
+                                        self.heartbeat_timeout) if due else None
+            if not writes and claim is None:
+                return
+            was_holding = bool(self._reserved or self.pool.running())
+            claimed = self._with_db_retry(
+                lambda: rounds.run(self.using, self.backend, self.node_id, writes, claim))
+            self.processed += sum(1 for o in outcomes if o.action not in ("requeue", "release"))
+            if plan is not None and plan.jobs:
+                self.pool.submit(plan)
+            if claim is None:
+                return
+            self._took(claimed, claim.limit, was_holding)
+            if not self._pending and not (self._reserved
+                                          and self.pool.plan().fits(self._reserved[0].task_name)):
+                return
+
+    def _settlement(self, outcomes: Sequence[Outcome]) -> rounds.Round:
+        """The writes that settle ``outcomes``: results to store, messages to ack or give back."""
+        writes = rounds.Round()
+        now = timezone.now()
+        for o in outcomes:
+            if o.store and self.backend.enabled:
+                writes.records.append(ResultRecord(
+                    o.job.task_id, o.state, o.job.task_name, o.content_type, o.result,
+                    o.traceback, o.args_repr, o.kwargs_repr, self.hostname, o.runtime,
+                    None if o.state == states.RETRY else now, o.job.queue,
+                ))
+            message_id = o.job.message_id
+            if o.action == "ack":
+                writes.acks.append(message_id)
+            elif o.action in ("requeue", "release"):
+                writes.releases.append(message_id)
+            elif o.action == "reject":
+                writes.rejects.append((message_id, o.result_repr))
+            else:
+                assert o.action == "retry" and o.retry_at is not None
+                writes.retries.append((message_id, o.retry_at, o.retry_body))
+        return writes
+
+    def _plan(self, writes: rounds.Round) -> Plan:
+        """Take reserved messages the pool has room for; rate-limited ones wait in the table."""
+        plan = self.pool.plan()
+        over_limit: dict[str, tuple[float, list[int]]] = {}
+        while self._reserved and plan.fits(self._reserved[0].task_name):
+            message = self._reserved.popleft()
+            wait = self.throttle.wait_time(message.task_name)
+            if wait:
+                logger.debug("%s[%s] is over its rate limit; waits %.3fs",
+                             message.task_name, message.task_id, wait)
+                over_limit.setdefault(message.task_name, (wait, []))[1].append(message.id)
+            else:
+                plan.take(self.job_for(message))
+        for wait, ids in over_limit.values():
+            writes.defers.append((wait, ids))
+            self._next_poll = min(self._next_poll, time.monotonic() + wait)
+        for job in plan.jobs:
+            writes.starts.append(job.message_id)
+            if job.acks_late:
+                writes.acks_late.append(job.message_id)
+            if self.backend.enabled and self.app.tasks[job.task_name].resolved(
+                    "track_started", "CELERY_TRACK_STARTED"):
+                writes.records.append(ResultRecord(job.task_id, states.STARTED, job.task_name,
+                                                   worker=self.hostname, queue=job.queue))
+        return plan
+
+    def _took(self, claimed: list[broker.Claimed], limit: int, was_holding: bool) -> None:
+        """Keep what a claim took; what must not run (revoked, expired, unknown) is settled in
+        the next round without running."""
         self._claim_now = len(claimed) == limit
         self._next_poll = time.monotonic() + self.poll_interval
         if not was_holding:
@@ -246,17 +328,16 @@ class Worker:
             due = self._with_db_retry(lambda: broker.next_due(self.using, self.queues))
             if due is not None:
                 self._next_poll = min(self._next_poll, time.monotonic() + due)
-        refused: list[Outcome] = []
         registry = self.app.tasks
         for message in claimed:
             if message.revoked:
                 logger.info("Discarding revoked task: %s[%s]", message.task_name, message.task_id)
-                refused.append(unrun(self.job_for(message), TaskRevokedError("revoked"),
-                                     self.result_serializer, state=states.REVOKED))
+                self._pending.append(unrun(self.job_for(message), TaskRevokedError("revoked"),
+                                           self.result_serializer, state=states.REVOKED))
             elif message.expired:
                 logger.info("Discarding expired task: %s[%s]", message.task_name, message.task_id)
-                refused.append(unrun(self.job_for(message), TaskRevokedError("expired"),
-                                     self.result_serializer, state=states.REVOKED))
+                self._pending.append(unrun(self.job_for(message), TaskRevokedError("expired"),
+                                           self.result_serializer, state=states.REVOKED))
             elif message.task_name not in registry:
                 logger.error(
                     "Received unregistered task of type %r.\nThe message has been set aside "
@@ -264,13 +345,11 @@ class Worker:
                     "(CELERY_IMPORTS, or a tasks.py in an installed app)?\nid: %s",
                     message.task_name, message.task_id,
                 )
-                refused.append(unrun(self.job_for(message), NotRegistered(message.task_name),
-                                     self.result_serializer, action="reject"))
+                self._pending.append(unrun(self.job_for(message), NotRegistered(message.task_name),
+                                           self.result_serializer, action="reject"))
             else:
                 logger.info("Received task: %s[%s]", message.task_name, message.task_id)
                 self._reserved.append(message)
-        if refused:
-            self.finish(refused, log=False)
 
     def job_for(self, message: broker.Claimed) -> Job:
         task = self.app.tasks.get(message.task_name)
@@ -290,37 +369,6 @@ class Worker:
                                   self.soft_time_limit),
         )
 
-    def _dispatch(self) -> None:
-        if self.stop_requested:
-            return
-        admitted, over_limit = self.throttle.admit(self._reserved, self.pool.free_slots())
-        for wait, ids in over_limit:
-            self._defer(ids, wait)
-        if not admitted:
-            return
-        jobs = [self.job_for(message) for message in admitted]
-        started = [
-            ResultRecord(job.task_id, states.STARTED, job.task_name, worker=self.hostname,
-                         queue=job.queue)
-            for job in jobs
-            if self.app.tasks[job.task_name].resolved("track_started", "CELERY_TRACK_STARTED")
-        ]
-
-        def mark_started() -> None:
-            broker.start(self.using, [job.message_id for job in jobs],
-                         [job.message_id for job in jobs if job.acks_late], self.node_id)
-            if started and self.backend.enabled:
-                self.backend.store(started)
-
-        self._with_db_retry(mark_started)
-        for job in jobs:
-            self.pool.submit(job)
-
-    def _defer(self, ids: list[int], wait: float) -> None:
-        """Rate-limited messages wait in the table, not here; claim again when they are due."""
-        self._with_db_retry(lambda: broker.defer(self.using, ids, wait, self.node_id))
-        self._next_poll = min(self._next_poll, time.monotonic() + wait)
-
     def _check_revocations(self) -> None:
         """About once a second, obey revocations of what this worker holds."""
         now = time.monotonic()
@@ -337,54 +385,23 @@ class Worker:
             self._reserved = collections.deque(m for m in self._reserved if m.task_id not in revoked)
             for message in dropped:
                 logger.info("Discarding revoked task: %s[%s]", message.task_name, message.task_id)
-            self.finish([unrun(self.job_for(m), TaskRevokedError("revoked"),
-                               self.result_serializer, state=states.REVOKED) for m in dropped],
-                        log=False)
+            self._pending.extend(unrun(self.job_for(m), TaskRevokedError("revoked"),
+                                       self.result_serializer, state=states.REVOKED)
+                                 for m in dropped)
         for task_id, (terminate, signame) in revoked.items():
             if terminate and task_id in running:
                 logger.info("Terminating %s[%s] (%s)", running[task_id].task_name, task_id, signame)
                 self.pool.terminate_job(running[task_id].message_id, signame)
 
-    # Outcomes.
-
     def finish(self, outcomes: Sequence[Outcome], log: bool = True) -> None:
-        """Store results and acknowledge, all in one transaction."""
+        """Settle ``outcomes`` now, in one round of their own (results stored, messages
+        acknowledged or given back, atomically)."""
         if log:
             for outcome in outcomes:
                 log_outcome(outcome)
-        now = timezone.now()
-        records = [
-            ResultRecord(
-                o.job.task_id, o.state, o.job.task_name, o.content_type, o.result, o.traceback,
-                o.args_repr, o.kwargs_repr, self.hostname, o.runtime,
-                None if o.state == states.RETRY else now, o.job.queue,
-            )
-            for o in outcomes
-            if o.store
-        ]
-        by_action: dict[str, list[Outcome]] = collections.defaultdict(list)
-        for outcome in outcomes:
-            by_action[outcome.action].append(outcome)
-
-        def write() -> None:
-            with transaction.atomic(using=self.using):
-                if records and self.backend.enabled:
-                    self.backend.store(records)
-                mine = self.node_id
-                ids = {action: [o.job.message_id for o in group]
-                       for action, group in by_action.items()}
-                broker.ack(self.using, ids.get("ack", []), mine)
-                broker.requeue(self.using, ids.get("requeue", []), mine)
-                for outcome in by_action["reject"]:
-                    broker.reject(self.using, [outcome.job.message_id], outcome.result_repr,
-                                  mine)
-                for outcome in by_action["retry"]:
-                    assert outcome.retry_at is not None
-                    broker.retry(self.using, outcome.job.message_id, outcome.retry_at,
-                                 outcome.retry_body, mine)
-
-        self._with_db_retry(write)
-        self.processed += sum(1 for o in outcomes if o.action != "requeue")
+        writes = self._settlement(outcomes)
+        self._with_db_retry(lambda: rounds.run(self.using, self.backend, self.node_id, writes))
+        self.processed += sum(1 for o in outcomes if o.action not in ("requeue", "release"))
 
     # Shutdown.
 
@@ -396,6 +413,9 @@ class Worker:
             self._give_back_reserved()
         if self.stop_requested == "cold" and self.pool.running():
             self.finish(self.pool.terminate())
+        if self._pending:
+            self.finish(self._pending, log=False)
+            self._pending = []
         if not self.pool.running():
             self.finished = True
 

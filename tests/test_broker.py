@@ -95,13 +95,20 @@ def statements(captured: CaptureQueriesContext) -> list[str]:
 
 
 def test_query_counts_are_pinned(worker: Worker) -> None:
+    postgres = connection.vendor == "postgresql"
     with CaptureQueriesContext(connection) as enqueue:
         add.delay(1, 1)
     assert len(statements(enqueue)) == 1, statements(enqueue)
-    # The solo pool, one task: claim, mark started, store the result, acknowledge.
-    with CaptureQueriesContext(connection) as solo:
+    # The solo pool, one task. First loop: a claim; a round that marks it started and claims
+    # again (one statement on PostgreSQL); the task runs; the empty claim asks when the next
+    # delayed message is due. Second loop: one round stores the result, acknowledges and claims.
+    with CaptureQueriesContext(connection) as first:
         worker.loop()
-    assert len(statements(solo)) == 4, statements(solo)
+    with CaptureQueriesContext(connection) as second:
+        worker.loop()
+    assert len(statements(first)) == (3 if postgres else 4), statements(first)
+    assert len(statements(second)) == (2 if postgres else 4), statements(second)
+    assert TaskResult.objects.get().state == states.SUCCESS and not Message.objects.exists()
 
     # A batch costs the same statements whatever its size.
     for i in range(50):
@@ -115,7 +122,8 @@ def test_query_counts_are_pinned(worker: Worker) -> None:
     with CaptureQueriesContext(connection) as finish:
         worker.finish(outcomes)
     counts = [len(statements(c)) for c in (claim, start, finish)]
-    assert (len(claimed), *counts) == (50, 1, 1, 2), statements(finish)
+    # Storing 50 results and acknowledging 50 messages: one statement on PostgreSQL, two on SQLite.
+    assert (len(claimed), *counts) == (50, 1, 1, 1 if postgres else 2), statements(finish)
     assert TaskResult.objects.filter(state=states.SUCCESS).count() == 51
     assert not Message.objects.exists()
 

@@ -3,32 +3,70 @@
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Sequence
 
+from django.db import connections
 from django.utils import timezone
 
 from ..models import TaskResult
 from .base import ResultBackend, ResultRecord
 
 ID_SLICE = 900
+TABLE = TaskResult._meta.db_table
 _UPDATED = [
     "state", "task_name", "content_type", "result", "traceback", "args", "kwargs",
     "worker", "runtime", "date_done", "queue",
 ]
+_COLUMNS = ["task_id", *_UPDATED]
+#: PostgreSQL types of the columns, to read them out of the JSON document.
+_PG_TYPES = {"runtime": "float8", "date_done": "timestamptz"}
 
 
 class DatabaseBackend(ResultBackend):
     def store(self, records: Sequence[ResultRecord]) -> None:
         if not records:
             return
-        # The last record for an id wins (STARTED then SUCCESS in one batch).
+        sql, params = self.upsert(records)
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(sql, params)
+
+    def upsert(self, records: Sequence[ResultRecord]) -> tuple[str, list[object]]:
+        """One ``INSERT … ON CONFLICT`` for any number of records, as ``(sql, params)``.
+
+        The rows travel as one JSON document (as messages do when published), so a batch costs
+        one statement and no model instances; the worker embeds this statement in its round
+        (:mod:`djqueue.rounds`). The last record for an id wins (STARTED then SUCCESS in one batch).
+        """
         latest = {record.task_id: record for record in records}
-        TaskResult.objects.using(self.using).bulk_create(
-            [TaskResult(**{f: getattr(r, f) for f in ["task_id", *_UPDATED]}) for r in latest.values()],
-            update_conflicts=True,
-            unique_fields=["task_id"],
-            update_fields=_UPDATED,
+        connection = connections[self.using]
+        postgres = connection.vendor == "postgresql"
+        as_text = (datetime.datetime.isoformat if postgres
+                   else connection.ops.adapt_datetimefield_value)
+        rows = []
+        for record in latest.values():
+            row = {column: getattr(record, column) for column in _COLUMNS}
+            if row["date_done"] is not None:
+                row["date_done"] = as_text(row["date_done"])
+            rows.append(row)
+        document = json.dumps(rows, separators=(",", ":"))
+        columns = ", ".join(_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _UPDATED)
+        if postgres:
+            shape = ", ".join(f"{c} {_PG_TYPES.get(c, 'text')}" for c in _COLUMNS)
+            sql = (
+                f"INSERT INTO {TABLE} ({columns}, date_created) SELECT {columns}, now() "
+                f"FROM json_to_recordset(%s::json) AS r({shape}) "
+                f"ON CONFLICT (task_id) DO UPDATE SET {updates}"
+            )
+            return sql, [document]
+        picks = ", ".join(f"json_extract(value, '$.{c}')" for c in _COLUMNS)
+        # "WHERE true" keeps SQLite from reading ON CONFLICT as part of the SELECT's join.
+        sql = (
+            f"INSERT INTO {TABLE} ({columns}, date_created) SELECT {picks}, %s "
+            f"FROM json_each(%s) WHERE true ON CONFLICT (task_id) DO UPDATE SET {updates}"
         )
+        return sql, [as_text(timezone.now()), document]
 
     def get(self, task_id: str) -> ResultRecord | None:
         row = (

@@ -1,0 +1,131 @@
+"""A worker's round: everything it has to tell the database between two waits, sent at once.
+
+Each round stores the results of the tasks that finished and acknowledges their messages, settles
+the other outcomes (retries, rejects, messages given back), marks started what is about to be
+handed to the pool, and claims more. The worker's cost per task is then a share of one round trip
+rather than several round trips of its own.
+
+On PostgreSQL the common round (results in the database backend, acknowledgements, starts and a
+claim) is a single statement: the writes are data-modifying ``WITH`` queries and the claim is the
+main query, so the round is one implicit transaction with one commit. Any other round is one
+transaction of a few statements; on SQLite statements cost no network round trip, only the commit
+counts.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from django.db import connections, transaction
+
+from . import broker
+from .backends import ResultBackend, ResultRecord
+from .backends.database import DatabaseBackend
+
+
+@dataclass(slots=True)
+class ClaimRequest:
+    """What to claim in a round: up to ``limit`` messages from ``queues``."""
+
+    queues: Sequence[str]
+    limit: int
+    worker: str
+    lease_seconds: float
+
+
+@dataclass(slots=True)
+class Round:
+    """The writes of one round. Message ids are those the worker holds (its ``owner`` id)."""
+
+    records: list[ResultRecord] = field(default_factory=list)
+    acks: list[int] = field(default_factory=list)
+    #: Held messages to give back to the queue (acks_late tasks cut short, reserved messages at
+    #: shutdown, jobs a dead pool process never began).
+    releases: list[int] = field(default_factory=list)
+    rejects: list[tuple[int, str]] = field(default_factory=list)
+    retries: list[tuple[int, datetime.datetime, str | None]] = field(default_factory=list)
+    #: Rate-limited messages: ``(seconds to wait, ids)``.
+    defers: list[tuple[float, list[int]]] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    acks_late: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.acks or self.releases or self.rejects or self.retries
+                    or self.defers or self.starts)
+
+
+def run(
+    using: str,
+    backend: ResultBackend,
+    owner: int | None,
+    writes: Round,
+    claim: ClaimRequest | None = None,
+) -> list[broker.Claimed]:
+    """Carry out one round atomically; returns what the claim took."""
+    if claim is not None and (claim.limit <= 0 or not claim.queues):
+        claim = None
+    if _one_statement(using, backend, writes):
+        return _run_as_one_statement(using, backend, owner, writes, claim)
+    return broker.retry_if_locked(using, lambda: _run_in_transaction(
+        using, backend, owner, writes, claim))
+
+
+def _one_statement(using: str, backend: ResultBackend, writes: Round) -> bool:
+    if connections[using].vendor != "postgresql":
+        return False
+    if writes.releases or writes.rejects or writes.retries or writes.defers:
+        return False  # the rare outcomes: a transaction of a few statements
+    return not writes.records or not backend.enabled or (
+        isinstance(backend, DatabaseBackend) and backend.using == using
+    )
+
+
+def _run_as_one_statement(
+    using: str, backend: ResultBackend, owner: int | None, writes: Round,
+    claim: ClaimRequest | None,
+) -> list[broker.Claimed]:
+    parts: list[tuple[str, list[object]]] = []
+    if writes.records and backend.enabled:
+        assert isinstance(backend, DatabaseBackend)
+        parts.append(backend.upsert(writes.records))
+    if writes.acks:
+        parts.append(broker.ack_statement(writes.acks, owner))
+    if writes.starts:
+        parts.append(broker.start_statement(using, writes.starts, writes.acks_late, owner))
+    if claim is not None:
+        main = broker.claim_statement(using, claim.queues, claim.limit, claim.worker, owner,
+                                      claim.lease_seconds)
+    elif parts:
+        main = parts.pop()
+    else:
+        return []
+    sql = "".join(f"{'WITH' if i == 0 else ','} w{i} AS ({part}) "
+                  for i, (part, _) in enumerate(parts)) + main[0]
+    params = [p for _, part_params in parts for p in part_params] + main[1]
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, params)
+        return broker.claimed_from_rows(cursor.fetchall()) if claim is not None else []
+
+
+def _run_in_transaction(
+    using: str, backend: ResultBackend, owner: int | None, writes: Round,
+    claim: ClaimRequest | None,
+) -> list[broker.Claimed]:
+    with transaction.atomic(using=using):
+        if writes.records and backend.enabled:
+            backend.store(writes.records)
+        broker.ack(using, writes.acks, owner)
+        broker.requeue(using, writes.releases, owner)
+        for message_id, error in writes.rejects:
+            broker.reject(using, [message_id], error, owner)
+        for message_id, when, body in writes.retries:
+            broker.retry(using, message_id, when, body, owner)
+        for seconds, ids in writes.defers:
+            broker.defer(using, ids, seconds, owner)
+        broker.start(using, writes.starts, writes.acks_late, owner)
+        if claim is None:
+            return []
+        return broker.claim(using, claim.queues, claim.limit, claim.worker, owner,
+                            claim.lease_seconds)
