@@ -9,7 +9,6 @@ the worker hands it back to the database with a later ``available_at`` (see
 
 from __future__ import annotations
 
-import collections
 import logging
 import re
 import time
@@ -20,7 +19,6 @@ from .exceptions import ImproperlyConfigured, InvalidRateLimit
 
 if TYPE_CHECKING:
     from .application import App
-    from .broker import Claimed
     from .task_class import Task
 
 logger = logging.getLogger("djqueue.ratelimit")
@@ -103,6 +101,9 @@ def task_rate(task: Task) -> object:
     return task.resolved("rate_limit", "CELERY_DEFAULT_RATE_LIMIT")
 
 
+_UNKNOWN = object()
+
+
 class Throttle:
     """What a worker asks before starting a message: may its task start now?"""
 
@@ -120,39 +121,27 @@ class Throttle:
             except ImproperlyConfigured as exc:
                 raise ImproperlyConfigured(f"Task {name!r}: {exc}") from None
 
-    def admit(
-        self, reserved: collections.deque[Claimed], free: int
-    ) -> tuple[list[Claimed], list[tuple[float, list[int]]]]:
-        """Take messages from the front of ``reserved`` until ``free`` may start now.
+    def rate(self, task_name: str) -> object:
+        """The limit in force for ``task_name`` now (None: none, or rate limits are disabled).
 
-        Returns those, and the message ids over their task's limit (taken out too) as
-        ``(seconds to wait, ids)`` per task name, for the worker to put back in the table.
+        The worker reads it once per round for each task name and passes it to
+        :meth:`wait_time`, so a batch of messages costs one settings lookup, not one each.
         """
-        admitted: list[Claimed] = []
-        over_limit: dict[str, tuple[float, list[int]]] = {}
-        while reserved and len(admitted) < free:
-            message = reserved.popleft()
-            wait = self.wait_time(message.task_name)
-            if wait:
-                over_limit.setdefault(message.task_name, (wait, []))[1].append(message.id)
-                logger.debug("%s[%s] is over its rate limit; waits %.3fs",
-                             message.task_name, message.task_id, wait)
-            else:
-                admitted.append(message)
-        return admitted, list(over_limit.values())
+        if self.app.conf.CELERY_DISABLE_RATE_LIMITS:
+            return None
+        task = self.app.tasks.get(task_name)
+        return None if task is None else task_rate(task)
 
-    def wait_time(self, task_name: str) -> float:
+    def wait_time(self, task_name: str, rate: object = _UNKNOWN) -> float:
         """0.0 when a message of ``task_name`` may start now, else the seconds until it may.
 
         A limit that became unparsable while the worker runs is logged once and not enforced:
         the system checks report it, and the worker keeps running its tasks.
         """
-        if self.app.conf.CELERY_DISABLE_RATE_LIMITS:
+        if rate is _UNKNOWN:
+            rate = self.rate(task_name)
+        if rate is None:
             return 0.0
-        task = self.app.tasks.get(task_name)
-        if task is None:
-            return 0.0
-        rate = task_rate(task)
         try:
             return self.limiter.wait_time(task_name, rate)
         except ImproperlyConfigured as exc:

@@ -27,12 +27,14 @@ from .backends.database import DatabaseBackend
 
 @dataclass(slots=True)
 class ClaimRequest:
-    """What to claim in a round: up to ``limit`` messages from ``queues``."""
+    """What to claim in a round: up to ``limit`` messages from ``queues``, some of them marked
+    started at once (``start``)."""
 
     queues: Sequence[str]
     limit: int
     worker: str
     lease_seconds: float
+    start: broker.StartNow | None = None
 
 
 @dataclass(slots=True)
@@ -96,7 +98,7 @@ def _run_as_one_statement(
         parts.append(broker.start_statement(using, writes.starts, writes.acks_late, owner))
     if claim is not None:
         main = broker.claim_statement(using, claim.queues, claim.limit, claim.worker, owner,
-                                      claim.lease_seconds)
+                                      claim.lease_seconds, claim.start)
     elif parts:
         main = parts.pop()
     else:
@@ -128,4 +130,4 @@ def _run_in_transaction(
         if claim is None:
             return []
         return broker.claim(using, claim.queues, claim.limit, claim.worker, owner,
-                            claim.lease_seconds)
+                            claim.lease_seconds, claim.start)

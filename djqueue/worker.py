@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.db import InterfaceError, OperationalError, connections
@@ -39,6 +40,15 @@ DB_RETRY_MAX_PAUSE = 10.0
 #: The most messages one claim takes (a batching pool may ask for more than the prefetch limit).
 MAX_CLAIM = 500
 REVOCATION_CHECK_INTERVAL = 1.0
+
+
+@dataclass(slots=True)
+class _TaskOptions:
+    acks_late: bool
+    track_started: bool
+    time_limit: float | None
+    soft_time_limit: float | None
+    rate: object
 
 
 def default_hostname(template: str | None = None) -> str:
@@ -108,6 +118,8 @@ class Worker:
         self._announced_stop: str | None = None
         self._reserved: collections.deque[broker.Claimed] = collections.deque()
         self._pending: list[Outcome] = []  # outcomes the next round settles
+        self._round_options: dict[str, _TaskOptions] | None = None  # during a round
+        self._seen: dict[str, None] = {}  # task names this worker has started
         self._next_poll = 0.0
         self._claim_now = True
         self._next_revocation_check = 0.0
@@ -244,28 +256,53 @@ class Worker:
     def _round(self) -> None:
         """Settle pending outcomes, start what the pool takes, claim: one round trip. When the
         claim brought messages the pool can take at once, a second round starts them."""
-        for _ in range(2):
-            outcomes, self._pending = self._pending, []
-            writes = self._settlement(outcomes)
-            plan = None if self.stop_requested else self._plan(writes)
-            limit = self._claim_limit(len(plan.jobs) if plan else 0)
-            due = limit and (self._claim_now or time.monotonic() >= self._next_poll)
-            claim = rounds.ClaimRequest(self.queues, limit, self.hostname,
-                                        self.heartbeat_timeout) if due else None
-            if not writes and claim is None:
-                return
-            was_holding = bool(self._reserved or self.pool.running())
-            claimed = self._with_db_retry(
-                lambda: rounds.run(self.using, self.backend, self.node_id, writes, claim))
-            self.processed += sum(1 for o in outcomes if o.action not in ("requeue", "release"))
-            if plan is not None and plan.jobs:
-                self.pool.submit(plan)
-            if claim is None:
-                return
-            self._took(claimed, claim.limit, was_holding)
-            if not self._pending and not (self._reserved
-                                          and self.pool.plan().fits(self._reserved[0].task_name)):
-                return
+        try:
+            for _ in range(2):
+                self._round_options = {}
+                if not self._one_round():
+                    return
+        finally:
+            self._round_options = None
+
+    def _one_round(self) -> bool:
+        """One round trip; True when it claimed messages that the pool can take at once (or
+        that must be settled without running), for another round to start them."""
+        outcomes, self._pending = self._pending, []
+        writes = self._settlement(outcomes)
+        plan = None if self.stop_requested else self._plan(writes)
+        limit = self._claim_limit(len(plan.jobs) if plan else 0)
+        due = limit and (self._claim_now or time.monotonic() >= self._next_poll)
+        claim = rounds.ClaimRequest(self.queues, limit, self.hostname, self.heartbeat_timeout,
+                                    self._start_now(plan)) if due else None
+        if not writes and claim is None:
+            return False
+        was_holding = bool(self._reserved or self.pool.running())
+        claimed = self._with_db_retry(
+            lambda: rounds.run(self.using, self.backend, self.node_id, writes, claim))
+        self.processed += sum(1 for o in outcomes if o.action not in ("requeue", "release"))
+        if plan is not None and plan.jobs:
+            self.pool.submit(plan)
+        if claim is None:
+            return False
+        self._took(claimed, claim.limit, was_holding)
+        return bool(self._pending or (
+            self._reserved and self.pool.plan().fits(self._reserved[0].task_name)))
+
+    def _start_now(self, plan: Plan | None) -> broker.StartNow | None:
+        """Which claimed messages the claim may mark started itself, since the pool will take
+        them at once: tasks this worker has run before (so their options are known), that have
+        no rate limit and don't record STARTED, up to the pool's room after ``plan``."""
+        if plan is None:
+            return None
+        idle, queued = plan.room()
+        if not (idle or queued):
+            return None
+        names = [name for name in self._seen if name in self.app.tasks
+                 and self._options(name).rate is None and not self._options(name).track_started]
+        known = set(names)
+        return broker.StartNow(
+            idle, names, queued, [n for n in self.pool.short_names() if n in known],
+            [name for name in names if self._options(name).acks_late])
 
     def _settlement(self, outcomes: Sequence[Outcome]) -> rounds.Round:
         """The writes that settle ``outcomes``: results to store, messages to ack or give back."""
@@ -296,7 +333,8 @@ class Worker:
         over_limit: dict[str, tuple[float, list[int]]] = {}
         while self._reserved and plan.fits(self._reserved[0].task_name):
             message = self._reserved.popleft()
-            wait = self.throttle.wait_time(message.task_name)
+            rate = self._options(message.task_name).rate
+            wait = self.throttle.wait_time(message.task_name, rate) if rate is not None else 0.0
             if wait:
                 logger.debug("%s[%s] is over its rate limit; waits %.3fs",
                              message.task_name, message.task_id, wait)
@@ -307,11 +345,11 @@ class Worker:
             writes.defers.append((wait, ids))
             self._next_poll = min(self._next_poll, time.monotonic() + wait)
         for job in plan.jobs:
+            self._seen[job.task_name] = None
             writes.starts.append(job.message_id)
             if job.acks_late:
                 writes.acks_late.append(job.message_id)
-            if self.backend.enabled and self.app.tasks[job.task_name].resolved(
-                    "track_started", "CELERY_TRACK_STARTED"):
+            if self.backend.enabled and self._options(job.task_name).track_started:
                 writes.records.append(ResultRecord(job.task_id, states.STARTED, job.task_name,
                                                    worker=self.hostname, queue=job.queue))
         return plan
@@ -329,6 +367,7 @@ class Worker:
             if due is not None:
                 self._next_poll = min(self._next_poll, time.monotonic() + due)
         registry = self.app.tasks
+        started = self.pool.plan()
         for message in claimed:
             if message.revoked:
                 logger.info("Discarding revoked task: %s[%s]", message.task_name, message.task_id)
@@ -349,24 +388,45 @@ class Worker:
                                            self.result_serializer, action="reject"))
             else:
                 logger.info("Received task: %s[%s]", message.task_name, message.task_id)
-                self._reserved.append(message)
+                if message.started:
+                    started.force(self.job_for(message))
+                else:
+                    self._reserved.append(message)
+        if started.jobs:
+            self.pool.submit(started)
+
+    def _options(self, task_name: str) -> _TaskOptions:
+        """The options of a registered task, read once per round (settings lookups and
+        annotations cost more than the rest of a short task's bookkeeping)."""
+        cache = self._round_options if self._round_options is not None else {}
+        options = cache.get(task_name)
+        if options is None:
+            task = self.app.tasks.get(task_name)
+
+            def own(option: str, worker_value: float | None) -> float | None:
+                value = getattr(task, option, None) if task else None
+                return value if value is not None else worker_value
+
+            options = cache[task_name] = _TaskOptions(
+                acks_late=bool(task.resolved("acks_late", "CELERY_ACKS_LATE")) if task else False,
+                track_started=bool(task and task.resolved("track_started",
+                                                          "CELERY_TRACK_STARTED")),
+                time_limit=own("time_limit", self.time_limit),
+                soft_time_limit=own("soft_time_limit", self.soft_time_limit),
+                rate=self.throttle.rate(task_name),
+            )
+        return options
 
     def job_for(self, message: broker.Claimed) -> Job:
-        task = self.app.tasks.get(message.task_name)
-        acks_late = bool(task.resolved("acks_late", "CELERY_ACKS_LATE")) if task else False
-
-        def limit(call: float | None, option: str, worker_value: float | None) -> float | None:
-            if call is not None:
-                return call
-            own = getattr(task, option, None) if task else None
-            return own if own is not None else worker_value
-
+        options = self._options(message.task_name)
         return Job(
             message.id, message.task_id, message.task_name, message.queue, message.priority,
-            message.content_type, message.body, message.retries, self.hostname, acks_late,
-            time_limit=limit(message.time_limit, "time_limit", self.time_limit),
-            soft_time_limit=limit(message.soft_time_limit, "soft_time_limit",
-                                  self.soft_time_limit),
+            message.content_type, message.body, message.retries, self.hostname,
+            options.acks_late,
+            time_limit=(message.time_limit if message.time_limit is not None
+                        else options.time_limit),
+            soft_time_limit=(message.soft_time_limit if message.soft_time_limit is not None
+                             else options.soft_time_limit),
         )
 
     def _check_revocations(self) -> None:

@@ -42,6 +42,15 @@ class Plan:
     def take(self, job: Job) -> None:
         self.jobs.append(job)
 
+    def force(self, job: Job) -> None:
+        """Take a job already marked started (by the claim), room or not."""
+        self.jobs.append(job)
+
+    def room(self) -> tuple[int, int]:
+        """After the jobs taken so far: how many idle processes are left, and how many short
+        jobs could be queued behind running ones besides (what a claim may start at once)."""
+        return max(0, self.free - len(self.jobs)), 0
+
 
 class Pool:
     name = ""
@@ -70,6 +79,10 @@ class Pool:
     def plan(self) -> Plan:
         """A plan for this round: one job per free slot."""
         return Plan(self.free_slots())
+
+    def short_names(self) -> list[str]:
+        """Tasks known to be short enough to queue behind another job in one process."""
+        return []
 
     def spare(self) -> int:
         """How many jobs beyond one per process the pool expects to take soon (the worker claims

@@ -122,6 +122,24 @@ class _PreforkPlan(Plan):
     def _planned(self, child: _Child) -> int:
         return self.count[id(child)] - len(child.jobs)
 
+    def force(self, job: Job) -> None:
+        if not self.fits(job.task_name):
+            candidates = [c for c in self.children if self.pool._budget(c) > self._planned(c)]
+            child = min(candidates or self.children, key=lambda c: self.work[id(c)])
+            self._chosen = (child, self.pool.expected(job.task_name) or self.pool.batch_window)
+        self.take(job)
+
+    def room(self) -> tuple[int, int]:
+        candidates = [c for c in self.children if self.pool._budget(c) > self._planned(c)]
+        idle = sum(1 for c in candidates if self.count[id(c)] == 0)
+        typical = self.pool._typical
+        if not typical or self.pool.batch_window <= 0:
+            return idle, 0
+        fit = sum(max(0, min(MAX_CHILD_QUEUE - self.count[id(c)],
+                             int((self.pool.batch_window - self.work[id(c)]) / typical)))
+                  for c in candidates)
+        return idle, max(0, fit - idle)
+
     def take(self, job: Job) -> None:
         assert self._chosen is not None, "take() follows a fits() that said yes"
         child, expected = self._chosen
@@ -175,6 +193,12 @@ class PreforkPool(Pool):
         if self.batch_window <= 0:
             return None
         return self._expected.get(task_name)
+
+    def short_names(self) -> list[str]:
+        if self.batch_window <= 0:
+            return []
+        return [name for name, seconds in self._expected.items()
+                if seconds <= self.batch_window / 2]
 
     def _learn(self, outcome: Outcome) -> None:
         seconds = outcome.runtime + JOB_OVERHEAD
