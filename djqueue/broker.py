@@ -97,7 +97,11 @@ def retry_if_locked(using: str, operation: Callable[[], T], attempts: int = 50) 
     raise AssertionError("unreachable")
 
 
-def _ids(ids: Sequence[int]) -> tuple[str, list[int]]:
+def _ids(using: str, ids: Sequence[int]) -> tuple[str, list[object]]:
+    """``id`` is one of ``ids``: one array parameter on PostgreSQL, so the statement's text is
+    the same whatever the number (and can be prepared once)."""
+    if connections[using].vendor == "postgresql":
+        return "id = ANY(%s::bigint[])", [list(ids)]
     return "id IN (" + ", ".join(["%s"] * len(ids)) + ")", list(ids)
 
 
@@ -235,14 +239,14 @@ def start_statement(
     using: str, ids: Sequence[int], acks_late_ids: Sequence[int] = (), owner: int | None = None
 ) -> tuple[str, list[object]]:
     """Mark reserved messages as started (handed to the pool), recording their ``acks_late``."""
-    where, params = _ids(ids)
+    where, params = _ids(using, ids)
     late = set(acks_late_ids)
     if not late:
         flag, flag_params = "FALSE", []
     elif late >= set(ids):
         flag, flag_params = "TRUE", []
     else:
-        late_where, flag_params = _ids(sorted(late))
+        late_where, flag_params = _ids(using, sorted(late))
         flag = f"({late_where})"
     mine, mine_params = _owned(owner)
     return (
@@ -260,9 +264,11 @@ def start(
         _update(using, *start_statement(using, ids, acks_late_ids, owner))
 
 
-def ack_statement(ids: Sequence[int], owner: int | None = None) -> tuple[str, list[object]]:
+def ack_statement(
+    using: str, ids: Sequence[int], owner: int | None = None
+) -> tuple[str, list[object]]:
     """Acknowledge finished messages: they leave the table."""
-    where, params = _ids(ids)
+    where, params = _ids(using, ids)
     mine, mine_params = _owned(owner)
     return f"DELETE FROM {TABLE} WHERE {where}{mine}", [*params, *mine_params]
 
@@ -270,14 +276,14 @@ def ack_statement(ids: Sequence[int], owner: int | None = None) -> tuple[str, li
 def ack(using: str, ids: Sequence[int], owner: int | None = None) -> None:
     """Run :func:`ack_statement` alone."""
     if ids:
-        _update(using, *ack_statement(ids, owner))
+        _update(using, *ack_statement(using, ids, owner))
 
 
 def requeue(using: str, ids: Sequence[int], owner: int | None = None) -> int:
     """Hand held messages (reserved, or started with ``acks_late``) back to the queue."""
     if not ids:
         return 0
-    where, params = _ids(ids)
+    where, params = _ids(using, ids)
     mine, mine_params = _owned(owner)
     return _update(
         using,
@@ -294,7 +300,7 @@ def defer(using: str, ids: Sequence[int], seconds: float, owner: int | None = No
     """
     if not ids:
         return 0
-    where, params = _ids(ids)
+    where, params = _ids(using, ids)
     mine, mine_params = _owned(owner)
     until = timezone.now() + datetime.timedelta(seconds=seconds)
     return _update(
@@ -385,7 +391,7 @@ def reject(using: str, ids: Sequence[int], error: str, owner: int | None = None)
     They stay in the table, visible in the admin, and are never claimed again unless re-enqueued.
     """
     if ids:
-        where, params = _ids(ids)
+        where, params = _ids(using, ids)
         mine, mine_params = _owned(owner)
         _update(
             using,
@@ -409,7 +415,7 @@ def restore_rejected(using: str, ids: Sequence[int]) -> int:
     """Put messages that were set aside (state ``rejected``) back in their queue, to run now."""
     if not ids:
         return 0
-    where, params = _ids(ids)
+    where, params = _ids(using, ids)
     return _update(
         using,
         f"UPDATE {TABLE} SET state = 'ready', error = '', worker = '', owner = NULL, "

@@ -69,10 +69,15 @@ class Message(models.Model):
                 condition=Q(state="ready"),
                 name="djqueue_msg_ready",
             ),
-            models.Index(fields=["owner", "state"], name="djqueue_msg_owner"),
-            # The admin's overview (per-queue counts by state, oldest waiting, the queue list) and
-            # idle workers asking when the next delayed message is due (broker.next_due).
-            models.Index(fields=["queue", "state", "available_at"], name="djqueue_msg_queue_state"),
+            # Partial indexes over the states that only publishing and give-backs write: a
+            # claim moves a row out of them at no index cost. Waiting and scheduled messages (the
+            # admin's counts, the oldest waiting, and idle workers asking when the next delayed
+            # message is due: broker.next_due); messages set aside.
+            models.Index(fields=["queue", "available_at"], condition=Q(state="ready"),
+                         name="djqueue_msg_waiting"),
+            models.Index(fields=["queue"], condition=Q(state="rejected"), name="djqueue_msg_rejected"),
+            # Held messages (few: what workers have in hand): recovery by lease, heartbeats by
+            # owner, the admin's counts.
             models.Index(
                 fields=["lease_until"],
                 condition=Q(state__in=["reserved", "started"]),

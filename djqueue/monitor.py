@@ -1,8 +1,9 @@
 """Read-only figures for the admin's overview and the command line, cheap on big tables.
 
 Nothing here counts a whole table: counts stop at :data:`COUNT_CAP` (shown as "10000+"), the list of
-queues comes from a loose index scan (one index probe per distinct queue), and every query is
-answered by an index (``djqueue_msg_queue_state``: queue, state, available_at).
+queues comes from loose index scans (one index probe per distinct queue), and every query is
+answered by one of the message table's partial indexes (waiting, held, rejected: see
+:class:`~djqueue.models.Message`), which a claim does not have to update.
 """
 
 from __future__ import annotations
@@ -26,19 +27,23 @@ def capped_count(queryset: models.QuerySet) -> int:
     return queryset[: COUNT_CAP + 1].count()
 
 
-def distinct_values(model: type[models.Model], column: str, using: str = "default") -> list[str]:
+def distinct_values(
+    model: type[models.Model], column: str, using: str = "default", where: str = ""
+) -> list[str]:
     """Distinct non-empty values of an indexed ``column``, one index probe each (loose index scan).
 
     ``SELECT DISTINCT`` would read every row; this asks the index for the smallest value greater
-    than the previous one, which PostgreSQL and SQLite both answer from the index.
+    than the previous one, which PostgreSQL and SQLite both answer from the index. ``where`` (SQL
+    on the table's columns) restricts the rows, and so selects a partial index with that condition.
     """
     table = connections[using].ops.quote_name(model._meta.db_table)
     col = connections[using].ops.quote_name(model._meta.get_field(column).column)
+    condition = f" AND {where}" if where else ""
     sql = (
         f"WITH RECURSIVE v(name) AS ("
-        f" SELECT MIN({col}) FROM {table}"
+        f" SELECT MIN({col}) FROM {table} WHERE TRUE{condition}"
         f" UNION ALL"
-        f" SELECT (SELECT MIN(t.{col}) FROM {table} t WHERE t.{col} > v.name)"
+        f" SELECT (SELECT MIN({col}) FROM {table} WHERE {col} > v.name{condition})"
         f" FROM v WHERE v.name IS NOT NULL"
         f") SELECT name FROM v WHERE name IS NOT NULL AND name <> '' LIMIT %s"
     )
@@ -48,8 +53,12 @@ def distinct_values(model: type[models.Model], column: str, using: str = "defaul
 
 
 def queue_names(using: str = "default") -> list[str]:
-    """Every queue that has messages (of any state)."""
-    return distinct_values(Message, "queue", using)
+    """Every queue that has messages (of any state), each state's from its partial index (held
+    messages are few, so a probe reads that whole small index)."""
+    names = set()
+    for where in ("state = 'ready'", "state = 'rejected'", "state IN ('reserved', 'started')"):
+        names.update(distinct_values(Message, "queue", using, where))
+    return sorted(names)[:DISTINCT_LIMIT]
 
 
 @dataclass

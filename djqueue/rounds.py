@@ -23,6 +23,7 @@ from django.db import connections, transaction
 from . import broker
 from .backends import ResultBackend, ResultRecord
 from .backends.database import DatabaseBackend
+from .sql import execute as sql_execute
 
 
 @dataclass(slots=True)
@@ -93,7 +94,7 @@ def _run_as_one_statement(
         assert isinstance(backend, DatabaseBackend)
         parts.append(backend.upsert(writes.records))
     if writes.acks:
-        parts.append(broker.ack_statement(writes.acks, owner))
+        parts.append(broker.ack_statement(using, writes.acks, owner))
     if writes.starts:
         parts.append(broker.start_statement(using, writes.starts, writes.acks_late, owner))
     if claim is not None:
@@ -106,9 +107,8 @@ def _run_as_one_statement(
     sql = "".join(f"{'WITH' if i == 0 else ','} w{i} AS ({part}) "
                   for i, (part, _) in enumerate(parts)) + main[0]
     params = [p for _, part_params in parts for p in part_params] + main[1]
-    with connections[using].cursor() as cursor:
-        cursor.execute(sql, params)
-        return broker.claimed_from_rows(cursor.fetchall()) if claim is not None else []
+    rows = sql_execute(using, sql, params, fetch=claim is not None)
+    return broker.claimed_from_rows(rows) if claim is not None else []
 
 
 def _run_in_transaction(
