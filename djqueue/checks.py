@@ -226,7 +226,8 @@ def check_routing(**kwargs: Any) -> list[checks.CheckMessage]:
 
 @checks.register("djqueue")
 def check_worker(**kwargs: Any) -> list[checks.CheckMessage]:
-    """E012: worker settings that the worker would refuse."""
+    """E012: worker settings that the worker would refuse (pool, concurrency, prefetch, batch
+    window)."""
     from .pools import POOLS
 
     conf, messages = _conf(), []
@@ -243,4 +244,12 @@ def check_worker(**kwargs: Any) -> list[checks.CheckMessage]:
                 hint="0 means the default (the CPU count for concurrency, 1 for prefetch).",
                 id="djqueue.E012",
             ))
+    window = conf.DJQUEUE_POOL_BATCH_WINDOW
+    if not isinstance(window, (int, float)) or isinstance(window, bool) or not 0 <= window <= 1:
+        messages.append(checks.Error(
+            f"DJQUEUE_POOL_BATCH_WINDOW = {window!r} is not a number of seconds from 0 to 1.",
+            hint="It bounds the expected work queued in a pool process behind its running task "
+                 "(default 0.005); 0 sends one task at a time.",
+            id="djqueue.E012",
+        ))
     return messages

@@ -100,3 +100,13 @@ def pid(key: str) -> int:
 def retry_in_a_minute(self, key: str) -> None:
     note(key)
     raise self.retry(exc=Flaky("later"), countdown=60)
+
+
+@task
+def quick(key: str, die: bool = False) -> str:
+    """A short task; with ``die`` its pool child dies, while short jobs queued behind it in the
+    same child have not begun (they must go back to the queue and run once)."""
+    note(key)
+    if die:
+        os._exit(13)
+    return key

@@ -28,3 +28,60 @@ def test_next_due_is_the_earliest_delayed_message_of_those_queues() -> None:
     add.apply_async((1, 1), countdown=5, queue="other")
     assert 55 < broker.next_due("default", ["celery"]) < 61  # julianday arithmetic is not exact
     assert 0 < broker.next_due("default", ["celery", "other"]) < 6
+
+
+def test_claim_marks_started_what_the_pool_takes_at_once() -> None:
+    """Among the first ``idle`` rows, known tasks start at once; among the first
+    ``idle + queued``, short ones; acks_late is recorded for the names given; the rest are
+    reserved (they will be marked started when handed to the pool)."""
+    from djqueue.models import Message
+    from example_project.demo.tasks import record
+
+    ids = [add.delay(1, 1).id, record.delay("x").id, add.delay(2, 2).id, add.delay(3, 3).id,
+           record.delay("y").id]
+    start = broker.StartNow(idle=2, names=["tasks.add"], queued=2, short_names=["tasks.add"],
+                            acks_late_names=["tasks.add"])
+    claimed = broker.claim("default", ["celery"], 10, "test@host", None, 60, start)
+    assert [m.task_id for m in claimed] == ids
+    started = [m.task_id for m in claimed if m.started]
+    assert started == [ids[0], ids[2], ids[3]]  # rn 1 (known); rn 3 and 4 (short, within 2 + 2)
+    rows = {m.task_id: m for m in Message.objects.all()}
+    assert {i for i in ids if rows[i].state == "started"} == set(started)
+    assert all(rows[i].started_at is not None and rows[i].acks_late for i in started)
+    assert {rows[i].state for i in ids if i not in started} == {"reserved"}
+
+
+def test_hot_statements_are_prepared_on_postgresql() -> None:
+    """The worker's round runs as a prepared statement (parsed and planned once per
+    connection), unless the project says it sits behind a pooler that cannot keep them."""
+    from django.db import connection
+
+    from djqueue.application import app
+    from djqueue.worker import Worker
+
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+
+    def prepared() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE "
+                           "'%%djqueue_message%%'")
+            return cursor.fetchone()[0]
+
+    worker = Worker(app, pool="solo", poll_interval=0)
+    worker.start()
+    connection.close()  # a fresh session: nothing prepared yet
+    assert prepared() == 0
+    add.delay(1, 1)
+    for _ in range(3):
+        worker.loop()
+    assert prepared() > 0
+    connection.close()
+    connection.settings_dict["DISABLE_SERVER_SIDE_CURSORS"] = True
+    try:
+        add.delay(2, 2)
+        for _ in range(3):
+            worker.loop()
+        assert prepared() == 0
+    finally:
+        del connection.settings_dict["DISABLE_SERVER_SIDE_CURSORS"]

@@ -49,6 +49,40 @@ def test_child_dies_mid_task_without_acks_late(
                  lost=0, duplicated=0, outcome="FAILURE WorkerLostError, message kept")
 
 
+def test_child_dies_with_short_jobs_queued_behind(start_worker, record_file, fault_report) -> None:
+    """Short tasks are sent to a child in batches; when the child dies, the job it ran fails with
+    WorkerLostError and the jobs queued behind it, which never began, run once elsewhere."""
+    worker = start_worker("-c", "2", "-l", "info")
+    warm = [ft.quick.delay(f"warm-{i}") for i in range(10)]  # the worker learns it is short
+    assert [r.get(timeout=15) for r in warm] == [f"warm-{i}" for i in range(10)]
+    with transaction.atomic():  # one claim sees them all
+        doomed = ft.quick.delay("doomed", die=True)
+        behind = [ft.quick.delay(f"behind-{i}") for i in range(40)]
+    with pytest.raises(WorkerLostError, match="exitcode 13"):
+        doomed.get(timeout=15)
+    assert [r.get(timeout=15) for r in behind] == [f"behind-{i}" for i in range(40)]
+    runs = executions(record_file)
+    assert runs["doomed"] == 1 and all(runs[f"behind-{i}"] == 1 for i in range(40)), runs
+    log = worker.log()
+    given_back = log.count("returned to the queue: its pool process stopped before it began")
+    assert given_back >= 1, log  # some were queued behind the one that died
+    fault_report("pool child dies with short jobs queued behind it", sent=41,
+                 executed=41, lost=0, duplicated=0,
+                 outcome=f"FAILURE WorkerLostError; {given_back} never begun, given back, ran once")
+
+
+def test_no_batches_with_a_zero_window(start_worker, record_file) -> None:
+    worker = start_worker("-c", "2", "-l", "info", settings={"DJQUEUE_POOL_BATCH_WINDOW": 0})
+    assert [r.get(timeout=15) for r in [ft.quick.delay(f"w-{i}") for i in range(5)]]
+    with transaction.atomic():
+        doomed = ft.quick.delay("doomed", die=True)
+        behind = [ft.quick.delay(f"behind-{i}") for i in range(10)]
+    with pytest.raises(WorkerLostError):
+        doomed.get(timeout=15)
+    assert [r.get(timeout=15) for r in behind] == [f"behind-{i}" for i in range(10)]
+    assert "stopped before it began" not in worker.log()  # one job at a time per child
+
+
 def test_child_dies_mid_task_with_acks_late(start_worker, record_file, tmp_path, fault_report) -> None:
     start_worker("-c", "1")
     result = ft.die_once_late.delay("late", str(tmp_path / "marker"))
