@@ -39,10 +39,9 @@ def wait_lines(path: Path, count: int, timeout: float, proc: subprocess.Popen | 
     raise RuntimeError(f"only {len(read_starts(path))} of {count} tasks started in {timeout}s")
 
 
-def tree_rss(pid: int) -> int:
-    """Resident memory (bytes) of ``pid`` and all its descendants."""
+def tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -50,34 +49,52 @@ def tree_rss(pid: int) -> int:
             status = Path(f"/proc/{entry}/status").read_text()
         except OSError:
             continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        ppid = int(fields["PPid"])
+        ppid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:"))
         children.setdefault(ppid, []).append(int(entry))
-        rss[int(entry)] = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
-    total, todo = 0, [pid]
+    found, todo = [], [pid]
     while todo:
         current = todo.pop()
-        total += rss.get(current, 0)
+        found.append(current)
         todo.extend(children.get(current, []))
-    return total
+    return found
 
 
-class RssSampler(threading.Thread):
-    """Samples the worker tree's memory every ``interval`` seconds and keeps the peak."""
+def _kb(path: str, field: str) -> int:
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in text.splitlines()
+                 if line.startswith(field + ":")), 0)
+
+
+def tree_memory(pid: int) -> tuple[int, int]:
+    """Bytes of ``pid`` and its descendants: resident (RSS, pages shared by forked processes
+    counted in each) and proportional (PSS, shared pages divided among their sharers)."""
+    pids = tree(pid)
+    rss = sum(_kb(f"/proc/{p}/status", "VmRSS") for p in pids)
+    pss = sum(_kb(f"/proc/{p}/smaps_rollup", "Pss") for p in pids)
+    return rss * 1024, pss * 1024
+
+
+class MemorySampler(threading.Thread):
+    """Samples the worker tree's memory every ``interval`` seconds and keeps the peaks."""
 
     def __init__(self, pid: int, interval: float = 0.05) -> None:
         super().__init__(daemon=True)
-        self.pid, self.interval, self.peak = pid, interval, 0
+        self.pid, self.interval = pid, interval
+        self.peak_rss = self.peak_pss = 0
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
-            self.peak = max(self.peak, tree_rss(self.pid))
+            rss, pss = tree_memory(self.pid)
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
 
-    def stop(self) -> int:
+    def stop(self) -> tuple[int, int]:
         self._stop_event.set()
         self.join()
-        return self.peak
+        return self.peak_rss, self.peak_pss
 
 
 def stop_worker(proc: subprocess.Popen) -> None:
@@ -146,15 +163,15 @@ def run_once(system, workdir: Path) -> dict[str, float | None]:
         for i in range(DRAIN):
             system.enqueue_one(i, 0.0)
     proc = system.start_worker(log)
-    sampler = RssSampler(proc.pid)
+    sampler = MemorySampler(proc.pid)
     sampler.start()
     try:
         wait_lines(log, DRAIN, 600, proc)
         drain = drain_rate(log)
         p50, p95 = latency_run(system.enqueue_one, log, LATENCY, proc)
     finally:
-        peak = sampler.stop()
+        rss, pss = sampler.stop()
         stop_worker(proc)
     system.reset()
     return {"single": single, "bulk": bulk, "drain": drain, "p50": p50, "p95": p95,
-            "rss_mb": peak / 2**20}
+            "rss_mb": rss / 2**20, "pss_mb": pss / 2**20}

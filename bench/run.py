@@ -28,6 +28,7 @@ COLUMNS = [
     ("p50", "latency p50 ms", "{:.1f}"),
     ("p95", "latency p95 ms", "{:.1f}"),
     ("rss_mb", "worker RSS MB", "{:.0f}"),
+    ("pss_mb", "worker PSS MB", "{:.0f}"),
 ]
 
 
@@ -74,7 +75,8 @@ def ratios(ours: dict[str, float | None], theirs: dict[str, float | None]) -> st
         f"enqueue 1-by-1 {ratio('single', True)}, drain {ratio('drain', True)}, "
         f"latency p50 {ours['p50']:.2f} vs {theirs['p50']:.2f} ms, "
         f"p95 {ours['p95']:.2f} vs {theirs['p95']:.2f} ms, "
-        f"RSS {ours['rss_mb']:.0f} vs {theirs['rss_mb']:.0f} MB "
+        f"RSS {ours['rss_mb']:.0f} vs {theirs['rss_mb']:.0f} MB, "
+        f"PSS {ours['pss_mb']:.0f} vs {theirs['pss_mb']:.0f} MB "
         "(ratios >1x: djqueue better)"
     )
 

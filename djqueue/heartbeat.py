@@ -2,8 +2,9 @@
 
 Each worker process has a :class:`~djqueue.models.WorkerNode` row. A background thread beats every
 ``timeout / 6`` seconds: it refreshes the row, extends the lease of every message the process
-holds, and recovers messages whose lease ran out (their worker stopped beating), following the
-delivery rules in :func:`djqueue.broker.recover_expired_leases`. The thread is separate from the
+holds, recovers messages whose lease ran out (their worker stopped beating), following the
+delivery rules in :func:`djqueue.broker.recover_expired_leases`, and vacuums the message table
+when it is bloated (:mod:`djqueue.vacuum`). The thread is separate from the
 worker loop so that a long task in the ``solo`` pool does not look like a dead worker.
 """
 
@@ -25,6 +26,7 @@ from .backends import ResultRecord
 from .exceptions import WorkerLostError
 from .models import WorkerNode
 from .serialization import dumps, exception_to_data
+from .vacuum import vacuum_if_bloated
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -101,6 +103,7 @@ class Heartbeat(threading.Thread):
                     heartbeat_at__lt=timezone.now() - datetime.timedelta(
                         seconds=worker.heartbeat_timeout),
                 ).update(lost_at=timezone.now())
+                vacuum_if_bloated(worker.using)
             except DatabaseError as exc:
                 logger.error("Heartbeat failed (database error: %s); will try again.", exc)
             finally:

@@ -85,3 +85,25 @@ def test_hot_statements_are_prepared_on_postgresql() -> None:
         assert prepared() == 0
     finally:
         del connection.settings_dict["DISABLE_SERVER_SIDE_CURSORS"]
+
+
+def test_a_bloated_message_table_is_vacuumed() -> None:
+    import time
+
+    from django.db import connection
+
+    from djqueue import group, vacuum
+    from djqueue.models import Message
+
+    if connection.vendor != "postgresql":
+        pytest.skip("VACUUM is PostgreSQL's")
+    assert not vacuum.vacuum_if_bloated("default")  # nothing dead: left to autovacuum
+    group(add.s(i, i) for i in range(vacuum.DEAD_ROWS + 2000)).apply_async()
+    Message.objects.all().delete()
+    deadline = time.monotonic() + 5  # the statistics arrive within about a second
+    while not vacuum.vacuum_if_bloated("default"):
+        assert time.monotonic() < deadline, "the dead rows were never vacuumed"
+        time.sleep(0.2)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'djqueue_message'")
+        assert "autovacuum_vacuum_threshold=5000" in cursor.fetchone()[0]

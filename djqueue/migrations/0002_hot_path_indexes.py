@@ -2,6 +2,21 @@
 
 from django.db import migrations, models
 
+#: A queue table is small and churns fast: autovacuum's default (20% of the table dead) would let
+#: dead row versions pile up in front of every claim (see djqueue/vacuum.py).
+AUTOVACUUM = "autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 5000"
+
+
+def tune_autovacuum(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(f"ALTER TABLE djqueue_message SET ({AUTOVACUUM})")
+
+
+def reset_autovacuum(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("ALTER TABLE djqueue_message RESET "
+                              "(autovacuum_vacuum_scale_factor, autovacuum_vacuum_threshold)")
+
 
 class Migration(migrations.Migration):
 
@@ -53,4 +68,5 @@ class Migration(migrations.Migration):
             model_name='taskresult',
             constraint=models.UniqueConstraint(fields=('task_id',), name='djqueue_result_task_id'),
         ),
+        migrations.RunPython(tune_autovacuum, reset_autovacuum),
     ]

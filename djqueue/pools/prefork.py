@@ -10,6 +10,7 @@ child that died had not begun.
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import multiprocessing
 import os
@@ -181,6 +182,10 @@ class PreforkPool(Pool):
         # worker's, and hold the lock the heartbeat thread keeps while it has one open.
         with self.fork_lock:
             connections.close_all()
+            # What exists now is shared with the child page by page until written; the child's
+            # garbage collector would write to every object it looks at. Frozen objects are
+            # never looked at, so the pages stay shared.
+            gc.freeze()
             process.start()
         child_end.close()
         self._children.append(_Child(process, parent_end))

@@ -1,0 +1,44 @@
+"""Keeping the message table small on PostgreSQL: every claim and acknowledgement leaves a dead
+row version behind, and the claim's index scan steps over dead entries until a VACUUM removes
+them.
+
+Autovacuum normally does this; the migration sets the message table's autovacuum thresholds low
+(a queue table is small and churns fast, so the default 20% of its size is far too late). Where
+autovacuum is off or lags behind, workers vacuum it themselves from their heartbeat thread: when
+dead row versions outnumber live ones (and exceed :data:`DEAD_ROWS`), ``VACUUM (SKIP_LOCKED)``,
+which never waits for another vacuum of the same table and never blocks inserts or claims.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.db import connections
+
+from .broker import TABLE
+
+logger = logging.getLogger("djqueue.vacuum")
+
+#: Dead row versions below which the table is left to autovacuum.
+DEAD_ROWS = 10_000
+
+
+def vacuum_if_bloated(using: str) -> bool:
+    """Vacuum the message table if it holds many dead row versions; True if it did."""
+    connection = connections[using]
+    if connection.vendor != "postgresql" or not connection.get_autocommit():
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT n_dead_tup, n_live_tup FROM pg_stat_user_tables WHERE relid = %s::regclass",
+            [TABLE],
+        )
+        row = cursor.fetchone()
+        if row is None or row[0] < max(DEAD_ROWS, row[1]):
+            return False
+        began = time.monotonic()
+        cursor.execute(f"VACUUM (SKIP_LOCKED) {TABLE}")
+    logger.info("Vacuumed %s (%d dead row versions) in %.2fs.", TABLE, row[0],
+                time.monotonic() - began)
+    return True
