@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import psycopg
 from django.db import connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
@@ -50,14 +49,20 @@ class NewMessage(NamedTuple):
     head: MessageHead
 
 
+#: Byte maps that set a UUID's version (4, in the 7th byte) and variant (RFC 4122, the 9th).
+_VERSION_4 = bytes((byte & 0x0F) | 0x40 for byte in range(256))
+_VARIANT = bytes((byte & 0x3F) | 0x80 for byte in range(256))
+
+
 def new_task_ids(count: int) -> list[str]:
     """``count`` random (version 4) UUIDs as text, from one read of the system's randomness:
     a group needs thousands, and ``uuid.uuid4()`` costs more than building the message."""
-    digits = os.urandom(16 * count).hex()
-    variant = "89ab89ab89ab89ab"  # the two top bits of the 17th digit are 10
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_VARIANT)
+    d = raw.hex()
     return [
-        f"{digits[i:i + 8]}-{digits[i + 8:i + 12]}-4{digits[i + 13:i + 16]}-"
-        f"{variant[int(digits[i + 16], 16)]}{digits[i + 17:i + 20]}-{digits[i + 20:i + 32]}"
+        f"{d[i:i + 8]}-{d[i + 8:i + 12]}-{d[i + 12:i + 16]}-{d[i + 16:i + 20]}-{d[i + 20:i + 32]}"
         for i in range(0, 32 * count, 32)
     ]
 
@@ -149,6 +154,8 @@ def _execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -
     connection.ensure_connection()
     connection.validate_thread_sharing()
     connection.validate_no_broken_transaction()
+    import psycopg  # PostgreSQL needs psycopg 3 (the "postgres" extra); SQLite does not
+
     raw = connection.connection
     with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
         if not _prepares(connection.settings_dict):
