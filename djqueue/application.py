@@ -15,10 +15,10 @@ from django.apps import apps as django_apps
 from django.utils import timezone
 
 from . import publishing, routing
+from .publishing import MessageHead, NewMessage
 from .backends import ResultBackend, backend_from_setting, backend_key
 from .conf import Settings
 from .exceptions import NotRegistered
-from .models import Message
 from .result import AsyncResult
 from .serialization import dumps
 from .task_class import Task, build_task
@@ -29,14 +29,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger("djqueue.app")
 
 
-@dataclass(frozen=True, slots=True)
-class SendDefaults:
-    """The settings that shape every message, read once for a whole batch (see ``group``)."""
+@dataclass(slots=True)
+class Batch:
+    """What every message of one send shares: the settings that shape a message, read once, and
+    the time it is sent. A ``group`` sends all of its messages with one batch; ``heads`` keeps the
+    :class:`MessageHead` of each task called without call options, so its other calls reuse it
+    (only when routing cannot depend on the arguments, i.e. no router is a function)."""
 
-    routes: Any
+    routers: list[Any]
     queue: str
     priority: int | None
     serializer: str
+    now: datetime.datetime
+    heads: dict[str, tuple[MessageHead, str]] | None  # task name -> (head, serializer)
 
 
 class TaskRegistry(dict[str, Task]):
@@ -157,11 +162,13 @@ class App:
         publishing.publish([message], using=self.conf.broker_alias)
         return AsyncResult(message.task_id, app=self, task_name=name)
 
-    def send_defaults(self) -> SendDefaults:
+    def batch(self) -> Batch:
         conf = self.conf
-        return SendDefaults(
-            conf.CELERY_ROUTES, conf.CELERY_DEFAULT_QUEUE, conf.CELERY_DEFAULT_PRIORITY,
-            conf.CELERY_TASK_SERIALIZER,
+        routers = routing.routers(conf.CELERY_ROUTES)
+        by_name = all(isinstance(router, Mapping) for router in routers)
+        return Batch(
+            routers, conf.CELERY_DEFAULT_QUEUE, conf.CELERY_DEFAULT_PRIORITY,
+            conf.CELERY_TASK_SERIALIZER, timezone.now(), {} if by_name else None,
         )
 
     def build_message(
@@ -179,68 +186,66 @@ class App:
         serializer: str | None = None,
         task: Task | None = None,
         options: Mapping[str, Any] | None = None,
-        defaults: SendDefaults | None = None,
-    ) -> Message:
-        """A :class:`Message` row, encoded and routed, not yet saved.
+        batch: Batch | None = None,
+    ) -> NewMessage:
+        """A message, encoded and routed, not yet written.
 
         ``task``'s own options (queue, priority, expires, serializer) apply where the call gives
-        none; ``defaults`` saves reading the settings again for each message of a batch.
+        none; ``batch`` saves reading the settings again for each message of a group.
         """
         args, kwargs = list(args or ()), dict(kwargs or {})
-        conf = self.conf
-        defaults = defaults or self.send_defaults()
+        batch = batch or self.batch()
+        time_limit = soft_time_limit = None
+        if options:
+            options = dict(options)
+            time_limit = options.pop("time_limit", None)
+            soft_time_limit = options.pop("soft_time_limit", None)
+            if options:
+                raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(options))}")
+        plain = (countdown is None and eta is None and expires is None and queue is None
+                 and priority is None and serializer is None and time_limit is None
+                 and soft_time_limit is None)
         if task is not None:
             expires = task.expires if expires is None else expires
             serializer = serializer or task.serializer
-        now = timezone.now()
+        serializer = serializer or batch.serializer
+        now = batch.now
         if countdown is not None and eta is not None:
             raise ValueError("Give countdown or eta, not both")
         available_at = now
         if countdown is not None:
             available_at = now + datetime.timedelta(seconds=countdown)
         elif eta is not None:
-            available_at = _aware(eta, conf.timezone)
+            available_at = _aware(eta, self.conf.timezone)
         expires_at = None
         if isinstance(expires, (int, float)):
             expires_at = now + datetime.timedelta(seconds=expires)
         elif isinstance(expires, datetime.datetime):
-            expires_at = _aware(expires, conf.timezone)
+            expires_at = _aware(expires, self.conf.timezone)
         elif expires is not None:
             raise TypeError(f"expires must be seconds or a datetime, not {expires!r}")
         task_options = {"queue": task.queue, "priority": task.priority} if task else {}
         queue_name, priority_value = routing.route(
             name, args, kwargs,
-            routes=defaults.routes,
+            routes=batch.routers,
             call_queue=queue,
             call_priority=priority,
             task_options=task_options,
-            default_queue=defaults.queue,
-            default_priority=defaults.priority,
+            default_queue=batch.queue,
+            default_priority=batch.priority,
         )
-        routing.ensure_known(queue_name, conf)
+        routing.ensure_known(queue_name, self.conf)
         payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
         if countdown is not None or eta is not None:
             payload["eta"] = available_at.isoformat()
         if expires_at is not None:
             payload["expires"] = expires_at.isoformat()
-        options = dict(options or {})
-        time_limit = options.pop("time_limit", None)
-        soft_time_limit = options.pop("soft_time_limit", None)
-        if options:
-            raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(options))}")
-        content_type, body = dumps(payload, serializer or defaults.serializer)
-        return Message(
-            task_id=str(task_id or uuid.uuid4()),
-            task_name=name,
-            queue=queue_name,
-            priority=priority_value,
-            available_at=available_at,
-            expires=expires_at,
-            content_type=content_type,
-            body=body,
-            time_limit=time_limit,
-            soft_time_limit=soft_time_limit,
-        )
+        content_type, body = dumps(payload, serializer)
+        head = MessageHead(name, queue_name, priority_value, available_at, expires_at,
+                           content_type, time_limit, soft_time_limit)
+        if plain and batch.heads is not None and expires_at is None:
+            batch.heads[name] = (head, serializer)
+        return NewMessage(str(task_id or uuid.uuid4()), body, head)
 
 
 def _aware(value: datetime.datetime, zone: datetime.tzinfo) -> datetime.datetime:

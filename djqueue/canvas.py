@@ -12,11 +12,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import publishing
+from .publishing import NewMessage, new_task_ids
 from .result import AsyncResult, GroupResult
+from .serialization import dumps
 
 if TYPE_CHECKING:
-    from .application import App, SendDefaults
-    from .models import Message
+    from .application import App, Batch
     from .task_class import Task
 
 #: Call options that :meth:`App.build_message` takes by name; any other option travels in the
@@ -116,13 +117,23 @@ class Signature:
         call = self.clone(args, kwargs)
         return call.type(*call.args, **call.kwargs)
 
-    def build_message(self, defaults: SendDefaults | None = None) -> Message:
-        """The message this call becomes, not yet saved."""
+    def build_message(self, batch: Batch, task_id: str) -> NewMessage:
+        """The message this call becomes, not yet written; ``task_id`` unless the call names one.
+
+        A call without options whose task the batch has already routed reuses that message head
+        and only encodes its arguments: the common ``group(task.s(i) for i in …)``.
+        """
+        known = batch.heads.get(self.task) if batch.heads is not None and not self.options else None
+        if known is not None:
+            head, serializer = known
+            body = dumps({"args": list(self.args), "kwargs": self.kwargs}, serializer)[1]
+            return NewMessage(task_id, body, head)
         named = {key: self.options[key] for key in _MESSAGE_OPTIONS if key in self.options}
         extra = {k: v for k, v in self.options.items() if k not in _MESSAGE_OPTIONS}
+        named.setdefault("task_id", task_id)
         return self.app.build_message(
             self.task, self.args, self.kwargs, task=self.app.tasks.get(self.task),
-            options=extra, defaults=defaults, **named,
+            options=extra, batch=batch, **named,
         )
 
 
@@ -161,7 +172,8 @@ class group:  # noqa: N801 - Celery's name
     def __init__(self, *tasks: Signature | Iterable[Signature], app: App | None = None) -> None:
         if len(tasks) == 1 and not isinstance(tasks[0], (Signature, Mapping)):
             tasks = tuple(tasks[0])  # group(generator) as well as group(sig, sig, ...)
-        self.tasks = [signature(t, app=app) for t in tasks]
+        # Signatures are kept as given, as Celery does: copying each costs more than sending it.
+        self.tasks = [t if isinstance(t, Signature) else signature(t, app=app) for t in tasks]
         if app is None:
             from .application import app as default_app
 
@@ -190,13 +202,15 @@ class group:  # noqa: N801 - Celery's name
         if self.app.conf.CELERY_ALWAYS_EAGER:
             return self.apply(args, kwargs, **options)
         args = tuple(args)
-        defaults = self.app.send_defaults()
+        batch = self.app.batch()
         calls = [t.clone(args, kwargs, **options) for t in self.tasks] if (
             args or kwargs or options) else self.tasks
-        messages = [call.build_message(defaults) for call in calls]
+        ids = new_task_ids(len(calls))
+        messages = [call.build_message(batch, task_id) for call, task_id in zip(calls, ids)]
         publishing.publish(messages, using=self.app.conf.broker_alias)
-        results = [AsyncResult(m.task_id, app=self.app, task_name=m.task_name) for m in messages]
-        return GroupResult(str(uuid.uuid4()), results, app=self.app)
+        app = self.app
+        results = [AsyncResult(m.task_id, app=app, task_name=m.head.task_name) for m in messages]
+        return GroupResult(str(uuid.uuid4()), results, app=app)
 
     def apply(
         self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any

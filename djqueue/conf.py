@@ -1,19 +1,26 @@
 """The one reader of ``django.conf.settings`` for queue settings.
 
 Every setting has Celery 3.1's name and default. Celery ≥4 names in the ``CELERY_`` namespace are
-accepted as aliases. Values are looked up when read, so ``override_settings`` takes effect, and
-runtime overrides (``app.conf.CELERY_TASK_SERIALIZER = "json"``, ``app.conf.update(...)``) win
-over settings.
+accepted as aliases. Runtime overrides (``app.conf.CELERY_TASK_SERIALIZER = "json"``,
+``app.conf.update(...)``) win over settings.
+
+A value is looked up once and then kept: every ``delay()`` reads several settings, and a missing
+one costs an exception in ``django.conf.settings`` each time. The kept values are dropped when an
+override is set and when Django sends ``setting_changed`` (``override_settings``, pytest-django's
+``settings`` fixture), the signal Django's own cached settings rely on; assigning to
+``django.conf.settings`` at run time, which Django does not support, is not seen.
 """
 
 from __future__ import annotations
 
 import datetime
+import weakref
 import zoneinfo
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
 from django.utils import timezone as django_timezone
 
 #: Celery 3.1 name -> default.
@@ -99,6 +106,17 @@ for _new, _old in ALIASES.items():
 
 _UNSET = object()
 
+#: Every Settings instance, so that a settings change can drop what each one keeps.
+_INSTANCES: weakref.WeakValueDictionary[int, Settings] = weakref.WeakValueDictionary()
+
+
+def _forget_cached(**_: Any) -> None:
+    for instance in list(_INSTANCES.values()):
+        instance.forget()
+
+
+setting_changed.connect(_forget_cached, dispatch_uid="djqueue.conf.forget_cached")
+
 
 def canonical_name(name: str) -> str:
     """The Celery 3.1 name for ``name`` (which may be a Celery ≥4 alias)."""
@@ -110,6 +128,15 @@ class Settings(Mapping[str, Any]):
 
     def __init__(self) -> None:
         object.__setattr__(self, "_overrides", {})
+        object.__setattr__(self, "_generation", 0)
+        _INSTANCES[id(self)] = self
+
+    def forget(self) -> None:
+        """Drop the values kept since they were last read (see the module docstring)."""
+        kept = self.__dict__
+        for name in [name for name in kept if not name.startswith("_")]:
+            kept.pop(name, None)
+        kept["_generation"] += 1
 
     def _lookup(self, name: str) -> Any:
         name = canonical_name(name)
@@ -126,13 +153,20 @@ class Settings(Mapping[str, Any]):
         return DEFAULTS[name] if value is _UNSET else value
 
     def __getattr__(self, name: str) -> Any:
-        return self._lookup(name)
+        """Called only for a value not kept yet: read it and keep it as an instance attribute,
+        which later reads find without calling any code."""
+        generation = self._generation
+        value = self._lookup(name)
+        if generation == self._generation:  # not forgotten meanwhile (by another thread)
+            self.__dict__[name] = value
+        return value
 
     def __setattr__(self, name: str, value: Any) -> None:
         canonical = canonical_name(name)
         if canonical not in DEFAULTS:
             raise AttributeError(f"{name!r} is not a setting djqueue knows")
         self._overrides[canonical] = value
+        self.forget()
 
     def update(self, other: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         """Override several settings at once, as ``app.conf.update(...)`` does in Celery."""
@@ -152,6 +186,7 @@ class Settings(Mapping[str, Any]):
     def reset(self) -> None:
         """Drop every runtime override (tests use this)."""
         self._overrides.clear()
+        self.forget()
 
     def __getitem__(self, name: str) -> Any:
         try:

@@ -12,10 +12,11 @@ import base64
 import datetime
 import decimal
 import json
+import json.encoder
 import pickle
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .exceptions import ContentDisallowed, DecodeError, EncodeError, RemoteTaskError
@@ -66,6 +67,22 @@ def _object_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+def _json_encoder() -> Callable[[Any], str]:
+    """The JSON encoding of :func:`dumps`, built once: ``json.dumps`` with options makes a new
+    encoder at every call, which costs more than encoding a task's arguments."""
+    make = json.encoder.c_make_encoder
+    if make is None:  # no C accelerator (e.g. PyPy)
+        return json.JSONEncoder(default=_default, separators=(",", ":"), check_circular=False).encode
+    # No circular-reference markers (they would be shared by every thread): a circular structure
+    # ends in RecursionError instead, which dumps reports as an EncodeError too.
+    encode = make(None, _default, json.encoder.encode_basestring_ascii, None, ":", ",", False,
+                  False, True)
+    return lambda obj: "".join(encode(obj, 0))
+
+
+encode_json = _json_encoder()
+
+
 def serializer_names() -> list[str]:
     return list(CONTENT_TYPES)
 
@@ -84,9 +101,10 @@ def dumps(obj: Any, serializer: str = "json") -> tuple[str, str]:
     content_type = content_type_for(serializer)
     try:
         if serializer == "json":
-            return content_type, json.dumps(obj, default=_default, separators=(",", ":"))
+            return content_type, encode_json(obj)
         return content_type, base64.b64encode(pickle.dumps(obj, protocol=4)).decode("ascii")
-    except (TypeError, ValueError, OverflowError, pickle.PicklingError, AttributeError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError, pickle.PicklingError,
+            AttributeError) as exc:
         raise EncodeError(f"Cannot serialise with {serializer}: {exc}") from exc
 
 

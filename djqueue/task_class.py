@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import threading
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
@@ -187,9 +189,7 @@ class Task:
         immutable: bool = False,
     ) -> Signature:
         """This task's call, written down to be sent later."""
-        from .canvas import Signature
-
-        return Signature(self, args, kwargs, options, immutable=immutable, app=self.app)
+        return _canvas().Signature(self, args, kwargs, options, immutable=immutable, app=self.app)
 
     subtask = signature
 
@@ -278,6 +278,15 @@ class Task:
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, app=self.app, task_name=self.name)
+
+
+@functools.cache
+def _canvas() -> ModuleType:
+    """djqueue.canvas, imported on first use (it needs the models); an import statement in
+    ``signature()`` would cost more than the rest of ``task.s()``."""
+    from . import canvas
+
+    return canvas
 
 
 def build_task(app: App, fun: Callable[..., Any], **options: Any) -> Task:

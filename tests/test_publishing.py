@@ -1,0 +1,183 @@
+"""The enqueue paths against the real database: one message (a prepared INSERT on PostgreSQL),
+a group (COPY + NOTIFY on PostgreSQL, executemany on SQLite), their transactions and NOTIFY."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from django.db import DatabaseError, connection, transaction
+from django.test import override_settings
+
+from djqueue import group
+from djqueue.application import app
+from djqueue.exceptions import EncodeError
+from djqueue.models import Message
+from djqueue.publishing import NOTIFY_CHANNEL, new_task_ids
+from djqueue.serialization import dumps, loads
+from tasks import add
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="NOTIFY and prepared statements are PostgreSQL's"
+)
+
+
+@pytest.fixture
+def listener() -> Iterator[psycopg.Connection]:
+    """Another session that LISTENs on djqueue's channel, as a worker does."""
+    settings = connection.settings_dict
+    other = psycopg.connect(
+        dbname=settings["NAME"], user=settings["USER"], host=settings["HOST"] or "127.0.0.1",
+        port=settings["PORT"] or 5432, password=settings["PASSWORD"] or None, autocommit=True,
+    )
+    other.execute(f"LISTEN {NOTIFY_CHANNEL}")
+    yield other
+    other.close()
+
+
+def notified(listener: psycopg.Connection) -> set[str]:
+    return {note.payload for note in listener.notifies(timeout=0.5, stop_after=10)}
+
+
+def test_new_task_ids_are_distinct_version_4_uuids() -> None:
+    ids = new_task_ids(1000)
+    assert len(set(ids)) == 1000
+    for text in ids[:50]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def refuse_task_id(task_id: str) -> None:
+    """Make the database refuse a row with ``task_id`` (PostgreSQL: it is too long)."""
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMP TRIGGER refuse BEFORE INSERT ON djqueue_message "
+                f"WHEN NEW.task_id = '{task_id}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+
+
+def test_group_outside_a_transaction_commits_as_a_whole() -> None:
+    refused = "x" * 300
+    refuse_task_id(refused)
+    with pytest.raises(DatabaseError):
+        group(add.s(1, 1), add.s(2, 2).set(task_id=refused)).apply_async()
+    assert not Message.objects.exists()
+    assert connection.get_autocommit()  # the batch's own transaction is over
+    result = group(add.s(i, i) for i in range(50)).apply_async()
+    assert Message.objects.count() == 50
+    assert {r.id for r in result} == set(Message.objects.values_list("task_id", flat=True))
+
+
+def test_group_inside_atomic_commits_and_rolls_back_with_the_caller() -> None:
+    with transaction.atomic():
+        kept = group(add.s(i, i) for i in range(30)).apply_async()
+        with pytest.raises(RuntimeError), transaction.atomic():
+            group(add.s(i, i) for i in range(20)).apply_async()
+            raise RuntimeError("roll back the inner block only")
+    assert sorted(Message.objects.values_list("task_id", flat=True)) == sorted(r.id for r in kept)
+
+
+def test_group_rows_keep_every_column_and_character() -> None:
+    text = "tab\there, new\nline, back\\slash, quote\" and é"
+    before = datetime.datetime.now(datetime.timezone.utc)
+    result = group(
+        add.s(text, y=[1.5, None]),
+        add.s(1, 2).set(queue="other\tqueue", priority=7, countdown=60, task_id="own\\id\t1"),
+        add.s(3, 4).set(time_limit=2.5, soft_time_limit=1, expires=30),
+    ).apply_async()
+    rows = {m.task_id: m for m in Message.objects.all()}
+    assert list(rows) == [r.id for r in result] and rows.get("own\\id\t1") is not None
+    first, second, third = (rows[r.id] for r in result)
+    assert first.body == dumps({"args": [text], "kwargs": {"y": [1.5, None]}})[1]
+    assert loads(first.body, first.content_type, ["json"])["args"] == [text]
+    assert (first.queue, first.priority, first.state, first.retries) == ("celery", 0, "ready", 0)
+    assert first.expires is None and first.time_limit is None and first.owner is None
+    assert first.created_at >= first.available_at >= before
+    assert (second.queue, second.priority) == ("other\tqueue", 7)
+    assert second.available_at - first.available_at == datetime.timedelta(seconds=60)
+    assert (third.time_limit, third.soft_time_limit) == (2.5, 1.0)
+    assert third.expires - third.available_at == datetime.timedelta(seconds=30)
+
+
+def test_unserialisable_argument_in_a_group_inserts_nothing() -> None:
+    with pytest.raises(EncodeError):
+        group(add.s(1, 1), add.s(object(), 1)).apply_async()
+    assert not Message.objects.exists()
+
+
+def test_routing_by_a_function_is_asked_for_every_call_of_a_group() -> None:
+    def by_argument(name, args, kwargs):
+        return {"queue": f"q{args[0] % 2}"}
+
+    with override_settings(CELERY_ROUTES=[by_argument]):
+        group(add.s(i, i) for i in range(4)).apply_async()
+    assert sorted(Message.objects.values_list("queue", flat=True)) == ["q0", "q0", "q1", "q1"]
+
+
+def test_one_message_goes_through_execute_wrappers() -> None:
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append(sql.split()[0])
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        add.delay(1, 1)
+    assert seen == ["WITH" if connection.vendor == "postgresql" else "INSERT"]
+    assert Message.objects.count() == 1
+
+
+@postgresql_only
+def test_notify_is_delivered_at_commit_and_dropped_on_rollback(listener) -> None:
+    with transaction.atomic():
+        add.delay(1, 1)
+        group(add.s(1, 1).set(queue="second"), add.s(2, 2)).apply_async()
+        assert notified(listener) == set()  # nothing before the commit
+    assert notified(listener) == {"celery", "second"}
+    with pytest.raises(RuntimeError), transaction.atomic():
+        group(add.s(i, i).set(queue="dropped") for i in range(5)).apply_async()
+        add.apply_async((1, 1), queue="dropped")
+        raise RuntimeError("roll back")
+    assert notified(listener) == set()
+    group(add.s(i, i).set(queue="autocommit") for i in range(5)).apply_async()
+    add.apply_async((1, 1), queue="single")
+    assert notified(listener) == {"autocommit", "single"}
+
+
+def prepared_statements() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
+@postgresql_only
+def test_one_message_is_a_prepared_statement_unless_a_pooler_is_declared() -> None:
+    for i in range(3):
+        add.delay(i, i)
+    assert any("INSERT INTO djqueue_message" in sql for sql in prepared_statements())
+    connection.close()
+    connection.settings_dict["DISABLE_SERVER_SIDE_CURSORS"] = True
+    try:
+        with transaction.atomic():  # the prepared path and the plain one share the transaction
+            add.delay(9, 9)
+            assert prepared_statements() == []
+    finally:
+        connection.settings_dict["DISABLE_SERVER_SIDE_CURSORS"] = False
+    assert Message.objects.count() == 4
+
+
+def test_settings_are_read_again_after_a_change() -> None:
+    assert app.conf.CELERY_DEFAULT_QUEUE == "celery"
+    with override_settings(CELERY_DEFAULT_QUEUE="overridden"):
+        assert add.delay(1, 1).id and Message.objects.get().queue == "overridden"
+        app.conf.CELERY_DEFAULT_QUEUE = "runtime"
+        assert app.conf.CELERY_DEFAULT_QUEUE == "runtime"
+        app.conf.reset()
+        assert app.conf.CELERY_TASK_DEFAULT_QUEUE == "overridden"
+    assert app.conf.CELERY_DEFAULT_QUEUE == "celery"
