@@ -7,5 +7,3 @@ from example_project.settings import *  # noqa: F403
 DEBUG = False
 CELERY_IMPORTS = ("tasks", "bench.tasks")
 
-# Measured as deployed: DEBUG makes Django keep every query the worker runs.
-DEBUG = False

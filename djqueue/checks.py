@@ -249,7 +249,7 @@ def check_worker(**kwargs: Any) -> list[checks.CheckMessage]:
         messages.append(checks.Error(
             f"DJQUEUE_POOL_BATCH_WINDOW = {window!r} is not a number of seconds from 0 to 1.",
             hint="It bounds the expected work queued in a pool process behind its running task "
-                 "(default 0.005); 0 sends one task at a time.",
+                 "(default 0.02); 0 sends one task at a time.",
             id="djqueue.E012",
         ))
     return messages

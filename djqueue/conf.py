@@ -62,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "DJQUEUE_WORKER_LOST_TIMEOUT": 30.0,
     # djqueue's own: seconds of expected work a prefork child may have queued behind the task it
     # runs (short tasks are sent in batches); 0 sends one task at a time.
-    "DJQUEUE_POOL_BATCH_WINDOW": 0.005,
+    "DJQUEUE_POOL_BATCH_WINDOW": 0.02,
     # djqueue's own: seconds a beat's leadership lasts unless renewed (the failover time).
     "DJQUEUE_BEAT_LEASE_SECONDS": 20.0,
 }

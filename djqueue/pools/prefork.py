@@ -34,7 +34,7 @@ logger = logging.getLogger("djqueue.pool")
 #: (decoding, storing the outcome, the pipe), when sizing its queue.
 JOB_OVERHEAD = 0.0001
 #: The most jobs a child has queued at once, whatever their expected run time.
-MAX_CHILD_QUEUE = 64
+MAX_CHILD_QUEUE = 256
 
 
 class _Child:
