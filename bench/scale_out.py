@@ -1,7 +1,8 @@
 """Scale-out on PostgreSQL: 8 worker processes x -c 2 against 2 x -c 2 draining one queue.
 
-Reports throughput (first to last task start), whether any task ran twice or not at all, and
-samples of pg_stat_activity (sessions waiting on a lock) taken every 100 ms during the drain.
+The workers are started first; the tasks are enqueued once all of them run. Reports throughput
+(first to last task start), whether any task ran twice or not at all, and samples of
+pg_stat_activity (sessions waiting on a lock) taken every 100 ms during the drain.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from django.db import connection  # noqa: E402
 
 from bench.common import drain_rate, read_starts, stop_worker, wait_lines  # noqa: E402
 from bench.djqueue_side import DjqueueSystem  # noqa: E402
+from djqueue.models import WorkerNode  # noqa: E402
 
 TASKS = int(os.environ.get("BENCH_SCALE_TASKS", 20000))
 ACTIVITY = (
@@ -38,12 +40,21 @@ ACTIVITY = (
 def drain_with(processes: int, workdir: Path) -> dict[str, object]:
     system = DjqueueSystem()
     system.reset()
+    WorkerNode.objects.all().delete()
     log = workdir / f"starts-{processes}.log"
     log.write_text("")
-    system.bulk_enqueue(TASKS)
     workers = [system.start_worker(log) for _ in range(processes)]
     samples: list[tuple[int, int]] = []
     try:
+        # Steady state, not start-up: every worker is running before the tasks arrive (in one
+        # transaction, so they all see them at once).
+        deadline = time.monotonic() + 60
+        while WorkerNode.objects.filter(stopped_at=None).count() < processes:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers did not start")
+            time.sleep(0.1)
+        time.sleep(1)  # their pools fork and they start listening
+        system.bulk_enqueue(TASKS)
         deadline = time.monotonic() + 600
         while log.read_bytes().count(b"\n") < TASKS and time.monotonic() < deadline:
             with connection.cursor() as cursor:
