@@ -224,9 +224,6 @@ class PreforkPool(Pool):
         idle = [c for c in self._children if not c.jobs]
         return busy + idle[:max(0, self.concurrency - len(busy))]
 
-    def free_slots(self) -> int:
-        return sum(1 for c in self._usable_children() if not c.jobs and self._budget(c) > 0)
-
     def plan(self) -> Plan:
         return _PreforkPlan(self)
 
