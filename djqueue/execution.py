@@ -76,6 +76,27 @@ class Outcome:
     retry_body: str | None = None
 
 
+#: The fields of an Outcome besides its job, in order: what a pool process sends back (the worker
+#: already has the job, and a plain tuple is several times cheaper to pickle than the object).
+_OUTCOME_FIELDS = tuple(name for name in Outcome.__slots__ if name != "job")
+
+
+def outcome_to_wire(outcome: Outcome) -> tuple[Any, ...]:
+    return tuple(getattr(outcome, name) for name in _OUTCOME_FIELDS)
+
+
+def outcome_from_wire(job: Job, fields: tuple[Any, ...]) -> Outcome:
+    return Outcome(job, *fields)
+
+
+def job_to_wire(job: Job) -> tuple[Any, ...]:
+    return tuple(getattr(job, name) for name in Job.__slots__)
+
+
+def job_from_wire(fields: tuple[Any, ...]) -> Job:
+    return Job(*fields)
+
+
 def _short_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= REPR_LIMIT else text[: REPR_LIMIT - 3] + "..."

@@ -18,7 +18,9 @@ _UPDATED = [
     "state", "task_name", "content_type", "result", "traceback", "args", "kwargs",
     "worker", "runtime", "date_done", "queue",
 ]
+#: The columns of a row in the JSON document, in this order (see ``upsert``).
 _COLUMNS = ["task_id", *_UPDATED]
+_DONE = _COLUMNS.index("date_done")
 #: PostgreSQL types of the columns, to read them out of the JSON document.
 _PG_TYPES = {"runtime": "float8", "date_done": "timestamptz"}
 
@@ -34,33 +36,37 @@ class DatabaseBackend(ResultBackend):
     def upsert(self, records: Sequence[ResultRecord]) -> tuple[str, list[object]]:
         """One ``INSERT … ON CONFLICT`` for any number of records, as ``(sql, params)``.
 
-        The rows travel as one JSON document (as messages do when published), so a batch costs
-        one statement and no model instances; the worker embeds this statement in its round
-        (:mod:`djqueue.rounds`). The last record for an id wins (STARTED then SUCCESS in one batch).
+        The rows travel as one JSON document, a list per row (as messages do when published),
+        so a batch costs one statement and no model instances; the worker embeds this statement
+        in its round (:mod:`djqueue.rounds`). The last record for an id wins (STARTED then
+        SUCCESS in one batch).
         """
         latest = {record.task_id: record for record in records}
         connection = connections[self.using]
         postgres = connection.vendor == "postgresql"
         as_text = (datetime.datetime.isoformat if postgres
                    else connection.ops.adapt_datetimefield_value)
+        done_texts: dict[datetime.datetime, object] = {}  # a round's records share their time
         rows = []
         for record in latest.values():
-            row = {column: getattr(record, column) for column in _COLUMNS}
-            if row["date_done"] is not None:
-                row["date_done"] = as_text(row["date_done"])
+            row = [getattr(record, column) for column in _COLUMNS]
+            done = row[_DONE]
+            if done is not None:
+                row[_DONE] = done_texts.get(done) or done_texts.setdefault(done, as_text(done))
             rows.append(row)
         document = json.dumps(rows, separators=(",", ":"))
         columns = ", ".join(_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in _UPDATED)
         if postgres:
-            shape = ", ".join(f"{c} {_PG_TYPES.get(c, 'text')}" for c in _COLUMNS)
+            picks = ", ".join(f"(e->>{i})::{_PG_TYPES.get(c, 'text')}"
+                              for i, c in enumerate(_COLUMNS))
             sql = (
-                f"INSERT INTO {TABLE} ({columns}, date_created) SELECT {columns}, now() "
-                f"FROM json_to_recordset(%s::json) AS r({shape}) "
+                f"INSERT INTO {TABLE} ({columns}, date_created) SELECT {picks}, now() "
+                f"FROM json_array_elements(%s::json) AS e "
                 f"ON CONFLICT (task_id) DO UPDATE SET {updates}"
             )
             return sql, [document]
-        picks = ", ".join(f"json_extract(value, '$.{c}')" for c in _COLUMNS)
+        picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_COLUMNS)))
         # "WHERE true" keeps SQLite from reading ON CONFLICT as part of the SELECT's join.
         sql = (
             f"INSERT INTO {TABLE} ({columns}, date_created) SELECT {picks}, %s "

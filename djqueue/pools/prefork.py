@@ -24,7 +24,10 @@ from django.db import connections
 
 from .. import states
 from ..exceptions import TaskRevokedError
-from ..execution import Job, Outcome, execute, lost, released, timed_out, unrun
+from ..execution import (
+    Job, Outcome, execute, job_from_wire, job_to_wire, lost, outcome_from_wire, outcome_to_wire,
+    released, timed_out, unrun,
+)
 from ..revocation import signal_number
 from .base import Plan, Pool
 
@@ -83,8 +86,8 @@ def _child_main(
             break
         if jobs is None:
             break
-        for job in jobs:
-            conn.send(execute(job))
+        for fields in jobs:
+            conn.send(outcome_to_wire(execute(job_from_wire(fields))))
         done += len(jobs)
     connections.close_all()
 
@@ -235,7 +238,7 @@ class PreforkPool(Pool):
 
     def submit(self, plan: Plan) -> None:
         assert isinstance(plan, _PreforkPlan)
-        batches: dict[int, list[Job]] = {}
+        batches: dict[int, list[tuple[Any, ...]]] = {}
         now = time.monotonic()
         for child, job, expected in plan.assigned:
             if not child.jobs:
@@ -244,7 +247,7 @@ class PreforkPool(Pool):
             child.expected.append(expected)
             child.work += expected
             child.sent += 1
-            batches.setdefault(id(child), []).append(job)
+            batches.setdefault(id(child), []).append(job_to_wire(job))
         for child in self._children:
             if id(child) in batches:
                 child.conn.send(batches[id(child)])
@@ -281,7 +284,7 @@ class PreforkPool(Pool):
         """Every outcome the child has sent so far."""
         try:
             while child.jobs and child.conn.poll(0):
-                outcome = child.conn.recv()
+                outcome = outcome_from_wire(child.jobs[0], child.conn.recv())
                 self._finished(child, outcome)
                 done.append(outcome)
         except (EOFError, OSError):
