@@ -90,10 +90,12 @@ def test_group_rows_keep_every_column_and_character() -> None:
         add.s(text, y=[1.5, None]),
         add.s(1, 2).set(queue="other\tqueue", priority=7, countdown=60, task_id="own\\id\t1"),
         add.s(3, 4).set(time_limit=2.5, soft_time_limit=1, expires=30),
+        add.s(b"\\\t\x00", 5).set(serializer="pickle"),
     ).apply_async()
-    rows = {m.task_id: m for m in Message.objects.all()}
+    rows = {m.task_id: m for m in Message.objects.order_by("id")}
     assert list(rows) == [r.id for r in result] and rows.get("own\\id\t1") is not None
-    first, second, third = (rows[r.id] for r in result)
+    first, second, third, pickled = (rows[r.id] for r in result)
+    assert loads(pickled.body, pickled.content_type, ["pickle"])["args"] == [b"\\\t\x00", 5]
     assert first.body == dumps({"args": [text], "kwargs": {"y": [1.5, None]}})[1]
     assert loads(first.body, first.content_type, ["json"])["args"] == [text]
     assert (first.queue, first.priority, first.state, first.retries) == ("celery", 0, "ready", 0)
