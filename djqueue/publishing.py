@@ -71,7 +71,8 @@ def new_task_ids(count: int) -> list[str]:
 class _Plan:
     """How rows are written. The columns are those :class:`NewMessage` gives, then the publishing
     time for ``auto_now`` fields, then every other field of :class:`Message` at its default, so
-    a new field with a default needs no edit here."""
+    a new field with a constant default needs no edit here (a callable default would give a
+    whole batch one value, so :func:`_plan` refuses it)."""
 
     columns: tuple[str, ...]
     stamped: int  # how many columns take the time of publishing
@@ -86,6 +87,10 @@ def _plan() -> _Plan:
     rest = [f for name, f in fields.items() if name not in given]
     stamped = [f for f in rest if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
     plain = [f for f in rest if f not in stamped]
+    for field in plain:
+        if field.has_default() and callable(field.default):
+            raise TypeError(f"Message.{field.name} has a callable default: give it a value per "
+                            "message in NewMessage instead")
     ordered = [fields[name] for name in given] + stamped + plain
     return _Plan(
         columns=tuple(f.column for f in ordered),
