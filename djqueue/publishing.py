@@ -26,6 +26,10 @@ from .models import Message
 #: The channel that carries "new messages in this queue" (the payload is the queue name).
 NOTIFY_CHANNEL = "djqueue"
 
+#: Runs of the one-message INSERT on a connection after which psycopg prepares it (psycopg's
+#: own default ``prepare_threshold``).
+PREPARE_AFTER = 5
+
 
 class MessageHead(NamedTuple):
     """The columns a message shares with the other calls of its batch made the same way: a
@@ -166,15 +170,17 @@ def _execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -
         if not _prepares(connection.settings_dict):
             cursor.execute(sql, params)
             return
-        raw.prepare_threshold = 0  # None would keep psycopg from using prepared statements
+        raw.prepare_threshold = PREPARE_AFTER  # for this statement only: Django's None stays
         try:
-            cursor.execute(sql, params, prepare=True)
+            cursor.execute(sql, params)
         finally:
             raw.prepare_threshold = None
 
 
 def _prepares(settings_dict: dict[str, Any]) -> bool:
-    """Whether djqueue prepares its ``INSERT`` on this connection. Django's cursors bind
+    """Whether djqueue prepares its ``INSERT`` on this connection, once it has run
+    :data:`PREPARE_AFTER` times there (so a connection that sends one message, as a request with
+    ``CONN_MAX_AGE = 0`` does, pays no extra round trip for preparing). Django's cursors bind
     parameters on the client, so PostgreSQL parses and plans each statement anew; the prepared
     statement saves about a sixth of a ``delay()`` on the benchmark machine.
 
