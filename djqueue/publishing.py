@@ -26,6 +26,10 @@ from .models import Message
 #: The channel that carries "new messages in this queue" (the payload is the queue name).
 NOTIFY_CHANNEL = "djqueue"
 
+#: Runs of the one-message INSERT on a connection after which psycopg prepares it (psycopg's
+#: own default ``prepare_threshold``).
+PREPARE_AFTER = 5
+
 
 class MessageHead(NamedTuple):
     """The columns a message shares with the other calls of its batch made the same way: a
@@ -71,7 +75,8 @@ def new_task_ids(count: int) -> list[str]:
 class _Plan:
     """How rows are written. The columns are those :class:`NewMessage` gives, then the publishing
     time for ``auto_now`` fields, then every other field of :class:`Message` at its default, so
-    a new field with a default needs no edit here."""
+    a new field with a constant default needs no edit here (a callable default would give a
+    whole batch one value, so :func:`_plan` refuses it)."""
 
     columns: tuple[str, ...]
     stamped: int  # how many columns take the time of publishing
@@ -86,6 +91,10 @@ def _plan() -> _Plan:
     rest = [f for name, f in fields.items() if name not in given]
     stamped = [f for f in rest if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
     plain = [f for f in rest if f not in stamped]
+    for field in plain:
+        if field.has_default() and callable(field.default):
+            raise TypeError(f"Message.{field.name} has a callable default: give it a value per "
+                            "message in NewMessage instead")
     ordered = [fields[name] for name in given] + stamped + plain
     return _Plan(
         columns=tuple(f.column for f in ordered),
@@ -161,15 +170,17 @@ def _execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -
         if not _prepares(connection.settings_dict):
             cursor.execute(sql, params)
             return
-        raw.prepare_threshold = 0  # None would keep psycopg from using prepared statements
+        raw.prepare_threshold = PREPARE_AFTER  # for this statement only: Django's None stays
         try:
-            cursor.execute(sql, params, prepare=True)
+            cursor.execute(sql, params)
         finally:
             raw.prepare_threshold = None
 
 
 def _prepares(settings_dict: dict[str, Any]) -> bool:
-    """Whether djqueue prepares its ``INSERT`` on this connection. Django's cursors bind
+    """Whether djqueue prepares its ``INSERT`` on this connection, once it has run
+    :data:`PREPARE_AFTER` times there (so a connection that sends one message, as a request with
+    ``CONN_MAX_AGE = 0`` does, pays no extra round trip for preparing). Django's cursors bind
     parameters on the client, so PostgreSQL parses and plans each statement anew; the prepared
     statement saves about a sixth of a ``delay()`` on the benchmark machine.
 

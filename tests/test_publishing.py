@@ -16,7 +16,7 @@ from djqueue import group
 from djqueue.application import app
 from djqueue.exceptions import EncodeError
 from djqueue.models import Message
-from djqueue.publishing import NOTIFY_CHANNEL, new_task_ids
+from djqueue.publishing import NOTIFY_CHANNEL, PREPARE_AFTER, new_task_ids
 from djqueue.serialization import dumps, loads
 from tasks import add
 
@@ -90,10 +90,12 @@ def test_group_rows_keep_every_column_and_character() -> None:
         add.s(text, y=[1.5, None]),
         add.s(1, 2).set(queue="other\tqueue", priority=7, countdown=60, task_id="own\\id\t1"),
         add.s(3, 4).set(time_limit=2.5, soft_time_limit=1, expires=30),
+        add.s(b"\\\t\x00", 5).set(serializer="pickle"),
     ).apply_async()
-    rows = {m.task_id: m for m in Message.objects.all()}
+    rows = {m.task_id: m for m in Message.objects.order_by("id")}
     assert list(rows) == [r.id for r in result] and rows.get("own\\id\t1") is not None
-    first, second, third = (rows[r.id] for r in result)
+    first, second, third, pickled = (rows[r.id] for r in result)
+    assert loads(pickled.body, pickled.content_type, ["pickle"])["args"] == [b"\\\t\x00", 5]
     assert first.body == dumps({"args": [text], "kwargs": {"y": [1.5, None]}})[1]
     assert loads(first.body, first.content_type, ["json"])["args"] == [text]
     assert (first.queue, first.priority, first.state, first.retries) == ("celery", 0, "ready", 0)
@@ -158,18 +160,26 @@ def prepared_statements() -> list[str]:
 
 @postgresql_only
 def test_one_message_is_a_prepared_statement_unless_a_pooler_is_declared() -> None:
-    for i in range(3):
+    connection.close()  # a new session: psycopg counts runs per connection
+    for i in range(PREPARE_AFTER):
         add.delay(i, i)
+    assert prepared_statements() == []  # a connection that sends a few pays no extra round trip
+    add.delay(5, 5)
     assert any("INSERT INTO djqueue_message" in sql for sql in prepared_statements())
+    with pytest.raises(RuntimeError), transaction.atomic():
+        add.delay(6, 6)  # the prepared statement, in the caller's transaction
+        raise RuntimeError("roll back")
+    assert Message.objects.count() == PREPARE_AFTER + 1
     connection.close()
     connection.settings_dict["DISABLE_SERVER_SIDE_CURSORS"] = True
     try:
-        with transaction.atomic():  # the prepared path and the plain one share the transaction
-            add.delay(9, 9)
+        with transaction.atomic():
+            for i in range(PREPARE_AFTER + 1):
+                add.delay(i, i)
             assert prepared_statements() == []
     finally:
         connection.settings_dict["DISABLE_SERVER_SIDE_CURSORS"] = False
-    assert Message.objects.count() == 4
+    assert Message.objects.count() == 2 * PREPARE_AFTER + 2
 
 
 def test_settings_are_read_again_after_a_change() -> None:
