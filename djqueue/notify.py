@@ -1,7 +1,8 @@
 """Waking an idle worker the moment a message is published (PostgreSQL ``LISTEN``).
 
-:func:`djqueue.publishing.publish` sends ``NOTIFY djqueue, '<queue>'`` in the statement that inserts
-the messages, so PostgreSQL delivers it when the publishing transaction commits. A worker's
+:func:`djqueue.publishing.publish` sends ``NOTIFY djqueue, '<queue>'`` in the same transaction as
+the insert (in the same statement for one message), so PostgreSQL delivers it when the publishing
+transaction commits. A worker's
 :class:`Listener` holds its own autocommit connection (never one of Django's, which pool children
 and transactions use), and the worker adds that connection to what its loop already waits on.
 

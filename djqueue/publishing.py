@@ -20,16 +20,12 @@ from django.db import connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
+from . import sql
 from .broker import TABLE, retry_if_locked, vendor
 from .models import Message
 
 #: The channel that carries "new messages in this queue" (the payload is the queue name).
 NOTIFY_CHANNEL = "djqueue"
-
-#: Runs of the one-message INSERT on a connection after which psycopg prepares it (psycopg's
-#: own default ``prepare_threshold``).
-PREPARE_AFTER = 5
-
 
 class MessageHead(NamedTuple):
     """The columns a message shares with the other calls of its batch made the same way: a
@@ -129,7 +125,7 @@ def publish(messages: Sequence[NewMessage], using: str) -> None:
         row = (message.task_id, message.body, *_tail(message.head, now))
         if kind == "sqlite":
             row = _adapted(row, connection)
-        retry_if_locked(using, lambda: _execute(connection, _insert_sql(kind), row))
+        retry_if_locked(using, lambda: sql.execute(using, _insert_sql(kind), row))
     elif kind == "postgresql":
         _copy(connection, using, messages, now)
     else:
@@ -148,50 +144,6 @@ def _adapted(values: tuple[Any, ...], connection: BaseDatabaseWrapper) -> tuple[
     adapt = connection.ops.adapt_datetimefield_value
     is_time = _plan().is_time[-len(values):]
     return tuple(adapt(value) if time else value for value, time in zip(values, is_time))
-
-
-def _execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> None:
-    """Run one statement as Django's cursor would, but on PostgreSQL past its cursor wrapper when
-    nothing needs to see the statement (no query logging, no ``execute_wrapper``), as a prepared
-    statement (see :func:`_prepares`). It runs on Django's connection, so it belongs to the
-    caller's transaction."""
-    if connection.vendor != "postgresql" or connection.queries_logged or connection.execute_wrappers:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-        return
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    connection.validate_no_broken_transaction()
-    import psycopg  # PostgreSQL needs psycopg 3 (the "postgres" extra); SQLite does not
-
-    raw = connection.connection
-    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-        if not _prepares(connection.settings_dict):
-            cursor.execute(sql, params)
-            return
-        raw.prepare_threshold = PREPARE_AFTER  # for this statement only: Django's None stays
-        try:
-            cursor.execute(sql, params)
-        finally:
-            raw.prepare_threshold = None
-
-
-def _prepares(settings_dict: dict[str, Any]) -> bool:
-    """Whether djqueue prepares its ``INSERT`` on this connection, once it has run
-    :data:`PREPARE_AFTER` times there (so a connection that sends one message, as a request with
-    ``CONN_MAX_AGE = 0`` does, pays no extra round trip for preparing). Django's cursors bind
-    parameters on the client, so PostgreSQL parses and plans each statement anew; the prepared
-    statement saves about a sixth of a ``delay()`` on the benchmark machine.
-
-    Django keeps psycopg from preparing statements so that connection poolers work; djqueue
-    prepares its one statement unless the project says it sits behind such a pooler:
-    ``DISABLE_SERVER_SIDE_CURSORS`` (what Django asks for under PgBouncer's transaction
-    pooling), or ``prepare_threshold`` in ``OPTIONS``, which psycopg then applies as given.
-    """
-    return not settings_dict.get("DISABLE_SERVER_SIDE_CURSORS") and (
-        "prepare_threshold" not in settings_dict.get("OPTIONS", {})
-    )
 
 
 def _executemany(

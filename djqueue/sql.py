@@ -1,14 +1,15 @@
-"""Running djqueue's own hot statements (publish, the worker's round) on Django's connection.
+"""Running djqueue's own hot statements (publishing, the worker's round) on Django's connection.
 
-On PostgreSQL they run past Django's cursor wrapper as prepared statements with the parameters
-bound on the server: Django binds on the client, so PostgreSQL parses and plans every statement
-anew, and a long parameter (a JSON document of rows) is escaped into the SQL text. Statements
-keep one text whatever the batch size (arrays, not lists of placeholders), so each is prepared
-once per connection. They run on Django's connection, so they belong to the caller's transaction.
+On PostgreSQL they run past Django's cursor wrapper, with the parameters bound on the server, and
+as prepared statements once they have run :data:`PREPARE_AFTER` times on a connection: Django
+binds on the client, so PostgreSQL parses and plans every statement anew, and a long parameter (a
+JSON document of rows) is escaped into the SQL text. The statements keep one text whatever the
+batch size (arrays, not lists of placeholders), so each is prepared once per connection. They run
+on Django's connection (with its error wrapping and broken-transaction check), so they belong to
+the caller's transaction.
 
-Django's own cursor is used instead whenever something needs to see the statements (query
-logging, as under ``DEBUG`` or ``CaptureQueriesContext``, or an ``execute_wrapper``), on SQLite,
-and where the project keeps psycopg from preparing statements (see :func:`prepares`).
+Django's own cursor is used instead on SQLite, and whenever something needs to see the statements:
+query logging (``DEBUG``, ``CaptureQueriesContext``) or an ``execute_wrapper``.
 """
 
 from __future__ import annotations
@@ -17,18 +18,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db import connections
-from django.db.backends.base.base import BaseDatabaseWrapper
+
+#: Runs of a statement on a connection before it is prepared there: a connection that runs it
+#: once (a request with ``CONN_MAX_AGE = 0`` sending one message) pays no extra round trip.
+PREPARE_AFTER = 5
 
 
 def execute(using: str, sql: str, params: Sequence[Any], fetch: bool = False) -> list[Any]:
     """Run one statement; its rows if ``fetch``."""
     connection = connections[using]
-    if (connection.vendor != "postgresql" or connection.queries_logged
-            or connection.execute_wrappers or not prepares(connection)):
+    if connection.vendor != "postgresql" or connection.queries_logged or connection.execute_wrappers:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall() if fetch else []
-    import psycopg
+    import psycopg  # PostgreSQL needs psycopg 3 (the "postgres" extra); SQLite does not
 
     connection.close_if_health_check_failed()
     connection.ensure_connection()
@@ -36,15 +39,18 @@ def execute(using: str, sql: str, params: Sequence[Any], fetch: bool = False) ->
     connection.validate_no_broken_transaction()
     raw = connection.connection
     with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-        raw.prepare_threshold = 0  # Django's None keeps psycopg from preparing at all
-        try:
-            cursor.execute(sql, params, prepare=True)
-        finally:
-            raw.prepare_threshold = None
+        if not prepares(connection.settings_dict):
+            cursor.execute(sql, params)
+        else:
+            raw.prepare_threshold = PREPARE_AFTER  # for this statement only: Django's None stays
+            try:
+                cursor.execute(sql, params)
+            finally:
+                raw.prepare_threshold = None
         return cursor.fetchall() if fetch else []
 
 
-def prepares(connection: BaseDatabaseWrapper) -> bool:
+def prepares(settings_dict: dict[str, Any]) -> bool:
     """Whether djqueue prepares its statements on this connection.
 
     Django keeps psycopg from preparing statements so that connection poolers work; djqueue
@@ -52,7 +58,6 @@ def prepares(connection: BaseDatabaseWrapper) -> bool:
     ``DISABLE_SERVER_SIDE_CURSORS`` (what Django asks for under PgBouncer's transaction pooling),
     or ``prepare_threshold`` in ``OPTIONS``, which psycopg then applies as given.
     """
-    settings_dict = connection.settings_dict
     return not settings_dict.get("DISABLE_SERVER_SIDE_CURSORS") and (
         "prepare_threshold" not in settings_dict.get("OPTIONS", {})
     )

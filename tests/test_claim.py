@@ -53,10 +53,12 @@ def test_claim_marks_started_what_the_pool_takes_at_once() -> None:
 
 def test_hot_statements_are_prepared_on_postgresql() -> None:
     """The worker's round runs as a prepared statement (parsed and planned once per
-    connection), unless the project says it sits behind a pooler that cannot keep them."""
+    connection, once it has run a few times), unless the project says it sits behind a pooler
+    that cannot keep them."""
     from django.db import connection
 
     from djqueue.application import app
+    from djqueue.sql import PREPARE_AFTER
     from djqueue.worker import Worker
 
     if connection.vendor != "postgresql":
@@ -72,15 +74,15 @@ def test_hot_statements_are_prepared_on_postgresql() -> None:
     worker.start()
     connection.close()  # a fresh session: nothing prepared yet
     assert prepared() == 0
-    add.delay(1, 1)
-    for _ in range(3):
+    for _ in range(PREPARE_AFTER + 1):  # statements are prepared once run that often
+        add.delay(1, 1)
         worker.loop()
     assert prepared() > 0
     connection.close()
     connection.settings_dict["DISABLE_SERVER_SIDE_CURSORS"] = True
     try:
-        add.delay(2, 2)
-        for _ in range(3):
+        for _ in range(PREPARE_AFTER + 1):
+            add.delay(2, 2)
             worker.loop()
         assert prepared() == 0
     finally:

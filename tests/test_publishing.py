@@ -16,7 +16,8 @@ from djqueue import group
 from djqueue.application import app
 from djqueue.exceptions import EncodeError
 from djqueue.models import Message
-from djqueue.publishing import NOTIFY_CHANNEL, PREPARE_AFTER, new_task_ids
+from djqueue.publishing import NOTIFY_CHANNEL, new_task_ids
+from djqueue.sql import PREPARE_AFTER
 from djqueue.serialization import dumps, loads
 from tasks import add
 
