@@ -1,9 +1,9 @@
 """What one claim costs with 0 and with 1,000,000 waiting messages (PostgreSQL).
 
-Prints EXPLAIN (ANALYZE, BUFFERS) of broker.claim's statement and the median time of repeated
+Prints EXPLAIN (ANALYZE, BUFFERS) of claiming.claim's statement and the median time of repeated
 claims of up to 100 rows, each in a transaction that is rolled back so the table stays as it is:
 with 0, 100 and 1,000,000 waiting messages, and just after all were deleted (before VACUUM).
-The claim SQL is taken from broker.claim itself, not written again here.
+The claim SQL is taken from claiming.claim itself, not written again here.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from djqueue import broker  # noqa: E402
+from djqueue import broker, claiming  # noqa: E402
 from djqueue.models import Message  # noqa: E402
 
 ROWS = int(os.environ.get("BENCH_CLAIM_ROWS", 1_000_000))
@@ -35,13 +35,13 @@ BATCH, REPEAT = 100, 50
 
 #: As a worker with two idle pool processes that has run the task before claims: the first two
 #: rows are marked started in the claim itself, the others reserved.
-START = broker.StartNow(idle=2, names=["bench.noop"], queued=0, short_names=[],
+START = claiming.StartNow(idle=2, names=["bench.noop"], queued=0, short_names=[],
                         acks_late_names=[])
 
 
 def claim() -> tuple[int, str]:
     with CaptureQueriesContext(connection) as captured:
-        claimed = broker.claim("default", ["celery"], BATCH, "bench@host", None, 300, START)
+        claimed = claiming.claim("default", ["celery"], BATCH, "bench@host", None, 300, START)
     return len(claimed), captured.captured_queries[-1]["sql"]
 
 

@@ -1,10 +1,10 @@
-"""The only module with SQL that moves messages: publish, claim, start, ack, requeue, defer, reject,
-purge.
+"""The SQL that moves held messages: start, ack, requeue, defer, retry, reject, recover, purge,
+restore, and the idle worker's next-due question. Claiming is in :mod:`djqueue.claiming`,
+publishing in :mod:`djqueue.publishing`.
 
-Claims are batches taken in one statement. On PostgreSQL the candidate rows are locked with
-``FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on each other nor take the same row.
-On SQLite the single ``UPDATE … RETURNING`` runs under the database's one write lock, which gives
-the same guarantee; "database is locked" while waiting for that lock is retried here.
+Statements that move several messages take their ids as one array parameter on PostgreSQL, so
+they keep one text (and are prepared once, see :mod:`djqueue.sql`). On SQLite, "database is
+locked" while waiting for the write lock is retried here (:func:`retry_if_locked`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import datetime
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from django.db import OperationalError, connections
@@ -29,42 +28,6 @@ TABLE = Message._meta.db_table
 REVOKED_TABLE = Revocation._meta.db_table
 
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class Claimed:
-    """A message this worker now holds."""
-
-    id: int
-    task_id: str
-    task_name: str
-    queue: str
-    priority: int
-    content_type: str
-    body: str
-    retries: int
-    time_limit: float | None
-    soft_time_limit: float | None
-    expired: bool
-    revoked: bool
-    started: bool = False  # marked started by the claim itself (see StartNow)
-
-
-@dataclass(slots=True)
-class StartNow:
-    """Which claimed messages the claim marks started at once, because the pool takes them
-    straight away: among the first ``idle`` (in claim order), those of ``names``; among the first
-    ``idle + queued``, those of ``short_names`` (tasks short enough to queue behind others).
-    ``acks_late_names`` are recorded as such."""
-
-    idle: int
-    names: Sequence[str]
-    queued: int
-    short_names: Sequence[str]
-    acks_late_names: Sequence[str]
-
-    def __bool__(self) -> bool:
-        return bool((self.idle and self.names) or (self.idle + self.queued and self.short_names))
 
 
 def vendor(using: str) -> str:
@@ -111,119 +74,9 @@ def _owned(owner: int | None) -> tuple[str, list[object]]:
     return (" AND owner = %s", [owner]) if owner is not None else ("", [])
 
 
-def _now_param(using: str) -> object:
+def now_param(using: str) -> object:
+    """The current time as the database driver wants it."""
     return connections[using].ops.adapt_datetimefield_value(timezone.now())
-
-
-def claim_statement(
-    using: str,
-    queues: Sequence[str],
-    limit: int,
-    worker: str,
-    owner: int | None,
-    lease_seconds: float,
-    start: StartNow | None = None,
-) -> tuple[str, list[object]]:
-    """The ``UPDATE … RETURNING`` that reserves up to ``limit`` ready messages from ``queues``
-    (highest priority first, then oldest), marking started those ``start`` says, as
-    ``(sql, params)``; its rows are read with :func:`claimed_from_rows`. :func:`claim` runs it
-    alone, :mod:`djqueue.rounds` with the rest of a worker's round.
-    """
-    kind = vendor(using)
-    ops = connections[using].ops
-    lease_until = ops.adapt_datetimefield_value(
-        timezone.now() + datetime.timedelta(seconds=lease_seconds))
-    postgres = kind == "postgresql"
-    now_sql, now_params = ("now()", []) if postgres else ("%s", [_now_param(using)])
-    if postgres:
-        # Per queue, so each reads the partial index in its order and stops after ``limit``
-        # rows: ``queue = ANY(...)`` would read and sort every waiting row instead.
-        pick = (
-            f"SELECT m.id, m.task_name, row_number() OVER (ORDER BY m.priority DESC, m.id) AS rn "
-            f"FROM unnest(%s::text[]) AS q(name) CROSS JOIN LATERAL (SELECT id, priority, "
-            f"task_name FROM {TABLE} WHERE state = 'ready' AND queue = q.name "
-            "AND available_at <= now() ORDER BY priority DESC, id LIMIT %s "
-            "FOR UPDATE SKIP LOCKED) AS m ORDER BY m.priority DESC, m.id LIMIT %s"
-        )
-        pick_params: list[object] = [list(queues), limit, limit]
-    else:
-        marks = ", ".join(["%s"] * len(queues))
-        pick = (
-            f"SELECT id, task_name, row_number() OVER (ORDER BY priority DESC, id) AS rn "
-            f"FROM {TABLE} WHERE state = 'ready' AND queue IN ({marks}) AND available_at <= %s "
-            "ORDER BY priority DESC, id LIMIT %s"
-        )
-        pick_params = [*queues, _now_param(using), limit]
-    go, go_params = _starts_now(postgres, start)
-    late, late_params = _among(postgres, "c.task_name", start.acks_late_names if start else ())
-    sql = (
-        f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = %s, "
-        f"state = CASE WHEN {go} THEN 'started' ELSE 'reserved' END, "
-        f"started_at = CASE WHEN {go} THEN {now_sql} ELSE NULL END, "
-        f"acks_late = ({go}) AND {late} "
-        f"FROM ({pick}) AS c WHERE {TABLE}.id = c.id "
-        f"RETURNING {TABLE}.id, {TABLE}.task_id, {TABLE}.task_name, queue, priority, "
-        "content_type, body, retries, time_limit, soft_time_limit, "
-        f"(expires IS NOT NULL AND expires <= {now_sql}), "
-        f"EXISTS (SELECT 1 FROM {REVOKED_TABLE} r WHERE r.task_id = {TABLE}.task_id), "
-        f"{TABLE}.state = 'started'"
-    )
-    params = [worker, owner, lease_until, *go_params, *go_params, *now_params, *go_params,
-              *late_params, *pick_params, *now_params]
-    return sql, params
-
-
-def _among(postgres: bool, column: str, names: Sequence[str]) -> tuple[str, list[object]]:
-    if not names:
-        return "FALSE", []
-    if postgres:
-        return f"{column} = ANY(%s::text[])", [list(names)]
-    return f"{column} IN ({', '.join(['%s'] * len(names))})", list(names)
-
-
-def _starts_now(postgres: bool, start: StartNow | None) -> tuple[str, list[object]]:
-    """The SQL condition (on the claim's ranked rows ``c``) for "mark this one started now"."""
-    if not start:
-        return "FALSE", []
-    known, known_params = _among(postgres, "c.task_name", start.names)
-    short, short_params = _among(postgres, "c.task_name", start.short_names)
-    return (f"((c.rn <= %s AND {known}) OR (c.rn <= %s AND {short}))",
-            [start.idle, *known_params, start.idle + start.queued, *short_params])
-
-
-def claimed_from_rows(rows: Sequence[Sequence[object]]) -> list[Claimed]:
-    """Claimed messages from the rows of :func:`claim_statement`, in the order to start them
-    (RETURNING gives no order)."""
-    claimed = [Claimed(*row[:10], expired=bool(row[10]), revoked=bool(row[11]),  # type: ignore[arg-type]
-                       started=bool(row[12])) for row in rows]
-    claimed.sort(key=lambda m: (-m.priority, m.id))
-    return claimed
-
-
-def claim(
-    using: str,
-    queues: Sequence[str],
-    limit: int,
-    worker: str,
-    owner: int | None,
-    lease_seconds: float,
-    start: StartNow | None = None,
-) -> list[Claimed]:
-    """Reserve up to ``limit`` ready messages from ``queues``: highest priority first, then oldest.
-
-    Each row comes back flagged when it has expired or its task id was revoked, so the worker can
-    settle it without running it, and when the claim marked it started (``start``).
-    """
-    if limit <= 0 or not queues:
-        return []
-    sql, params = claim_statement(using, queues, limit, worker, owner, lease_seconds, start)
-
-    def run() -> list[Claimed]:
-        with connections[using].cursor() as cursor:
-            cursor.execute(sql, params)
-            return claimed_from_rows(cursor.fetchall())
-
-    return retry_if_locked(using, run)
 
 
 def _update(using: str, sql: str, params: list[object]) -> int:
@@ -252,7 +105,7 @@ def start_statement(
     return (
         f"UPDATE {TABLE} SET state = 'started', started_at = %s, acks_late = {flag} "
         f"WHERE {where}{mine}",
-        [_now_param(using), *flag_params, *params, *mine_params],
+        [now_param(using), *flag_params, *params, *mine_params],
     )
 
 
@@ -350,7 +203,7 @@ def recover_expired_leases(using: str) -> list[tuple[str, str, str, str]]:
     so the caller can record ``WorkerLostError``. Each statement moves a row at most once, so
     several workers recovering at the same moment cannot settle a message twice.
     """
-    now = _now_param(using)
+    now = now_param(using)
     _update(
         using,
         f"UPDATE {TABLE} SET state = 'ready', worker = '', owner = NULL, lease_until = NULL, "
@@ -421,7 +274,7 @@ def restore_rejected(using: str, ids: Sequence[int]) -> int:
         f"UPDATE {TABLE} SET state = 'ready', error = '', worker = '', owner = NULL, "
         f"lease_until = NULL, started_at = NULL, available_at = %s WHERE {where} "
         "AND state = 'rejected'",
-        [_now_param(using), *params],
+        [now_param(using), *params],
     )
 
 
@@ -440,7 +293,7 @@ def next_due(using: str, queues: Sequence[str]) -> float | None:
         )
         params: list[object] = list(queues)
     else:
-        now = _now_param(using)
+        now = now_param(using)
         sql = (
             f"SELECT (julianday(min(available_at)) - julianday(%s)) * 86400.0 FROM {TABLE} "
             f"WHERE state = 'ready' AND queue IN ({marks}) AND available_at > %s"

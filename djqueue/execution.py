@@ -13,17 +13,22 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable, Container
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connections
 from django.utils import timezone
 
 from . import states
 from .exceptions import (
-    DecodeError, EncodeError, Retry, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError,
+    DecodeError, EncodeError, NotRegistered, Retry, SoftTimeLimitExceeded, TaskRevokedError,
+    TimeLimitExceeded, WorkerLostError,
 )
 from .serialization import CONTENT_TYPES, dumps, exception_to_data, loads
+
+if TYPE_CHECKING:
+    from .claiming import Claimed
 
 logger = logging.getLogger("djqueue.worker")
 
@@ -295,6 +300,27 @@ def lost(job: Job, reason: str, serializer: str) -> Outcome:
     if job.acks_late:
         return unrun(job, WorkerLostError(reason), serializer, action="requeue", store=False)
     return unrun(job, WorkerLostError(reason), serializer, action="reject")
+
+
+def refused(
+    message: Claimed, registry: Container[str], serializer: str
+) -> Callable[[Job], Outcome] | None:
+    """For a claimed message that must not run (revoked, expired, or of a task this worker does
+    not have), log why and return what makes its outcome from its job; None for one that runs."""
+    if message.revoked or message.expired:
+        why = "revoked" if message.revoked else "expired"
+        logger.info("Discarding %s task: %s[%s]", why, message.task_name, message.task_id)
+        return lambda job: unrun(job, TaskRevokedError(why), serializer, state=states.REVOKED)
+    if message.task_name not in registry:
+        logger.error(
+            "Received unregistered task of type %r.\nThe message has been set aside "
+            "(state 'rejected'), not run: did you import the module that defines it "
+            "(CELERY_IMPORTS, or a tasks.py in an installed app)?\nid: %s",
+            message.task_name, message.task_id,
+        )
+        return lambda job: unrun(job, NotRegistered(message.task_name), serializer,
+                                 action="reject")
+    return None
 
 
 def released(job: Job, serializer: str) -> Outcome:

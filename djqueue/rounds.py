@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 
 from django.db import connections, transaction
 
-from . import broker
+from django.utils import timezone
+
+from . import broker, claiming, states
 from .backends import ResultBackend, ResultRecord
 from .backends.database import DatabaseBackend
+from .execution import Outcome
 from .sql import execute as sql_execute
 
 
@@ -35,7 +38,7 @@ class ClaimRequest:
     limit: int
     worker: str
     lease_seconds: float
-    start: broker.StartNow | None = None
+    start: claiming.StartNow | None = None
 
 
 @dataclass(slots=True)
@@ -59,13 +62,37 @@ class Round:
                     or self.defers or self.starts)
 
 
+def settle(outcomes: Sequence[Outcome], hostname: str, store_results: bool) -> Round:
+    """The writes that settle ``outcomes``: results to store, messages to ack or give back."""
+    writes = Round()
+    now = timezone.now()
+    for o in outcomes:
+        if o.store and store_results:
+            writes.records.append(ResultRecord(
+                o.job.task_id, o.state, o.job.task_name, o.content_type, o.result, o.traceback,
+                o.args_repr, o.kwargs_repr, hostname, o.runtime,
+                None if o.state == states.RETRY else now, o.job.queue,
+            ))
+        message_id = o.job.message_id
+        if o.action == "ack":
+            writes.acks.append(message_id)
+        elif o.action in ("requeue", "release"):
+            writes.releases.append(message_id)
+        elif o.action == "reject":
+            writes.rejects.append((message_id, o.result_repr))
+        else:
+            assert o.action == "retry" and o.retry_at is not None
+            writes.retries.append((message_id, o.retry_at, o.retry_body))
+    return writes
+
+
 def run(
     using: str,
     backend: ResultBackend,
     owner: int | None,
     writes: Round,
     claim: ClaimRequest | None = None,
-) -> list[broker.Claimed]:
+) -> list[claiming.Claimed]:
     """Carry out one round atomically; returns what the claim took."""
     if claim is not None and (claim.limit <= 0 or not claim.queues):
         claim = None
@@ -88,7 +115,7 @@ def _one_statement(using: str, backend: ResultBackend, writes: Round) -> bool:
 def _run_as_one_statement(
     using: str, backend: ResultBackend, owner: int | None, writes: Round,
     claim: ClaimRequest | None,
-) -> list[broker.Claimed]:
+) -> list[claiming.Claimed]:
     parts: list[tuple[str, list[object]]] = []
     if writes.records and backend.enabled:
         assert isinstance(backend, DatabaseBackend)
@@ -98,7 +125,7 @@ def _run_as_one_statement(
     if writes.starts:
         parts.append(broker.start_statement(using, writes.starts, writes.acks_late, owner))
     if claim is not None:
-        main = broker.claim_statement(using, claim.queues, claim.limit, claim.worker, owner,
+        main = claiming.claim_statement(using, claim.queues, claim.limit, claim.worker, owner,
                                       claim.lease_seconds, claim.start)
     elif parts:
         main = parts.pop()
@@ -108,13 +135,13 @@ def _run_as_one_statement(
                   for i, (part, _) in enumerate(parts)) + main[0]
     params = [p for _, part_params in parts for p in part_params] + main[1]
     rows = sql_execute(using, sql, params, fetch=claim is not None)
-    return broker.claimed_from_rows(rows) if claim is not None else []
+    return claiming.claimed_from_rows(rows) if claim is not None else []
 
 
 def _run_in_transaction(
     using: str, backend: ResultBackend, owner: int | None, writes: Round,
     claim: ClaimRequest | None,
-) -> list[broker.Claimed]:
+) -> list[claiming.Claimed]:
     with transaction.atomic(using=using):
         if writes.records and backend.enabled:
             backend.store(writes.records)
@@ -129,5 +156,5 @@ def _run_in_transaction(
         broker.start(using, writes.starts, writes.acks_late, owner)
         if claim is None:
             return []
-        return broker.claim(using, claim.queues, claim.limit, claim.worker, owner,
+        return claiming.claim(using, claim.queues, claim.limit, claim.worker, owner,
                             claim.lease_seconds, claim.start)

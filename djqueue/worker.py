@@ -1,8 +1,9 @@
 """The worker: claims messages, hands them to a pool, stores outcomes and acknowledges.
 
-:meth:`Worker.loop` is one iteration (claim what capacity allows, dispatch, wait for outcomes,
-store them); :meth:`Worker.run` repeats it until a shutdown signal. Tests drive ``loop()``
-directly with the ``solo`` pool.
+:meth:`Worker.loop` is one iteration: a round (:mod:`djqueue.rounds`: store what finished and
+acknowledge it, mark started what the pool takes, claim more, in one trip to the database), then
+a wait for outcomes; :meth:`Worker.run` repeats it until a shutdown signal. Tests drive
+``loop()`` directly with the ``solo`` pool.
 """
 
 from __future__ import annotations
@@ -15,21 +16,21 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.db import InterfaceError, OperationalError, connections
 from django.utils import timezone
 
-from . import broker, heartbeat, rounds, routing, states
+from . import broker, claiming, heartbeat, rounds, routing, states
 from .application import App
 from .backends import ResultRecord
-from .exceptions import ImproperlyConfigured, NotRegistered, TaskRevokedError
-from .execution import Job, Outcome, log_outcome, unrun
+from .exceptions import ImproperlyConfigured, TaskRevokedError
+from .execution import Job, Outcome, log_outcome, refused, unrun
 from .expiry import PeriodicCleanup
 from .notify import Listener
 from .pools import POOLS, Plan, Pool
 from .ratelimit import Throttle
+from .task_options import TaskOptions
 from .worker_control import ControlPanel
 
 logger = logging.getLogger("djqueue.worker")
@@ -40,15 +41,6 @@ DB_RETRY_MAX_PAUSE = 10.0
 #: The most messages one claim takes (a batching pool may ask for more than the prefetch limit).
 MAX_CLAIM = 500
 REVOCATION_CHECK_INTERVAL = 1.0
-
-
-@dataclass(slots=True)
-class _TaskOptions:
-    acks_late: bool
-    track_started: bool
-    time_limit: float | None
-    soft_time_limit: float | None
-    rate: object
 
 
 def default_hostname(template: str | None = None) -> str:
@@ -110,16 +102,15 @@ class Worker:
         )
         self.backend = app.backend
         self.throttle = Throttle(app)
+        self.options = TaskOptions(app, self.throttle, self.time_limit, self.soft_time_limit)
         self.cleanup = PeriodicCleanup(app)
         self.node_id: int | None = None
         self.processed = 0
         self.stop_requested: str | None = None  # None, "warm" or "cold"
         self.finished = False
         self._announced_stop: str | None = None
-        self._reserved: collections.deque[broker.Claimed] = collections.deque()
+        self._reserved: collections.deque[claiming.Claimed] = collections.deque()
         self._pending: list[Outcome] = []  # outcomes the next round settles
-        self._round_options: dict[str, _TaskOptions] | None = None  # during a round
-        self._seen: dict[str, None] = {}  # task names this worker has started
         self._next_poll = 0.0
         self._claim_now = True
         self._next_revocation_check = 0.0
@@ -258,22 +249,23 @@ class Worker:
         claim brought messages the pool can take at once, a second round starts them."""
         try:
             for _ in range(2):
-                self._round_options = {}
+                self.options.new_round()
                 if not self._one_round():
                     return
         finally:
-            self._round_options = None
+            self.options.end_round()
 
     def _one_round(self) -> bool:
         """One round trip; True when it claimed messages that the pool can take at once (or
         that must be settled without running), for another round to start them."""
         outcomes, self._pending = self._pending, []
-        writes = self._settlement(outcomes)
+        writes = rounds.settle(outcomes, self.hostname, self.backend.enabled)
         plan = None if self.stop_requested else self._plan(writes)
         limit = self._claim_limit(len(plan.jobs) if plan else 0)
         due = limit and (self._claim_now or time.monotonic() >= self._next_poll)
         claim = rounds.ClaimRequest(self.queues, limit, self.hostname, self.heartbeat_timeout,
-                                    self._start_now(plan)) if due else None
+                                    self.options.start_now(plan, self.pool.short_names())
+                                    if plan else None) if due else None
         if not writes and claim is None:
             return False
         was_holding = bool(self._reserved or self.pool.running())
@@ -288,52 +280,13 @@ class Worker:
         return bool(self._pending or (
             self._reserved and self.pool.plan().fits(self._reserved[0].task_name)))
 
-    def _start_now(self, plan: Plan | None) -> broker.StartNow | None:
-        """Which claimed messages the claim may mark started itself, since the pool will take
-        them at once: tasks this worker has run before (so their options are known), that have
-        no rate limit and don't record STARTED, up to the pool's room after ``plan``."""
-        if plan is None:
-            return None
-        idle, queued = plan.room()
-        if not (idle or queued):
-            return None
-        names = [name for name in self._seen if name in self.app.tasks
-                 and self._options(name).rate is None and not self._options(name).track_started]
-        known = set(names)
-        return broker.StartNow(
-            idle, names, queued, [n for n in self.pool.short_names() if n in known],
-            [name for name in names if self._options(name).acks_late])
-
-    def _settlement(self, outcomes: Sequence[Outcome]) -> rounds.Round:
-        """The writes that settle ``outcomes``: results to store, messages to ack or give back."""
-        writes = rounds.Round()
-        now = timezone.now()
-        for o in outcomes:
-            if o.store and self.backend.enabled:
-                writes.records.append(ResultRecord(
-                    o.job.task_id, o.state, o.job.task_name, o.content_type, o.result,
-                    o.traceback, o.args_repr, o.kwargs_repr, self.hostname, o.runtime,
-                    None if o.state == states.RETRY else now, o.job.queue,
-                ))
-            message_id = o.job.message_id
-            if o.action == "ack":
-                writes.acks.append(message_id)
-            elif o.action in ("requeue", "release"):
-                writes.releases.append(message_id)
-            elif o.action == "reject":
-                writes.rejects.append((message_id, o.result_repr))
-            else:
-                assert o.action == "retry" and o.retry_at is not None
-                writes.retries.append((message_id, o.retry_at, o.retry_body))
-        return writes
-
     def _plan(self, writes: rounds.Round) -> Plan:
         """Take reserved messages the pool has room for; rate-limited ones wait in the table."""
         plan = self.pool.plan()
         over_limit: dict[str, tuple[float, list[int]]] = {}
         while self._reserved and plan.fits(self._reserved[0].task_name):
             message = self._reserved.popleft()
-            rate = self._options(message.task_name).rate
+            rate = self.options.get(message.task_name).rate
             wait = self.throttle.wait_time(message.task_name, rate) if rate is not None else 0.0
             if wait:
                 logger.debug("%s[%s] is over its rate limit; waits %.3fs",
@@ -345,16 +298,16 @@ class Worker:
             writes.defers.append((wait, ids))
             self._next_poll = min(self._next_poll, time.monotonic() + wait)
         for job in plan.jobs:
-            self._seen[job.task_name] = None
+            self.options.seen(job.task_name)
             writes.starts.append(job.message_id)
             if job.acks_late:
                 writes.acks_late.append(job.message_id)
-            if self.backend.enabled and self._options(job.task_name).track_started:
+            if self.backend.enabled and self.options.get(job.task_name).track_started:
                 writes.records.append(ResultRecord(job.task_id, states.STARTED, job.task_name,
                                                    worker=self.hostname, queue=job.queue))
         return plan
 
-    def _took(self, claimed: list[broker.Claimed], limit: int, was_holding: bool) -> None:
+    def _took(self, claimed: list[claiming.Claimed], limit: int, was_holding: bool) -> None:
         """Keep what a claim took; what must not run (revoked, expired, unknown) is settled in
         the next round without running."""
         self._claim_now = len(claimed) == limit
@@ -369,65 +322,20 @@ class Worker:
         registry = self.app.tasks
         started = self.pool.plan()
         for message in claimed:
-            if message.revoked:
-                logger.info("Discarding revoked task: %s[%s]", message.task_name, message.task_id)
-                self._pending.append(unrun(self.job_for(message), TaskRevokedError("revoked"),
-                                           self.result_serializer, state=states.REVOKED))
-            elif message.expired:
-                logger.info("Discarding expired task: %s[%s]", message.task_name, message.task_id)
-                self._pending.append(unrun(self.job_for(message), TaskRevokedError("expired"),
-                                           self.result_serializer, state=states.REVOKED))
-            elif message.task_name not in registry:
-                logger.error(
-                    "Received unregistered task of type %r.\nThe message has been set aside "
-                    "(state 'rejected'), not run: did you import the module that defines it "
-                    "(CELERY_IMPORTS, or a tasks.py in an installed app)?\nid: %s",
-                    message.task_name, message.task_id,
-                )
-                self._pending.append(unrun(self.job_for(message), NotRegistered(message.task_name),
-                                           self.result_serializer, action="reject"))
+            refusal = refused(message, registry, self.result_serializer)
+            if refusal is not None:
+                self._pending.append(refusal(self.job_for(message)))
+                continue
+            logger.info("Received task: %s[%s]", message.task_name, message.task_id)
+            if message.started:
+                started.force(self.job_for(message))
             else:
-                logger.info("Received task: %s[%s]", message.task_name, message.task_id)
-                if message.started:
-                    started.force(self.job_for(message))
-                else:
-                    self._reserved.append(message)
+                self._reserved.append(message)
         if started.jobs:
             self.pool.submit(started)
 
-    def _options(self, task_name: str) -> _TaskOptions:
-        """The options of a registered task, read once per round (settings lookups and
-        annotations cost more than the rest of a short task's bookkeeping)."""
-        cache = self._round_options if self._round_options is not None else {}
-        options = cache.get(task_name)
-        if options is None:
-            task = self.app.tasks.get(task_name)
-
-            def own(option: str, worker_value: float | None) -> float | None:
-                value = getattr(task, option, None) if task else None
-                return value if value is not None else worker_value
-
-            options = cache[task_name] = _TaskOptions(
-                acks_late=bool(task.resolved("acks_late", "CELERY_ACKS_LATE")) if task else False,
-                track_started=bool(task and task.resolved("track_started",
-                                                          "CELERY_TRACK_STARTED")),
-                time_limit=own("time_limit", self.time_limit),
-                soft_time_limit=own("soft_time_limit", self.soft_time_limit),
-                rate=self.throttle.rate(task_name),
-            )
-        return options
-
-    def job_for(self, message: broker.Claimed) -> Job:
-        options = self._options(message.task_name)
-        return Job(
-            message.id, message.task_id, message.task_name, message.queue, message.priority,
-            message.content_type, message.body, message.retries, self.hostname,
-            options.acks_late,
-            time_limit=(message.time_limit if message.time_limit is not None
-                        else options.time_limit),
-            soft_time_limit=(message.soft_time_limit if message.soft_time_limit is not None
-                             else options.soft_time_limit),
-        )
+    def job_for(self, message: claiming.Claimed) -> Job:
+        return self.options.job_for(message, self.hostname)
 
     def _check_revocations(self) -> None:
         """About once a second, obey revocations of what this worker holds."""
@@ -459,7 +367,7 @@ class Worker:
         if log:
             for outcome in outcomes:
                 log_outcome(outcome)
-        writes = self._settlement(outcomes)
+        writes = rounds.settle(outcomes, self.hostname, self.backend.enabled)
         self._with_db_retry(lambda: rounds.run(self.using, self.backend, self.node_id, writes))
         self.processed += sum(1 for o in outcomes if o.action not in ("requeue", "release"))
 

@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from djqueue import states
-from djqueue import broker
+from djqueue import broker, claiming
 from djqueue.application import app
 from djqueue.execution import execute
 from djqueue.exceptions import (
@@ -114,7 +114,7 @@ def test_query_counts_are_pinned(worker: Worker) -> None:
     for i in range(50):
         add.delay(i, i)
     with CaptureQueriesContext(connection) as claim:
-        claimed = broker.claim("default", ["celery"], 50, "test@host", worker.node_id, 60)
+        claimed = claiming.claim("default", ["celery"], 50, "test@host", worker.node_id, 60)
     jobs = [worker.job_for(message) for message in claimed]
     with CaptureQueriesContext(connection) as start:
         broker.start("default", [job.message_id for job in jobs])

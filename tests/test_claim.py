@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from djqueue import broker
+from djqueue import broker, claiming
 from tasks import add
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -14,9 +14,9 @@ def test_claim_over_several_queues_keeps_priority_then_age_and_the_limit() -> No
     low = [add.apply_async((i, i), queue="a").id for i in range(3)]
     high = [add.apply_async((i, i), queue="b", priority=5).id for i in range(2)]
     add.apply_async((0, 0), queue="elsewhere", priority=9)
-    claimed = broker.claim("default", ["a", "b"], 3, "test@host", None, 60)
+    claimed = claiming.claim("default", ["a", "b"], 3, "test@host", None, 60)
     assert [m.task_id for m in claimed] == [*high, low[0]]
-    rest = broker.claim("default", ["a", "b"], 10, "test@host", None, 60)
+    rest = claiming.claim("default", ["a", "b"], 10, "test@host", None, 60)
     assert [m.task_id for m in rest] == low[1:]
 
 
@@ -39,9 +39,9 @@ def test_claim_marks_started_what_the_pool_takes_at_once() -> None:
 
     ids = [add.delay(1, 1).id, record.delay("x").id, add.delay(2, 2).id, add.delay(3, 3).id,
            record.delay("y").id]
-    start = broker.StartNow(idle=2, names=["tasks.add"], queued=2, short_names=["tasks.add"],
+    start = claiming.StartNow(idle=2, names=["tasks.add"], queued=2, short_names=["tasks.add"],
                             acks_late_names=["tasks.add"])
-    claimed = broker.claim("default", ["celery"], 10, "test@host", None, 60, start)
+    claimed = claiming.claim("default", ["celery"], 10, "test@host", None, 60, start)
     assert [m.task_id for m in claimed] == ids
     started = [m.task_id for m in claimed if m.started]
     assert started == [ids[0], ids[2], ids[3]]  # rn 1 (known); rn 3 and 4 (short, within 2 + 2)

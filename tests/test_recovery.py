@@ -9,7 +9,7 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from djqueue import broker
+from djqueue import broker, claiming
 from djqueue.models import Message
 from tasks import add
 
@@ -56,9 +56,9 @@ def test_concurrent_recovery_settles_each_message_once() -> None:
 
 def test_a_late_ack_from_the_old_holder_does_not_touch_a_recovered_message() -> None:
     result = add.delay(1, 1)
-    [old] = broker.claim("default", ["celery"], 10, "old@host", 1, lease_seconds=-1)
+    [old] = claiming.claim("default", ["celery"], 10, "old@host", 1, lease_seconds=-1)
     broker.recover_expired_leases("default")  # the lease ran out: back to ready
-    [new] = broker.claim("default", ["celery"], 10, "new@host", 2, lease_seconds=60)
+    [new] = claiming.claim("default", ["celery"], 10, "new@host", 2, lease_seconds=60)
     assert old.id == new.id
     broker.ack("default", [old.id], owner=1)  # the old holder wakes up and acknowledges
     message = Message.objects.get(task_id=result.id)

@@ -1,0 +1,167 @@
+"""Claiming: the one statement that takes ready messages for a worker, and what it returns.
+
+Claims are batches taken in one statement. On PostgreSQL the candidate rows are locked with
+``FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on each other nor take the same row;
+on SQLite the single ``UPDATE … RETURNING`` runs under the database's one write lock, which gives
+the same guarantee. The same statement marks started the messages the worker's pool takes at once
+(:class:`StartNow`), so those cost one row update, not two. Every other move of a message is in
+:mod:`djqueue.broker`.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.db import connections
+from django.utils import timezone
+
+from .broker import REVOKED_TABLE, TABLE, now_param, retry_if_locked, vendor
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A message this worker now holds."""
+
+    id: int
+    task_id: str
+    task_name: str
+    queue: str
+    priority: int
+    content_type: str
+    body: str
+    retries: int
+    time_limit: float | None
+    soft_time_limit: float | None
+    expired: bool
+    revoked: bool
+    started: bool = False  # marked started by the claim itself (see StartNow)
+
+
+@dataclass(slots=True)
+class StartNow:
+    """Which claimed messages the claim marks started at once, because the pool takes them
+    straight away: among the first ``idle`` (in claim order), those of ``names``; among the first
+    ``idle + queued``, those of ``short_names`` (tasks short enough to queue behind others).
+    ``acks_late_names`` are recorded as such."""
+
+    idle: int
+    names: Sequence[str]
+    queued: int
+    short_names: Sequence[str]
+    acks_late_names: Sequence[str]
+
+    def __bool__(self) -> bool:
+        return bool((self.idle and self.names) or (self.idle + self.queued and self.short_names))
+
+
+def claim_statement(
+    using: str,
+    queues: Sequence[str],
+    limit: int,
+    worker: str,
+    owner: int | None,
+    lease_seconds: float,
+    start: StartNow | None = None,
+) -> tuple[str, list[object]]:
+    """The ``UPDATE … RETURNING`` that reserves up to ``limit`` ready messages from ``queues``
+    (highest priority first, then oldest), marking started those ``start`` says, as
+    ``(sql, params)``; its rows are read with :func:`claimed_from_rows`. :func:`claim` runs it
+    alone, :mod:`djqueue.rounds` with the rest of a worker's round.
+    """
+    kind = vendor(using)
+    ops = connections[using].ops
+    lease_until = ops.adapt_datetimefield_value(
+        timezone.now() + datetime.timedelta(seconds=lease_seconds))
+    postgres = kind == "postgresql"
+    now_sql, now_params = ("now()", []) if postgres else ("%s", [now_param(using)])
+    if postgres:
+        # Per queue, so each reads the partial index in its order and stops after ``limit``
+        # rows: ``queue = ANY(...)`` would read and sort every waiting row instead.
+        pick = (
+            f"SELECT m.id, m.task_name, row_number() OVER (ORDER BY m.priority DESC, m.id) AS rn "
+            f"FROM unnest(%s::text[]) AS q(name) CROSS JOIN LATERAL (SELECT id, priority, "
+            f"task_name FROM {TABLE} WHERE state = 'ready' AND queue = q.name "
+            "AND available_at <= now() ORDER BY priority DESC, id LIMIT %s "
+            "FOR UPDATE SKIP LOCKED) AS m ORDER BY m.priority DESC, m.id LIMIT %s"
+        )
+        pick_params: list[object] = [list(queues), limit, limit]
+    else:
+        marks = ", ".join(["%s"] * len(queues))
+        pick = (
+            f"SELECT id, task_name, row_number() OVER (ORDER BY priority DESC, id) AS rn "
+            f"FROM {TABLE} WHERE state = 'ready' AND queue IN ({marks}) AND available_at <= %s "
+            "ORDER BY priority DESC, id LIMIT %s"
+        )
+        pick_params = [*queues, now_param(using), limit]
+    go, go_params = _starts_now(postgres, start)
+    late, late_params = _among(postgres, "c.task_name", start.acks_late_names if start else ())
+    sql = (
+        f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = %s, "
+        f"state = CASE WHEN {go} THEN 'started' ELSE 'reserved' END, "
+        f"started_at = CASE WHEN {go} THEN {now_sql} ELSE NULL END, "
+        f"acks_late = ({go}) AND {late} "
+        f"FROM ({pick}) AS c WHERE {TABLE}.id = c.id "
+        f"RETURNING {TABLE}.id, {TABLE}.task_id, {TABLE}.task_name, queue, priority, "
+        "content_type, body, retries, time_limit, soft_time_limit, "
+        f"(expires IS NOT NULL AND expires <= {now_sql}), "
+        f"EXISTS (SELECT 1 FROM {REVOKED_TABLE} r WHERE r.task_id = {TABLE}.task_id), "
+        f"{TABLE}.state = 'started'"
+    )
+    params = [worker, owner, lease_until, *go_params, *go_params, *now_params, *go_params,
+              *late_params, *pick_params, *now_params]
+    return sql, params
+
+
+def _among(postgres: bool, column: str, names: Sequence[str]) -> tuple[str, list[object]]:
+    if not names:
+        return "FALSE", []
+    if postgres:
+        return f"{column} = ANY(%s::text[])", [list(names)]
+    return f"{column} IN ({', '.join(['%s'] * len(names))})", list(names)
+
+
+def _starts_now(postgres: bool, start: StartNow | None) -> tuple[str, list[object]]:
+    """The SQL condition (on the claim's ranked rows ``c``) for "mark this one started now"."""
+    if not start:
+        return "FALSE", []
+    known, known_params = _among(postgres, "c.task_name", start.names)
+    short, short_params = _among(postgres, "c.task_name", start.short_names)
+    return (f"((c.rn <= %s AND {known}) OR (c.rn <= %s AND {short}))",
+            [start.idle, *known_params, start.idle + start.queued, *short_params])
+
+
+def claimed_from_rows(rows: Sequence[Sequence[object]]) -> list[Claimed]:
+    """Claimed messages from the rows of :func:`claim_statement`, in the order to start them
+    (RETURNING gives no order)."""
+    claimed = [Claimed(*row[:10], expired=bool(row[10]), revoked=bool(row[11]),  # type: ignore[arg-type]
+                       started=bool(row[12])) for row in rows]
+    claimed.sort(key=lambda m: (-m.priority, m.id))
+    return claimed
+
+
+def claim(
+    using: str,
+    queues: Sequence[str],
+    limit: int,
+    worker: str,
+    owner: int | None,
+    lease_seconds: float,
+    start: StartNow | None = None,
+) -> list[Claimed]:
+    """Reserve up to ``limit`` ready messages from ``queues``: highest priority first, then oldest.
+
+    Each row comes back flagged when it has expired or its task id was revoked, so the worker can
+    settle it without running it, and when the claim marked it started (``start``).
+    """
+    if limit <= 0 or not queues:
+        return []
+    sql, params = claim_statement(using, queues, limit, worker, owner, lease_seconds, start)
+
+    def run() -> list[Claimed]:
+        with connections[using].cursor() as cursor:
+            cursor.execute(sql, params)
+            return claimed_from_rows(cursor.fetchall())
+
+    return retry_if_locked(using, run)
