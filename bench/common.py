@@ -1,12 +1,14 @@
-"""Measuring helpers shared by the djqueue and the Celery side (standard library only: the Celery
-side runs in its own virtualenv without Django)."""
+"""Measuring helpers shared by the djqueue, the Celery and the pgqueuer side (standard library
+only: the Celery and the pgqueuer side run in virtualenvs of their own without Django)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -97,6 +99,20 @@ class MemorySampler(threading.Thread):
         return self.peak_rss, self.peak_pss
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_worker_process(args: list[str], log: Path) -> subprocess.Popen:
+    """A worker command started in the repository root in a session of its own (so that
+    stop_worker can kill its whole process group), with BENCH_LOG set to ``log`` and its output
+    appended to a file beside it."""
+    with log.with_suffix(".worker.log").open("ab") as output:
+        return subprocess.Popen(
+            args, cwd=ROOT, env={**os.environ, "BENCH_LOG": str(log)}, start_new_session=True,
+            stdout=output, stderr=subprocess.STDOUT,
+        )
+
+
 def stop_worker(proc: subprocess.Popen) -> None:
     """Warm shutdown, then make sure the whole process group is gone."""
     if proc.poll() is None:
@@ -175,3 +191,10 @@ def run_once(system, workdir: Path) -> dict[str, float | None]:
     system.reset()
     return {"single": single, "bulk": bulk, "drain": drain, "p50": p50, "p95": p95,
             "rss_mb": rss / 2**20, "pss_mb": pss / 2**20}
+
+
+def print_runs(system, runs: int) -> None:
+    """What a bench/*_side.py does: ``runs`` passes of run_once, one JSON line each."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(runs):
+            print(json.dumps(run_once(system, Path(tmp))), flush=True)

@@ -3,11 +3,9 @@ per run. Started by bench/run.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +18,7 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 
-from bench.common import run_once  # noqa: E402
+from bench.common import print_runs, start_worker_process  # noqa: E402
 from bench.tasks import noop  # noqa: E402
 from djqueue import group  # noqa: E402
 from djqueue.models import Message, TaskResult  # noqa: E402
@@ -38,17 +36,10 @@ class DjqueueSystem:
         group(noop.s(i, 0.0) for i in range(count)).apply_async()
 
     def start_worker(self, log: Path) -> subprocess.Popen:
-        with log.with_suffix(".worker.log").open("ab") as output:
-            return subprocess.Popen(
-                [sys.executable, "manage.py", "celery", "worker", "-c", "2", "-l", "warning"],
-                cwd=ROOT, env={**os.environ, "BENCH_LOG": str(log)}, start_new_session=True,
-                stdout=output, stderr=subprocess.STDOUT,
-            )
+        return start_worker_process(
+            [sys.executable, "manage.py", "celery", "worker", "-c", "2", "-l", "warning"], log)
 
 
 if __name__ == "__main__":
     call_command("migrate", verbosity=0)
-    system = DjqueueSystem()
-    with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(int(sys.argv[1])):
-            print(json.dumps(run_once(system, Path(tmp))), flush=True)
+    print_runs(DjqueueSystem(), int(sys.argv[1]))

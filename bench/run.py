@@ -1,8 +1,10 @@
-"""The benchmark: ``python bench/run.py [--runs 3] [--compare celery] [--scale-out]``.
+"""The benchmark: ``python bench/run.py [--runs 3] [--compare celery] [--compare pgqueuer]
+[--scale-out]``.
 
-Runs djqueue on SQLite and on PostgreSQL (and, with ``--compare celery``, Celery 5 on Redis in a
-virtualenv of its own, bench/.venv-celery, created on first use) and prints the medians of
-``--runs`` runs and the ratios. See bench/README.md for what is measured and how.
+Runs djqueue on SQLite and on PostgreSQL (and, with ``--compare celery``, Celery 5 on Redis; with
+``--compare pgqueuer``, pgqueuer on PostgreSQL; each in a virtualenv of its own, bench/.venv-celery
+and bench/.venv-pgqueuer, created on first use) and prints the medians of ``--runs`` runs and the
+ratios. See bench/README.md for what is measured and how.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import median_of  # noqa: E402
 
-CELERY_VENV = HERE / ".venv-celery"
+# the systems --compare can add: row title, virtualenv, what is installed in it, side module, and
+# the option (its value passed in the environment variable) that tells the side where to connect
+OTHERS = {
+    "celery": ("Celery 5 + Redis (-c 2)", ".venv-celery", "celery[redis]>=5,<6",
+               "bench.celery_side", "redis", "BENCH_REDIS_URL"),
+    "pgqueuer": ("pgqueuer PostgreSQL (2 procs)", ".venv-pgqueuer", "pgqueuer[asyncpg]>=1,<2",
+                 "bench.pgqueuer_side", "pgqueuer", "BENCH_PGQUEUER_URL"),
+}
+OURS = "djqueue PostgreSQL (-c 2)"
 COLUMNS = [
     ("single", "enqueue 1-by-1 /s", "{:,.0f}"),
     ("bulk", "bulk enqueue /s", "{:,.0f}"),
@@ -42,13 +52,12 @@ def side(python: str, args: list[str], env: dict[str, str]) -> dict[str, float |
     return median_of(runs)
 
 
-def celery_python() -> str:
-    python = CELERY_VENV / "bin" / "python"
+def venv_python(venv: str, requirement: str) -> str:
+    python = HERE / venv / "bin" / "python"
     if not python.exists():
-        print("Installing Celery 5 and redis into bench/.venv-celery ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(CELERY_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "celery[redis]>=5,<6"],
-                       check=True)
+        print(f"Installing {requirement} into bench/{venv} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(python.parent.parent)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", requirement], check=True)
     return str(python)
 
 
@@ -72,7 +81,8 @@ def ratios(ours: dict[str, float | None], theirs: dict[str, float | None]) -> st
         return f"{value:.2f}x"
 
     return (
-        f"enqueue 1-by-1 {ratio('single', True)}, drain {ratio('drain', True)}, "
+        f"enqueue 1-by-1 {ratio('single', True)}, bulk enqueue {ratio('bulk', True)}, "
+        f"drain {ratio('drain', True)}, "
         f"latency p50 {ours['p50']:.2f} vs {theirs['p50']:.2f} ms, "
         f"p95 {ours['p95']:.2f} vs {theirs['p95']:.2f} ms, "
         f"RSS {ours['rss_mb']:.0f} vs {theirs['rss_mb']:.0f} MB, "
@@ -84,21 +94,25 @@ def ratios(ours: dict[str, float | None], theirs: dict[str, float | None]) -> st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--compare", choices=["celery"])
+    parser.add_argument("--compare", choices=list(OTHERS), action="append", default=[],
+                        help="also run this system (repeat for several)")
     parser.add_argument("--scale-out", action="store_true", help="also 8 vs 2 workers on PostgreSQL")
     parser.add_argument("--postgres", default=os.environ.get(
         "BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/bench_djqueue"))
     parser.add_argument("--sqlite", default="sqlite:////tmp/bench-djqueue.sqlite3")
     parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"))
+    parser.add_argument("--pgqueuer", default=os.environ.get(
+        "BENCH_PGQUEUER_URL", "postgres://postgres@127.0.0.1:5432/bench_pgqueuer"),
+        help="pgqueuer's database (created, and its schema installed, when missing)")
     options = parser.parse_args()
     runs = str(options.runs)
     me = sys.executable
     rows: dict[str, dict[str, float | None]] = {}
-    if options.compare == "celery":
-        rows["Celery 5 + Redis (-c 2)"] = side(
-            celery_python(), ["-m", "bench.celery_side", runs], {"BENCH_REDIS_URL": options.redis}
-        )
-    rows["djqueue PostgreSQL (-c 2)"] = side(
+    others = [OTHERS[name] for name in dict.fromkeys(options.compare)]
+    for title, venv, requirement, module, option, variable in others:
+        rows[title] = side(venv_python(venv, requirement), ["-m", module, runs],
+                           {variable: getattr(options, option)})
+    rows[OURS] = side(
         me, ["bench/djqueue_side.py", runs], {"DATABASE_URL": options.postgres}
     )
     rows["djqueue SQLite (-c 2)"] = side(
@@ -106,9 +120,8 @@ def main() -> None:
     )
     print(f"\nmedians of {options.runs} runs (tasks: see bench/README.md)\n")
     print(table(rows))
-    if options.compare == "celery":
-        print("\ndjqueue PostgreSQL vs Celery + Redis: "
-              + ratios(rows["djqueue PostgreSQL (-c 2)"], rows["Celery 5 + Redis (-c 2)"]))
+    for title, *_ in others:
+        print(f"\ndjqueue PostgreSQL vs {title}: " + ratios(rows[OURS], rows[title]))
     if options.scale_out:
         subprocess.run([me, "bench/scale_out.py"], cwd=ROOT, check=True,
                        env={**os.environ, "DATABASE_URL": options.postgres})
