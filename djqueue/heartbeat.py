@@ -74,13 +74,23 @@ class Heartbeat(threading.Thread):
         self.interval = max(worker.heartbeat_timeout / 6, 0.2)
         self.fork_lock = fork_lock
         self._stopping = threading.Event()
+        self._poked = threading.Event()
 
     def run(self) -> None:
-        while not self._stopping.wait(self.interval):
+        while True:
+            self._poked.wait(self.interval)
+            self._poked.clear()
+            if self._stopping.is_set():
+                return
             try:
                 self.beat()
             except Exception:  # a dead heartbeat would let others take our messages: keep going
                 logger.exception("Heartbeat failed; will try again.")
+
+    def poke(self) -> None:
+        """Beat now rather than at the next interval (the worker does when it turns idle after
+        a burst, so the message table is vacuumed before the next one)."""
+        self._poked.set()
 
     def beat(self) -> None:
         """One heartbeat. The connection is closed again before the lock is released, so a pool
@@ -114,4 +124,5 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self._stopping.set()
+        self._poked.set()
         self.join(timeout=10)

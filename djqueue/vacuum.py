@@ -4,9 +4,12 @@ them.
 
 Autovacuum normally does this; the migration sets the message table's autovacuum thresholds low
 (a queue table is small and churns fast, so the default 20% of its size is far too late). Where
-autovacuum is off or lags behind, workers vacuum it themselves from their heartbeat thread: when
-dead row versions outnumber live ones (and exceed :data:`DEAD_ROWS`), ``VACUUM (SKIP_LOCKED)``,
-which never waits for another vacuum of the same table and never blocks inserts or claims.
+autovacuum is off or lags behind, workers vacuum it themselves from their heartbeat thread (at
+each beat, and at once when a worker turns idle after a burst of tasks): when
+dead row versions outnumber live ones (and exceed :data:`DEAD_ROWS`), ``VACUUM (ANALYZE,
+SKIP_LOCKED)``, which never waits for another vacuum of the same table and never blocks inserts or
+claims. The ANALYZE matters as much: with statistics from a moment the table was full, the planner
+reads the whole (bloated) table for a claim instead of its small partial index.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def vacuum_if_bloated(using: str) -> bool:
         if row is None or row[0] < max(DEAD_ROWS, row[1]):
             return False
         began = time.monotonic()
-        cursor.execute(f"VACUUM (SKIP_LOCKED) {TABLE}")
-    logger.info("Vacuumed %s (%d dead row versions) in %.2fs.", TABLE, row[0],
+        cursor.execute(f"VACUUM (ANALYZE, SKIP_LOCKED) {TABLE}")
+    logger.info("Vacuumed and analyzed %s (%d dead row versions) in %.2fs.", TABLE, row[0],
                 time.monotonic() - began)
     return True

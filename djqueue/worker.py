@@ -31,6 +31,7 @@ from .notify import Listener
 from .pools import POOLS, Plan, Pool
 from .ratelimit import Throttle
 from .task_options import TaskOptions
+from .vacuum import DEAD_ROWS
 from .worker_control import ControlPanel
 
 logger = logging.getLogger("djqueue.worker")
@@ -115,6 +116,7 @@ class Worker:
         self._claim_now = True
         self._next_revocation_check = 0.0
         self._heartbeat: heartbeat.Heartbeat | None = None
+        self._processed_at_poke = 0
         self._control = ControlPanel(self)  # remote control: djqueue/worker_control.py
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -319,6 +321,9 @@ class Worker:
             due = self._with_db_retry(lambda: broker.next_due(self.using, self.queues))
             if due is not None:
                 self._next_poll = min(self._next_poll, time.monotonic() + due)
+            if self._heartbeat and self.processed - self._processed_at_poke >= DEAD_ROWS // 2:
+                self._processed_at_poke = self.processed  # each task left two dead row versions
+                self._heartbeat.poke()
         registry = self.app.tasks
         started = self.pool.plan()
         for message in claimed:

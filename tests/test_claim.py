@@ -109,3 +109,37 @@ def test_a_bloated_message_table_is_vacuumed() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'djqueue_message'")
         assert "autovacuum_vacuum_threshold=5000" in cursor.fetchone()[0]
+
+
+def test_a_worker_turning_idle_after_a_burst_vacuums_at_once(start_worker) -> None:
+    """With heartbeats 10 s apart, the vacuum that follows a burst comes from the worker turning
+    idle, not from the next beat."""
+    import time
+
+    from django.db import connection
+
+    from djqueue import group, states, vacuum
+    from djqueue.models import TaskResult
+
+    if connection.vendor != "postgresql":
+        pytest.skip("VACUUM is PostgreSQL's")
+
+    def vacuums() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT vacuum_count FROM pg_stat_user_tables "
+                           "WHERE relname = 'djqueue_message'")
+            return cursor.fetchone()[0]
+
+    start_worker("-c", "2", env={"DJQUEUE_WORKER_LOST_TIMEOUT": "60"})
+    time.sleep(0.5)  # past its first beat
+    before = vacuums()
+    tasks = vacuum.DEAD_ROWS // 2 + 500
+    group(add.s(i, i) for i in range(tasks)).apply_async()
+    deadline = time.monotonic() + 60
+    while TaskResult.objects.filter(state=states.SUCCESS).count() < tasks:
+        assert time.monotonic() < deadline, "the burst did not finish"
+        time.sleep(0.2)
+    done = time.monotonic()
+    while vacuums() == before:
+        assert time.monotonic() - done < 5, "no vacuum after the burst"
+        time.sleep(0.2)
