@@ -78,15 +78,20 @@ def claim_statement(
     now_sql, now_params = ("now()", []) if postgres else ("%s", [now_param(using)])
     if postgres:
         # Per queue, so each reads the partial index in its order and stops after ``limit``
-        # rows: ``queue = ANY(...)`` would read and sort every waiting row instead.
+        # rows: ``queue = ANY(...)`` would read and sort every waiting row instead. The picked
+        # ids come back as one array (OFFSET 0 keeps it one evaluation), so the rows are then
+        # reached through the primary key: a join on the id could become a hash join over a
+        # sequential scan of the whole table when the statistics are from a moment it was
+        # small (14 ms instead of 1 ms for 400 rows of 20,000). A row's rank is its position.
         pick = (
-            f"SELECT m.id, m.task_name, row_number() OVER (ORDER BY m.priority DESC, m.id) AS rn "
-            f"FROM unnest(%s::text[]) AS q(name) CROSS JOIN LATERAL (SELECT id, priority, "
-            f"task_name FROM {TABLE} WHERE state = 'ready' AND queue = q.name "
+            f"SELECT ARRAY(SELECT m.id FROM unnest(%s::text[]) AS q(name) CROSS JOIN LATERAL "
+            f"(SELECT id, priority FROM {TABLE} WHERE state = 'ready' AND queue = q.name "
             "AND available_at <= now() ORDER BY priority DESC, id LIMIT %s "
-            "FOR UPDATE SKIP LOCKED) AS m ORDER BY m.priority DESC, m.id LIMIT %s"
+            "FOR UPDATE SKIP LOCKED) AS m ORDER BY m.priority DESC, m.id LIMIT %s) AS ids OFFSET 0"
         )
         pick_params: list[object] = [list(queues), limit, limit]
+        rank, name, join = (f"array_position(c.ids, {TABLE}.id)", f"{TABLE}.task_name",
+                            f"{TABLE}.id = ANY(c.ids)")
     else:
         marks = ", ".join(["%s"] * len(queues))
         pick = (
@@ -95,14 +100,15 @@ def claim_statement(
             "ORDER BY priority DESC, id LIMIT %s"
         )
         pick_params = [*queues, now_param(using), limit]
-    go, go_params = _starts_now(postgres, start)
-    late, late_params = _among(postgres, "c.task_name", start.acks_late_names if start else ())
+        rank, name, join = "c.rn", "c.task_name", f"{TABLE}.id = c.id"
+    go, go_params = _starts_now(postgres, start, rank, name)
+    late, late_params = _among(postgres, name, start.acks_late_names if start else ())
     sql = (
         f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = %s, "
         f"state = CASE WHEN {go} THEN 'started' ELSE 'reserved' END, "
         f"started_at = CASE WHEN {go} THEN {now_sql} ELSE NULL END, "
         f"acks_late = ({go}) AND {late} "
-        f"FROM ({pick}) AS c WHERE {TABLE}.id = c.id "
+        f"FROM ({pick}) AS c WHERE {join} "
         f"RETURNING {TABLE}.id, {TABLE}.task_id, {TABLE}.task_name, queue, priority, "
         "content_type, body, retries, time_limit, soft_time_limit, "
         f"(expires IS NOT NULL AND expires <= {now_sql}), "
@@ -122,13 +128,16 @@ def _among(postgres: bool, column: str, names: Sequence[str]) -> tuple[str, list
     return f"{column} IN ({', '.join(['%s'] * len(names))})", list(names)
 
 
-def _starts_now(postgres: bool, start: StartNow | None) -> tuple[str, list[object]]:
-    """The SQL condition (on the claim's ranked rows ``c``) for "mark this one started now"."""
+def _starts_now(
+    postgres: bool, start: StartNow | None, rank: str, name: str
+) -> tuple[str, list[object]]:
+    """The SQL condition for "mark this one started now", given the SQL of a claimed row's rank
+    (1 for the first in claim order) and of its task name."""
     if not start:
         return "FALSE", []
-    known, known_params = _among(postgres, "c.task_name", start.names)
-    short, short_params = _among(postgres, "c.task_name", start.short_names)
-    return (f"((c.rn <= %s AND {known}) OR (c.rn <= %s AND {short}))",
+    known, known_params = _among(postgres, name, start.names)
+    short, short_params = _among(postgres, name, start.short_names)
+    return (f"(({rank} <= %s AND {known}) OR ({rank} <= %s AND {short}))",
             [start.idle, *known_params, start.idle + start.queued, *short_params])
 
 

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("djqueue.heartbeat")
 
+THREAD_NAME = "djqueue-heartbeat"
+
 
 def register(worker: Worker) -> int:
     """Create this process's worker row; returns its id (the ``owner`` of claimed messages)."""
@@ -69,12 +71,13 @@ class Heartbeat(threading.Thread):
     """Beats for one worker until :meth:`stop`."""
 
     def __init__(self, worker: Worker, fork_lock: threading.Lock) -> None:
-        super().__init__(name="djqueue-heartbeat", daemon=True)
+        super().__init__(name=THREAD_NAME, daemon=True)
         self.worker = worker
         self.interval = max(worker.heartbeat_timeout / 6, 0.2)
         self.fork_lock = fork_lock
         self._stopping = threading.Event()
         self._poked = threading.Event()
+        self._known_dead = 0  # dead row versions the worker reported with its poke
 
     def run(self) -> None:
         while True:
@@ -87,9 +90,11 @@ class Heartbeat(threading.Thread):
             except Exception:  # a dead heartbeat would let others take our messages: keep going
                 logger.exception("Heartbeat failed; will try again.")
 
-    def poke(self) -> None:
+    def poke(self, dead_rows: int = 0) -> None:
         """Beat now rather than at the next interval (the worker does when it turns idle after
-        a burst, so the message table is vacuumed before the next one)."""
+        a burst that left ``dead_rows`` dead row versions, so the message table is vacuumed
+        before the next one)."""
+        self._known_dead = dead_rows
         self._poked.set()
 
     def beat(self) -> None:
@@ -113,7 +118,8 @@ class Heartbeat(threading.Thread):
                     heartbeat_at__lt=timezone.now() - datetime.timedelta(
                         seconds=worker.heartbeat_timeout),
                 ).update(lost_at=timezone.now())
-                vacuum_if_bloated(worker.using)
+                known_dead, self._known_dead = self._known_dead, 0
+                vacuum_if_bloated(worker.using, known_dead)
             except DatabaseError as exc:
                 logger.error("Heartbeat failed (database error: %s); will try again.", exc)
             finally:

@@ -14,10 +14,13 @@ query logging (``DEBUG``, ``CaptureQueriesContext``) or an ``execute_wrapper``.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 from django.db import connections
+from django.db.backends.signals import connection_created
 
 #: Runs of a statement on a connection before it is prepared there: a connection that runs it
 #: once (a request with ``CONN_MAX_AGE = 0`` sending one message) pays no extra round trip.
@@ -61,3 +64,27 @@ def prepares(settings_dict: dict[str, Any]) -> bool:
     return not settings_dict.get("DISABLE_SERVER_SIDE_CURSORS") and (
         "prepare_threshold" not in settings_dict.get("OPTIONS", {})
     )
+
+
+def steer_worker_planner(threads: Sequence[str]) -> None:
+    """From now on, this process's PostgreSQL sessions opened by ``threads`` (names) plan with
+    sequential scans disabled (``SET enable_seqscan = off``).
+
+    A prefork worker process runs only djqueue's own statements, and each of them is answered by
+    an index. Statistics of a queue table are always out of date (it may hold a million rows a
+    minute after it was analyzed empty, or the reverse), and with them the planner turned claims
+    into sequential scans of the whole table: about 1 ms against 14 ms for a claim of 400 rows
+    from 20,000 on the development machine. Pool children, which run the project's tasks, are
+    other processes and are not affected.
+    """
+    pid = os.getpid()
+
+    def steer(sender: Any, connection: Any, **kwargs: Any) -> None:
+        if (connection.vendor == "postgresql" and os.getpid() == pid
+                and threading.current_thread().name in threads):
+            with connection.cursor() as cursor:
+                cursor.execute("SET enable_seqscan = off")
+
+    connection_created.connect(steer, weak=False, dispatch_uid=f"djqueue.sql.steer.{pid}")
+    connections.close_all()  # those already open reconnect with the setting
+

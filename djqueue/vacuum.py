@@ -6,10 +6,10 @@ Autovacuum normally does this; the migration sets the message table's autovacuum
 (a queue table is small and churns fast, so the default 20% of its size is far too late). Where
 autovacuum is off or lags behind, workers vacuum it themselves from their heartbeat thread (at
 each beat, and at once when a worker turns idle after a burst of tasks): when
-dead row versions outnumber live ones (and exceed :data:`DEAD_ROWS`), ``VACUUM (ANALYZE,
-SKIP_LOCKED)``, which never waits for another vacuum of the same table and never blocks inserts or
-claims. The ANALYZE matters as much: with statistics from a moment the table was full, the planner
-reads the whole (bloated) table for a claim instead of its small partial index.
+dead row versions outnumber live ones (and exceed :data:`DEAD_ROWS`), ``VACUUM (SKIP_LOCKED)``,
+which never waits for another vacuum of the same table and never blocks inserts or claims. (No
+ANALYZE: a queue table's statistics are out of date a moment later whatever is done; the worker
+does not let the planner rely on them, see :func:`djqueue.sql.steer_worker_planner`.)
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ logger = logging.getLogger("djqueue.vacuum")
 DEAD_ROWS = 10_000
 
 
-def vacuum_if_bloated(using: str) -> bool:
-    """Vacuum the message table if it holds many dead row versions; True if it did."""
+def vacuum_if_bloated(using: str, known_dead: int = 0) -> bool:
+    """Vacuum the message table if it holds many dead row versions; True if it did.
+
+    ``known_dead``: dead row versions the caller knows it left (the statistics reach the
+    statistics views up to seconds late).
+    """
     connection = connections[using]
     if connection.vendor != "postgresql" or not connection.get_autocommit():
         return False
@@ -38,10 +42,12 @@ def vacuum_if_bloated(using: str) -> bool:
             [TABLE],
         )
         row = cursor.fetchone()
-        if row is None or row[0] < max(DEAD_ROWS, row[1]):
+        dead, live = (row[0], row[1]) if row else (0, 0)
+        dead = max(dead, known_dead)
+        if dead < max(DEAD_ROWS, live):
             return False
         began = time.monotonic()
-        cursor.execute(f"VACUUM (ANALYZE, SKIP_LOCKED) {TABLE}")
-    logger.info("Vacuumed and analyzed %s (%d dead row versions) in %.2fs.", TABLE, row[0],
+        cursor.execute(f"VACUUM (SKIP_LOCKED) {TABLE}")
+    logger.info("Vacuumed %s (about %d dead row versions) in %.2fs.", TABLE, dead,
                 time.monotonic() - began)
     return True

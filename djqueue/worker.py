@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from django.db import InterfaceError, OperationalError, connections
 from django.utils import timezone
 
-from . import broker, claiming, heartbeat, rounds, routing, states
+from . import broker, claiming, heartbeat, rounds, routing, sql, states
 from .application import App
 from .backends import ResultRecord
 from .exceptions import ImproperlyConfigured, TaskRevokedError
@@ -128,6 +128,8 @@ class Worker:
     def start(self) -> None:
         """Load the task modules, register this worker and start the pool."""
         broker.vendor(self.using)  # fail early on a database that cannot be a broker
+        if self.pool_name == "prefork":  # only djqueue's statements run in this process
+            sql.steer_worker_planner([threading.main_thread().name, heartbeat.THREAD_NAME])
         self.app.tasks  # autodiscovery happens before children are forked
         self.throttle.validate()
         self.node_id = self._with_db_retry(lambda: heartbeat.register(self))
@@ -321,9 +323,10 @@ class Worker:
             due = self._with_db_retry(lambda: broker.next_due(self.using, self.queues))
             if due is not None:
                 self._next_poll = min(self._next_poll, time.monotonic() + due)
-            if self._heartbeat and self.processed - self._processed_at_poke >= DEAD_ROWS // 2:
-                self._processed_at_poke = self.processed  # each task left two dead row versions
-                self._heartbeat.poke()
+            burst = self.processed - self._processed_at_poke
+            if self._heartbeat and burst >= DEAD_ROWS // 2:
+                self._processed_at_poke = self.processed
+                self._heartbeat.poke(dead_rows=2 * burst)  # a claim and an ack leave one each
         registry = self.app.tasks
         started = self.pool.plan()
         for message in claimed:

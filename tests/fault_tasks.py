@@ -110,3 +110,13 @@ def quick(key: str, die: bool = False) -> str:
     if die:
         os._exit(13)
     return key
+
+
+@task
+def planner_setting() -> str:
+    """What the project's own code sees of the planner (in a pool child)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW enable_seqscan")
+        return cursor.fetchone()[0]

@@ -143,3 +143,37 @@ def test_a_worker_turning_idle_after_a_burst_vacuums_at_once(start_worker) -> No
     while vacuums() == before:
         assert time.monotonic() - done < 5, "no vacuum after the burst"
         time.sleep(0.2)
+
+
+def test_the_worker_process_plans_without_sequential_scans_but_tasks_do_not(start_worker) -> None:
+    import os
+    import threading
+
+    from django.db import connection, connections
+    from django.db.backends.signals import connection_created
+
+    from djqueue import sql
+    from tests import fault_tasks
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL planner setting")
+
+    def setting() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW enable_seqscan")
+            return cursor.fetchone()[0]
+
+    elsewhere: list[str] = []
+    sql.steer_worker_planner([threading.current_thread().name])
+    try:
+        assert setting() == "off"  # this thread's new session
+        thread = threading.Thread(target=lambda: (elsewhere.append(setting()),
+                                                  connections.close_all()))
+        thread.start()
+        thread.join()
+        assert elsewhere == ["on"]  # another thread's session is left alone
+    finally:
+        connection_created.disconnect(dispatch_uid=f"djqueue.sql.steer.{os.getpid()}")
+        connection.close()
+    start_worker("-c", "1")
+    assert fault_tasks.planner_setting.delay().get(timeout=15) == "on"  # tasks run in children
