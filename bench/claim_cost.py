@@ -82,9 +82,9 @@ def main() -> None:
     for rows in (BATCH, ROWS):  # as many as one claim takes, then a million
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {broker.TABLE} ({names}) SELECT {names} FROM {broker.TABLE} "
-                f"WHERE id = (SELECT min(id) FROM {broker.TABLE}), "
-                f"generate_series(%s, %s)", [Message.objects.count() + 1, rows]
+                f"INSERT INTO {broker.TABLE} ({names}) SELECT {names} FROM {broker.TABLE}, "
+                f"generate_series(%s, %s) WHERE id = (SELECT min(id) FROM {broker.TABLE})",
+                [Message.objects.count() + 1, rows]
             )
             cursor.execute(f"VACUUM ANALYZE {broker.TABLE}")
         measure(f"{Message.objects.count():,} waiting messages")
