@@ -18,6 +18,7 @@ from django.db import connections
 from django.utils import timezone
 
 from .broker import REVOKED_TABLE, TABLE, now_param, retry_if_locked, vendor
+from .sql import execute as sql_execute
 
 
 @dataclass(slots=True)
@@ -169,8 +170,6 @@ def claim(
     sql, params = claim_statement(using, queues, limit, worker, owner, lease_seconds, start)
 
     def run() -> list[Claimed]:
-        with connections[using].cursor() as cursor:
-            cursor.execute(sql, params)
-            return claimed_from_rows(cursor.fetchall())
+        return claimed_from_rows(sql_execute(using, sql, params, fetch=True))
 
     return retry_if_locked(using, run)

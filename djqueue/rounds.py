@@ -86,6 +86,11 @@ def settle(outcomes: Sequence[Outcome], hostname: str, store_results: bool) -> R
     return writes
 
 
+def processed(outcomes: Sequence[Outcome]) -> int:
+    """How many of ``outcomes`` count as processed: all but messages given back to the queue."""
+    return sum(1 for o in outcomes if o.action not in ("requeue", "release"))
+
+
 def run(
     using: str,
     backend: ResultBackend,

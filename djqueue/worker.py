@@ -275,7 +275,7 @@ class Worker:
         was_holding = bool(self._reserved or self.pool.running())
         claimed = self._with_db_retry(
             lambda: rounds.run(self.using, self.backend, self.node_id, writes, claim))
-        self.processed += sum(1 for o in outcomes if o.action not in ("requeue", "release"))
+        self.processed += rounds.processed(outcomes)
         if plan is not None and plan.jobs:
             self.pool.submit(plan)
         if claim is None:
@@ -348,8 +348,10 @@ class Worker:
     def _check_revocations(self) -> None:
         """About once a second, obey revocations of what this worker holds."""
         now = time.monotonic()
+        if now < self._next_revocation_check:
+            return  # before listing what the pool holds: that is up to hundreds of jobs
         running = {job.task_id: job for job in self.pool.running()}
-        if now < self._next_revocation_check or not (self._reserved or running):
+        if not (self._reserved or running):
             return
         self._next_revocation_check = now + REVOCATION_CHECK_INTERVAL
         held = [m.task_id for m in self._reserved] + list(running)
@@ -377,7 +379,7 @@ class Worker:
                 log_outcome(outcome)
         writes = rounds.settle(outcomes, self.hostname, self.backend.enabled)
         self._with_db_retry(lambda: rounds.run(self.using, self.backend, self.node_id, writes))
-        self.processed += sum(1 for o in outcomes if o.action not in ("requeue", "release"))
+        self.processed += rounds.processed(outcomes)
 
     # Shutdown.
 
