@@ -12,4 +12,4 @@ class DjqueueConfig(AppConfig):
         from . import checks as _settings_checks  # noqa: F401 - registers the settings checks
         from .beat_checks import check_beat_settings
 
-        checks.register(check_beat_settings)
+        checks.register(check_beat_settings, "djqueue")

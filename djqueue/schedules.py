@@ -26,9 +26,13 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from croniter import CroniterError, croniter
+# croniter (and the dateutil it brings, ~3 MB) is imported where it is used, not here: the models
+# import this module, so every worker process (the parent and each prefork child) would carry it,
+# and only beat and schedule validation walk a crontab.
+if TYPE_CHECKING:
+    from croniter import croniter
 
 #: Larger than any daylight-saving shift (the largest in use is 2 hours): how far wall-clock times
 #: and instants can be out of step.
@@ -120,6 +124,8 @@ class crontab:  # noqa: N801 - Celery's name
 
     def errors(self) -> dict[str, str]:
         """Field name (or ``"__all__"``) -> what is wrong; empty when the crontab is usable."""
+        from croniter import CroniterError, croniter
+
         errors = {}
         for name, names in CRON_FIELDS.items():
             text = getattr(self, name)
@@ -165,6 +171,8 @@ class crontab:  # noqa: N801 - Celery's name
         return self._nearest(now + datetime.timedelta(microseconds=1), tz, backwards=True)
 
     def _iter(self, start: datetime.datetime, backwards: bool) -> croniter:
+        from croniter import croniter
+
         return croniter(self.expression, start, day_or=False, is_prev=backwards)
 
     def _nearest(
@@ -175,6 +183,8 @@ class crontab:  # noqa: N801 - Celery's name
         Wall-clock times are walked in order, but around a clock change their instants are not
         in order, so the walk goes on until no later wall-clock time can give a nearer instant.
         """
+        from croniter import croniter
+
         self.validate()
         shift = -MAX_SHIFT if backwards else MAX_SHIFT
         wall_start = t.astimezone(tz).replace(tzinfo=None) - shift

@@ -137,3 +137,15 @@ def test_logfile_option(start_worker, tmp_path) -> None:
     assert result.get(timeout=10) == 5
     wait_until(lambda: f"Task tasks.add[{result.id}] succeeded" in logfile.read_text())
     assert "Task tasks.add" not in worker.log()  # the log went to the file, not stderr
+
+
+def test_worker_refuses_bad_settings_and_skips_web_checks(start_worker) -> None:
+    """The worker runs djqueue's settings checks (and the models'), not a web server's: a bad
+    djqueue setting stops it with the check's message; a URL configuration that cannot be
+    imported does not, because the worker never imports it."""
+    bad = start_worker("-c", "1", settings={"CELERY_TASK_SERIALIZER": "yaml"}, ready=False)
+    assert bad.wait() != 0
+    assert "djqueue.E003" in bad.log() and "SystemCheckError" in bad.log()
+    worker = start_worker("-c", "1", settings={"ROOT_URLCONF": "tests.no_such_urlconf"})
+    assert add.delay(2, 3).get(timeout=10) == 5
+    assert "no_such_urlconf" not in worker.log()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from djqueue import cli
@@ -13,6 +14,11 @@ from djqueue.exceptions import ImproperlyConfigured
 
 class Command(BaseCommand):
     help = "Celery's command line for djqueue: worker and more."
+    # djqueue's settings checks and the models' checks, which a worker depends on; not the
+    # URL, admin, template or security checks of a web server. Running those would import the
+    # URL configuration (and the views it names) into every worker process, where nothing uses
+    # them, and prefork children inherit whatever the worker holds when it forks.
+    requires_system_checks = ["djqueue", Tags.models]
 
     def add_arguments(self, parser: CommandParser) -> None:
         commands = parser.add_subparsers(dest="command", metavar="command", required=True)
