@@ -206,8 +206,18 @@ class group:  # noqa: N801 - Celery's name
         calls = [t.clone(args, kwargs, **options) for t in self.tasks] if (
             args or kwargs or options) else self.tasks
         ids = new_task_ids(len(calls))
-        messages = [call.build_message(batch, task_id) for call, task_id in zip(calls, ids)]
-        publishing.publish(messages, using=self.app.conf.broker_alias)
+        messages: list[NewMessage] = []
+
+        def build() -> Iterator[NewMessage]:
+            # Built while they are written: a COPY sends rows as they come, so PostgreSQL
+            # stores the first ones while the rest are encoded.
+            for call, task_id in zip(calls, ids):
+                message = call.build_message(batch, task_id)
+                messages.append(message)
+                yield message
+
+        if calls:
+            publishing.publish(build(), using=self.app.conf.broker_alias, count=len(calls))
         app = self.app
         results = [AsyncResult(m.task_id, app=app, task_name=m.head.task_name) for m in messages]
         return GroupResult(str(uuid.uuid4()), results, app=app)

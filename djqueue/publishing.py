@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -26,6 +26,8 @@ from .models import Message
 
 #: The channel that carries "new messages in this queue" (the payload is the queue name).
 NOTIFY_CHANNEL = "djqueue"
+#: Rows per write of a batch ``COPY`` (see :func:`_copy`).
+COPY_CHUNK = 500
 
 class MessageHead(NamedTuple):
     """The columns a message shares with the other calls of its batch made the same way: a
@@ -111,17 +113,21 @@ def _insert_sql(kind: str) -> str:
     return insert
 
 
-def publish(messages: Sequence[NewMessage], using: str) -> None:
-    """Write ``messages``. Inside ``transaction.atomic()`` they are part of the caller's
-    transaction: workers see them (and are notified) only when it commits; outside one, a batch
-    still commits as a whole."""
-    if not messages:
+def publish(messages: Iterable[NewMessage], using: str, count: int | None = None) -> None:
+    """Write ``messages`` (``count`` of them: the length of a sequence, given for any other
+    iterable, which is read once, while rows are written). Inside ``transaction.atomic()`` they
+    are part of the caller's transaction: workers see them (and are notified) only when it
+    commits; outside one, a batch still commits as a whole."""
+    if count is None:
+        messages = list(messages)
+        count = len(messages)
+    if not count:
         return
     kind = vendor(using)
     connection = connections[using]
     now = timezone.now()
-    if len(messages) == 1:
-        message = messages[0]
+    if count == 1:
+        (message,) = messages
         row = (message.task_id, message.body, *_tail(message.head, now))
         if kind == "sqlite":
             row = _adapted(row, connection)
@@ -154,7 +160,7 @@ def _executemany(
 
 
 def _sqlite_rows(
-    messages: Sequence[NewMessage], now: datetime.datetime, connection: BaseDatabaseWrapper
+    messages: Iterable[NewMessage], now: datetime.datetime, connection: BaseDatabaseWrapper
 ) -> list[tuple[Any, ...]]:
     adapted: dict[MessageHead, tuple[Any, ...]] = {}  # one adaptation per head, not per message
     rows = []
@@ -167,31 +173,36 @@ def _sqlite_rows(
 
 
 def _copy(
-    connection: BaseDatabaseWrapper, using: str, messages: Sequence[NewMessage],
+    connection: BaseDatabaseWrapper, using: str, messages: Iterable[NewMessage],
     now: datetime.datetime,
 ) -> None:
     """``COPY`` the rows, then notify every queue written to, in one transaction (the caller's,
     when there is one): workers never see rows they were not woken for, and a rollback drops
-    both. The text is built here, with each head's columns formatted once per batch."""
+    both. The text is built here, with each head's columns formatted once per batch, and sent
+    every ``COPY_CHUNK`` rows: PostgreSQL stores those while the next ones are built (and, from
+    a ``group``, encoded), so the two processes work side by side."""
     tails: dict[MessageHead, str] = {}
     queues: dict[str, None] = {}
-    lines = []
-    for task_id, body, head in messages:
-        tail = tails.get(head)
-        if tail is None:
-            tail = tails[head] = "\t".join(map(_copy_field, _tail(head, now))) + "\n"
-            queues[head.queue] = None
-        # Bodies come from djqueue.serialization: ASCII JSON or base64, whose only character
-        # COPY treats specially is the backslash.
-        if "\\" in body:
-            body = body.replace("\\", "\\\\")
-        if "\\" in task_id or not task_id.isprintable():  # a task id the caller chose
-            task_id = _copy_field(task_id)
-        lines.append(f"{task_id}\t{body}\t{tail}")
     copy_sql = f"COPY {TABLE} ({', '.join(_plan().columns)}) FROM STDIN"
     with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
         with connection.wrap_database_errors:
             with cursor.copy(copy_sql) as copy:
+                lines = []
+                for task_id, body, head in messages:
+                    tail = tails.get(head)
+                    if tail is None:
+                        tail = tails[head] = "\t".join(map(_copy_field, _tail(head, now))) + "\n"
+                        queues[head.queue] = None
+                    # Bodies come from djqueue.serialization: ASCII JSON or base64, whose only
+                    # character COPY treats specially is the backslash.
+                    if "\\" in body:
+                        body = body.replace("\\", "\\\\")
+                    if "\\" in task_id or not task_id.isprintable():  # a task id the caller chose
+                        task_id = _copy_field(task_id)
+                    lines.append(f"{task_id}\t{body}\t{tail}")
+                    if len(lines) == COPY_CHUNK:
+                        copy.write("".join(lines))
+                        lines = []
                 copy.write("".join(lines))
         cursor.execute(
             "SELECT pg_notify(%s, queue) FROM unnest(%s::text[]) AS q(queue)",

@@ -16,7 +16,7 @@ from djqueue import group
 from djqueue.application import app
 from djqueue.exceptions import EncodeError
 from djqueue.models import Message
-from djqueue.publishing import NOTIFY_CHANNEL, new_task_ids
+from djqueue.publishing import COPY_CHUNK, NOTIFY_CHANNEL, new_task_ids
 from djqueue.sql import PREPARE_AFTER
 from djqueue.serialization import dumps, loads
 from tasks import add
@@ -112,6 +112,21 @@ def test_unserialisable_argument_in_a_group_inserts_nothing() -> None:
     with pytest.raises(EncodeError):
         group(add.s(1, 1), add.s(object(), 1)).apply_async()
     assert not Message.objects.exists()
+
+
+def test_a_bad_argument_after_rows_were_sent_inserts_nothing() -> None:
+    """Rows of a group are encoded while they are written: an argument that cannot be encoded,
+    after whole chunks have gone to the database, still fails the group as a whole, with the
+    encoding error, and the connection stays usable (in the caller's transaction too)."""
+    calls = [add.s(i, i) for i in range(2 * COPY_CHUNK + 10)] + [add.s(object(), 1)]
+    with pytest.raises(EncodeError):
+        group(calls).apply_async()
+    assert not Message.objects.exists()
+    with transaction.atomic():
+        add.delay(1, 2)
+        with pytest.raises(EncodeError), transaction.atomic():
+            group(calls).apply_async()
+    assert Message.objects.count() == 1
 
 
 def test_routing_by_a_function_is_asked_for_every_call_of_a_group() -> None:
