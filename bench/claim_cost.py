@@ -3,7 +3,9 @@
 Prints EXPLAIN (ANALYZE, BUFFERS) of claiming.claim's statement and the median time of repeated
 claims of up to 100 rows, each in a transaction that is rolled back so the table stays as it is:
 with 0, 100 and 1,000,000 waiting messages, and just after all were deleted (before VACUUM).
-The claim SQL is taken from claiming.claim itself, not written again here.
+The claim SQL is taken from claiming.claim_statement itself, not written again here. The session
+plans as a prefork worker's does (djqueue.sql.steer_worker_planner) and the claim is prepared, as
+in a worker after its first runs, so the plan shown is the generic plan a worker uses.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,9 +27,9 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
+from psycopg import ClientCursor  # noqa: E402
 
-from djqueue import broker, claiming  # noqa: E402
+from djqueue import broker, claiming, sql  # noqa: E402
 from djqueue.models import Message  # noqa: E402
 
 ROWS = int(os.environ.get("BENCH_CLAIM_ROWS", 1_000_000))
@@ -39,10 +42,26 @@ START = claiming.StartNow(idle=2, names=["bench.noop"], queued=0, short_names=[]
                         acks_late_names=[])
 
 
-def claim() -> tuple[int, str]:
-    with CaptureQueriesContext(connection) as captured:
-        claimed = claiming.claim("default", ["celery"], BATCH, "bench@host", None, 300, START)
-    return len(claimed), captured.captured_queries[-1]["sql"]
+CLAIM = ("default", ["celery"], BATCH, "bench@host", None, 300, START)
+
+
+def explain() -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of the claim as a prepared statement: the worker's plan."""
+    statement, params = claiming.claim_statement(*CLAIM)
+    parts = statement.split("%s")
+    numbered = "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
+    with transaction.atomic(), connection.cursor() as cursor:
+        literals = ClientCursor(cursor.connection)
+        args = ", ".join(literals.mogrify("%s", [param]) for param in params)
+        cursor.execute(f"PREPARE bench_claim AS {numbered}")
+        try:
+            cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_claim({args})")
+            plan = "\n".join("    " + row[0] for row in cursor.fetchall())
+        finally:
+            transaction.set_rollback(True)
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE bench_claim")
+    return plan
 
 
 def measure(label: str) -> None:
@@ -50,13 +69,10 @@ def measure(label: str) -> None:
     for _ in range(REPEAT):
         with transaction.atomic():
             began = time.perf_counter()
-            count, sql = claim()
+            count = len(claiming.claim(*CLAIM))
             timings.append((time.perf_counter() - began) * 1000)
             transaction.set_rollback(True)
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
-        plan = "\n".join("    " + row[0] for row in cursor.fetchall())
-        transaction.set_rollback(True)
+    plan = explain()
     print(f"\n{label}: claim of up to {BATCH} rows took {statistics.median(timings):.2f} ms "
           f"(median of {REPEAT}, rows claimed: {count})\n{plan}")
 
@@ -72,6 +88,7 @@ def main() -> None:
     if connection.vendor != "postgresql":
         raise SystemExit("claim_cost.py measures PostgreSQL: set DATABASE_URL=postgres://...")
     call_command("migrate", verbosity=0)
+    sql.steer_worker_planner([threading.current_thread().name])
     empty(vacuum=True)
     measure("0 waiting messages (table vacuumed)")
     from bench.tasks import noop

@@ -118,5 +118,6 @@ def planner_setting() -> str:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SHOW enable_seqscan")
+        cursor.execute("SELECT current_setting('enable_seqscan') || ' '"
+                       " || current_setting('plan_cache_mode')")
         return cursor.fetchone()[0]

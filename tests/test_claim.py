@@ -160,20 +160,22 @@ def test_the_worker_process_plans_without_sequential_scans_but_tasks_do_not(star
 
     def setting() -> str:
         with connection.cursor() as cursor:
-            cursor.execute("SHOW enable_seqscan")
+            cursor.execute("SELECT current_setting('enable_seqscan') || ' '"
+                           " || current_setting('plan_cache_mode')")
             return cursor.fetchone()[0]
 
     elsewhere: list[str] = []
     sql.steer_worker_planner([threading.current_thread().name])
     try:
-        assert setting() == "off"  # this thread's new session
+        assert setting() == "off force_generic_plan"  # this thread's new session
         thread = threading.Thread(target=lambda: (elsewhere.append(setting()),
                                                   connections.close_all()))
         thread.start()
         thread.join()
-        assert elsewhere == ["on"]  # another thread's session is left alone
+        assert elsewhere == ["on auto"]  # another thread's session is left alone
     finally:
         connection_created.disconnect(dispatch_uid=f"djqueue.sql.steer.{os.getpid()}")
         connection.close()
     start_worker("-c", "1")
-    assert fault_tasks.planner_setting.delay().get(timeout=15) == "on"  # tasks run in children
+    # tasks run in children
+    assert fault_tasks.planner_setting.delay().get(timeout=15) == "on auto"
