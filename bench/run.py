@@ -1,10 +1,11 @@
-"""The benchmark: ``python bench/run.py [--runs 3] [--compare celery] [--compare pgqueuer]
-[--scale-out]``.
+"""The benchmark: ``python bench/run.py [--runs 3] [--compare celery] [--compare celery-django]
+[--compare pgqueuer] [--scale-out]``.
 
 Runs djqueue on SQLite and on PostgreSQL (and, with ``--compare celery``, Celery 5 on Redis; with
-``--compare pgqueuer``, pgqueuer on PostgreSQL; each in a virtualenv of its own, bench/.venv-celery
-and bench/.venv-pgqueuer, created on first use) and prints the medians of ``--runs`` runs and the
-ratios. See bench/README.md for what is measured and how.
+``--compare celery-django``, the same Celery app in a Django project; with ``--compare pgqueuer``,
+pgqueuer on PostgreSQL; each in a virtualenv of its own under bench/, created on first use) and
+prints the medians of ``--runs`` runs and the ratios. See bench/README.md for what is measured and
+how.
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ sys.path.insert(0, str(ROOT))
 from bench.common import median_of  # noqa: E402
 
 # the systems --compare can add: row title, virtualenv, what is installed in it, side module, and
-# the option (its value passed in the environment variable) that tells the side where to connect
+# which environment variables tell the side where to connect (each the value of an option)
 OTHERS = {
-    "celery": ("Celery 5 + Redis (-c 2)", ".venv-celery", "celery[redis]>=5,<6",
-               "bench.celery_side", "redis", "BENCH_REDIS_URL"),
-    "pgqueuer": ("pgqueuer PostgreSQL (2 procs)", ".venv-pgqueuer", "pgqueuer[asyncpg]>=1,<2",
-                 "bench.pgqueuer_side", "pgqueuer", "BENCH_PGQUEUER_URL"),
+    "celery": ("Celery 5 + Redis (-c 2)", ".venv-celery", ["celery[redis]>=5,<6"],
+               "bench.celery_side", {"BENCH_REDIS_URL": "redis"}),
+    "celery-django": ("Celery 5 + Redis, Django project (-c 2)", ".venv-celery-django",
+                      ["celery[redis]>=5,<6", "Django>=5.2,<5.3", "django-environ>=0.11",
+                       "psycopg[binary]>=3.1"],
+                      "bench.celery_django_side",
+                      {"BENCH_REDIS_URL": "redis", "DATABASE_URL": "postgres"}),
+    "pgqueuer": ("pgqueuer PostgreSQL (2 procs)", ".venv-pgqueuer", ["pgqueuer[asyncpg]>=1,<2"],
+                 "bench.pgqueuer_side", {"BENCH_PGQUEUER_URL": "pgqueuer"}),
 }
 OURS = "djqueue PostgreSQL (-c 2)"
 COLUMNS = [
@@ -52,12 +58,12 @@ def side(python: str, args: list[str], env: dict[str, str]) -> dict[str, float |
     return median_of(runs)
 
 
-def venv_python(venv: str, requirement: str) -> str:
+def venv_python(venv: str, requirements: list[str]) -> str:
     python = HERE / venv / "bin" / "python"
     if not python.exists():
-        print(f"Installing {requirement} into bench/{venv} ...", file=sys.stderr)
+        print(f"Installing {' '.join(requirements)} into bench/{venv} ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(python.parent.parent)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", requirement], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
     return str(python)
 
 
@@ -109,9 +115,9 @@ def main() -> None:
     me = sys.executable
     rows: dict[str, dict[str, float | None]] = {}
     others = [OTHERS[name] for name in dict.fromkeys(options.compare)]
-    for title, venv, requirement, module, option, variable in others:
-        rows[title] = side(venv_python(venv, requirement), ["-m", module, runs],
-                           {variable: getattr(options, option)})
+    for title, venv, requirements, module, variables in others:
+        rows[title] = side(venv_python(venv, requirements), ["-m", module, runs],
+                           {name: getattr(options, option) for name, option in variables.items()})
     rows[OURS] = side(
         me, ["bench/djqueue_side.py", runs], {"DATABASE_URL": options.postgres}
     )

@@ -29,6 +29,7 @@ NOTIFY_CHANNEL = "djqueue"
 #: Rows per write of a batch ``COPY`` (see :func:`_copy`).
 COPY_CHUNK = 500
 
+
 class MessageHead(NamedTuple):
     """The columns a message shares with the other calls of its batch made the same way: a
     ``group`` of one task builds this once (see :class:`djqueue.application.Batch`)."""

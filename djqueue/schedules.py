@@ -28,9 +28,9 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-# croniter (and the dateutil it brings, ~3 MB) is imported where it is used, not here: the models
-# import this module, so every worker process (the parent and each prefork child) would carry it,
-# and only beat and schedule validation walk a crontab.
+# croniter (and the dateutil it brings: half a MB in each worker process) is imported where it is
+# used, not here: the models import this module, so every worker process (the parent and each
+# prefork child) would carry it, and only beat and schedule validation walk a crontab.
 if TYPE_CHECKING:
     from croniter import croniter
 
