@@ -7,6 +7,8 @@ is one ``INSERT`` for the whole group, inside the caller's transaction like any 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -162,6 +164,26 @@ def signature(
 subtask = signature
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a group is built and sent.
+
+    Each call of a group leaves objects that live as long as the group (its signature, message
+    and result), tens of thousands for a big group: enough to set off several collections of
+    the whole heap, a Django process's hundreds of thousands of objects each time, for nothing
+    (none of them is garbage). That was a fifth of the time of a 20,000-task group. Reference
+    counting still frees what is dropped meanwhile; a collection that was due runs after.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 class group:  # noqa: N801 - Celery's name
     """Signatures sent together: ``group(add.s(i, i) for i in range(100)).apply_async()``.
 
@@ -170,10 +192,11 @@ class group:  # noqa: N801 - Celery's name
     """
 
     def __init__(self, *tasks: Signature | Iterable[Signature], app: App | None = None) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], (Signature, Mapping)):
-            tasks = tuple(tasks[0])  # group(generator) as well as group(sig, sig, ...)
-        # Signatures are kept as given, as Celery does: copying each costs more than sending it.
-        self.tasks = [t if isinstance(t, Signature) else signature(t, app=app) for t in tasks]
+        with _gc_paused():
+            if len(tasks) == 1 and not isinstance(tasks[0], (Signature, Mapping)):
+                tasks = tuple(tasks[0])  # group(generator) as well as group(sig, sig, ...)
+            # Signatures are kept as given, as Celery does: copying each costs more than sending.
+            self.tasks = [t if isinstance(t, Signature) else signature(t, app=app) for t in tasks]
         if app is None:
             from .application import app as default_app
 
@@ -201,7 +224,12 @@ class group:  # noqa: N801 - Celery's name
         """Send every task of the group (``args``/``kwargs`` added to each, ``options`` merged)."""
         if self.app.conf.CELERY_ALWAYS_EAGER:
             return self.apply(args, kwargs, **options)
-        args = tuple(args)
+        with _gc_paused():
+            return self._send(tuple(args), kwargs, options)
+
+    def _send(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None, options: dict[str, Any]
+    ) -> GroupResult:
         batch = self.app.batch()
         calls = [t.clone(args, kwargs, **options) for t in self.tasks] if (
             args or kwargs or options) else self.tasks

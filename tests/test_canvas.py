@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from django.db import connection, transaction
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -111,3 +114,31 @@ def test_eager_group_runs_here() -> None:
     assert all(isinstance(r, EagerResult) for r in result)
     assert result.ready() and result.get() == [3, 7]
     assert not Message.objects.exists()
+
+
+def test_a_group_is_built_and_sent_without_cyclic_collections() -> None:
+    """The group's own objects would set off whole-heap collections (see canvas._gc_paused):
+    the collector is off while the calls are read and while their messages are built and sent,
+    and is left as the caller had it."""
+    seen: list[tuple[str, bool]] = []
+
+    def calls():
+        for i in range(3):
+            seen.append(("read", gc.isenabled()))
+            yield add.s(i, i)
+
+    def route(name, args, kwargs):
+        seen.append(("built", gc.isenabled()))
+        return {"queue": "celery"}
+
+    with override_settings(CELERY_ROUTES=[route]):
+        group(calls()).apply_async()
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            group(add.s(1, 1)).apply_async()
+            assert not gc.isenabled()  # the caller's choice stays
+        finally:
+            gc.enable()
+    assert seen == [("read", False)] * 3 + [("built", False)] * 4
+    assert Message.objects.count() == 4
