@@ -20,6 +20,9 @@ class Message(models.Model):
         REJECTED = "rejected", "rejected"
 
     id = models.BigAutoField(primary_key=True)
+    # task_id and task_name here, in TaskResult and Revocation.task_id are COLLATE "C" on
+    # PostgreSQL (migration 0003), which the model state does not say: keep it in any migration
+    # that alters them.
     task_id = models.CharField("task id", max_length=255)
     task_name = models.CharField("task name", max_length=255)
     queue = models.CharField(max_length=200, default="celery")

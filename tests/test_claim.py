@@ -179,3 +179,29 @@ def test_the_worker_process_plans_without_sequential_scans_but_tasks_do_not(star
     start_worker("-c", "1")
     # tasks run in children
     assert fault_tasks.planner_setting.delay().get(timeout=15) == "on auto"
+
+
+def test_ids_and_names_are_in_byte_order_on_postgresql() -> None:
+    """Migration 0003: the indexed task id and name columns compare bytes, not locale text
+    (cheaper for every insert), and a revoked id still matches its message in the claim."""
+    from django.db import connection
+
+    from djqueue.revocation import revoke
+
+    if connection.vendor != "postgresql":
+        pytest.skip("column collations are PostgreSQL's")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+            "WHERE column_name IN ('task_id', 'task_name') "
+            "AND table_name IN ('djqueue_message', 'djqueue_taskresult', 'djqueue_revocation')")
+        collations = {(table, column): name for table, column, name in cursor.fetchall()}
+    assert collations == {
+        ("djqueue_message", "task_id"): "C", ("djqueue_message", "task_name"): "C",
+        ("djqueue_taskresult", "task_id"): "C", ("djqueue_taskresult", "task_name"): "C",
+        ("djqueue_revocation", "task_id"): "C",
+    }
+    kept, revoked = add.delay(1, 1), add.delay(2, 2)
+    revoke([revoked.id])
+    taken = claiming.claim("default", ["celery"], 10, "w", None, 60)
+    assert {(m.task_id, m.revoked) for m in taken} == {(kept.id, False), (revoked.id, True)}
