@@ -118,6 +118,6 @@ def planner_setting() -> str:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT current_setting('enable_seqscan') || ' '"
-                       " || current_setting('plan_cache_mode')")
+        cursor.execute("SELECT concat_ws(' ', current_setting('enable_seqscan'), "
+                       "current_setting('plan_cache_mode'), current_setting('jit'))")
         return cursor.fetchone()[0]

@@ -160,25 +160,25 @@ def test_the_worker_process_plans_without_sequential_scans_but_tasks_do_not(star
 
     def setting() -> str:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT current_setting('enable_seqscan') || ' '"
-                           " || current_setting('plan_cache_mode')")
+            cursor.execute("SELECT concat_ws(' ', current_setting('enable_seqscan'), "
+                           "current_setting('plan_cache_mode'), current_setting('jit'))")
             return cursor.fetchone()[0]
 
     elsewhere: list[str] = []
     sql.steer_worker_planner([threading.current_thread().name])
     try:
-        assert setting() == "off force_generic_plan"  # this thread's new session
+        assert setting() == "off force_generic_plan off"  # this thread's new session
         thread = threading.Thread(target=lambda: (elsewhere.append(setting()),
                                                   connections.close_all()))
         thread.start()
         thread.join()
-        assert elsewhere == ["on auto"]  # another thread's session is left alone
+        assert elsewhere == ["on auto on"]  # another thread's session is left alone
     finally:
         connection_created.disconnect(dispatch_uid=f"djqueue.sql.steer.{os.getpid()}")
         connection.close()
     start_worker("-c", "1")
     # tasks run in children
-    assert fault_tasks.planner_setting.delay().get(timeout=15) == "on auto"
+    assert fault_tasks.planner_setting.delay().get(timeout=15) == "on auto on"
 
 
 def test_ids_and_names_are_in_byte_order_on_postgresql() -> None:
