@@ -29,7 +29,11 @@ def test_three_workers_run_each_task_exactly_once(start_worker, record_file) -> 
     assert len(lines) == TASKS, f"{len(lines) - TASKS} extra executions"
     assert set(runs) == set(range(TASKS)) and set(runs.values()) == {1}
     assert not Message.objects.exists()
+    # The workers competed for the rows. Not necessarily all three: a worker that has learned the
+    # task is short claims up to worker.MAX_CLAIM at once (what its children run within the
+    # batch window), and on SQLite, where workers poll every 50 ms here, two of them can claim
+    # all 3,000 before the third looks (seen in CI on a fast machine).
     hosts = set(TaskResult.objects.values_list("worker", flat=True))
-    assert len(hosts) == 3, f"not every worker took part: {hosts}"
+    assert len(hosts) >= 2, f"one worker ran everything, nothing was contended: {hosts}"
     for worker in workers:
         assert "Traceback" not in worker.log()
