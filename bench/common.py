@@ -41,10 +41,17 @@ def wait_lines(path: Path, count: int, timeout: float, proc: subprocess.Popen | 
     raise RuntimeError(f"only {len(read_starts(path))} of {count} tasks started in {timeout}s")
 
 
+#: Whether the kernel lists each thread's children (CONFIG_PROC_CHILDREN); the main thread's id is
+#: the process id.
+_CHILDREN_LISTED = Path(f"/proc/self/task/{os.getpid()}/children").exists()
+
+
 def tree(pid: int) -> list[int]:
     """``pid`` and all its descendants, from the kernel's list of each process's children (a
     few small reads; scanning every process's status costs the sampling process milliseconds of
     CPU on each sample, taken from what is measured)."""
+    if not _CHILDREN_LISTED:
+        return _tree_by_scan(pid)
     found, todo = [], [pid]
     while todo:
         current = todo.pop()
@@ -57,9 +64,7 @@ def tree(pid: int) -> list[int]:
             try:
                 todo.extend(int(child) for child in
                             Path(f"/proc/{current}/task/{thread}/children").read_text().split())
-            except FileNotFoundError:
-                return _tree_by_scan(pid)  # a kernel without CONFIG_PROC_CHILDREN
-            except OSError:
+            except OSError:  # the thread or process has just ended
                 continue
     return found
 
