@@ -65,59 +65,94 @@ def claim_statement(
     owner: int | None,
     lease_seconds: float,
     start: StartNow | None = None,
+    before: Sequence[tuple[str, list[object]]] = (),
 ) -> tuple[str, list[object]]:
-    """The ``UPDATE … RETURNING`` that reserves up to ``limit`` ready messages from ``queues``
-    (highest priority first, then oldest), marking started those ``start`` says, as
-    ``(sql, params)``; its rows are read with :func:`claimed_from_rows`. :func:`claim` runs it
-    alone, :mod:`djqueue.rounds` with the rest of a worker's round.
+    """The statement that reserves up to ``limit`` ready messages from ``queues`` (highest
+    priority first, then oldest), marking started those ``start`` says, as ``(sql, params)``;
+    its rows are read with :func:`claimed_from_rows`. ``before`` are ``(sql, params)`` of
+    statements (data-modifying ones, on PostgreSQL) to run first in the same statement, as
+    ``WITH`` queries ``w0``, ``w1``…: :mod:`djqueue.rounds` sends a worker's whole round so.
     """
     kind = vendor(using)
-    ops = connections[using].ops
-    lease_until = ops.adapt_datetimefield_value(
+    lease_until = connections[using].ops.adapt_datetimefield_value(
         timezone.now() + datetime.timedelta(seconds=lease_seconds))
-    postgres = kind == "postgresql"
-    now_sql, now_params = ("now()", []) if postgres else ("%s", [now_param(using)])
-    if postgres:
-        # Per queue, so each reads the partial index in its order and stops after ``limit``
-        # rows: ``queue = ANY(...)`` would read and sort every waiting row instead. The picked
-        # ids come back as one array (OFFSET 0 keeps it one evaluation), so the rows are then
-        # reached through the primary key: a join on the id could become a hash join over a
-        # sequential scan of the whole table when the statistics are from a moment it was
-        # small (14 ms instead of 1 ms for 400 rows of 20,000). A row's rank is its position.
-        pick = (
-            f"SELECT ARRAY(SELECT m.id FROM unnest(%s::text[]) AS q(name) CROSS JOIN LATERAL "
-            f"(SELECT id, priority FROM {TABLE} WHERE state = 'ready' AND queue = q.name "
-            "AND available_at <= now() ORDER BY priority DESC, id LIMIT %s "
-            "FOR UPDATE SKIP LOCKED) AS m ORDER BY m.priority DESC, m.id LIMIT %s) AS ids OFFSET 0"
-        )
-        pick_params: list[object] = [list(queues), limit, limit]
-        rank, name, join = (f"array_position(c.ids, {TABLE}.id)", f"{TABLE}.task_name",
-                            f"{TABLE}.id = ANY(c.ids)")
+    if kind == "postgresql":
+        sql, params = _postgresql_claim(queues, limit, worker, owner, lease_until, start)
     else:
-        marks = ", ".join(["%s"] * len(queues))
-        pick = (
-            f"SELECT id, task_name, row_number() OVER (ORDER BY priority DESC, id) AS rn "
-            f"FROM {TABLE} WHERE state = 'ready' AND queue IN ({marks}) AND available_at <= %s "
-            "ORDER BY priority DESC, id LIMIT %s"
-        )
-        pick_params = [*queues, now_param(using), limit]
-        rank, name, join = "c.rn", "c.task_name", f"{TABLE}.id = c.id"
-    go, go_params = _starts_now(postgres, start, rank, name)
-    late, late_params = _among(postgres, name, start.acks_late_names if start else ())
+        sql, params = _sqlite_claim(using, queues, limit, worker, owner, lease_until, start)
+    ctes = "".join(f"w{i} AS ({part}), " for i, (part, _) in enumerate(before))
+    return (f"WITH {ctes}{sql}",
+            [p for _, part_params in before for p in part_params] + params)
+
+
+#: What a claim returns per message: the fields of :class:`Claimed`, in order.
+_RETURNING = (
+    f"RETURNING {TABLE}.id, {TABLE}.task_id, {TABLE}.task_name, queue, priority, "
+    "content_type, body, retries, time_limit, soft_time_limit, "
+    "(expires IS NOT NULL AND expires <= {now}), "
+    f"EXISTS (SELECT 1 FROM {REVOKED_TABLE} r WHERE r.task_id = {TABLE}.task_id), "
+    f"{TABLE}.state = 'started'"
+)
+
+
+def _postgresql_claim(
+    queues: Sequence[str], limit: int, worker: str, owner: int | None, lease_until: object,
+    start: StartNow | None,
+) -> tuple[str, list[object]]:
+    # ``c``: the picked rows, locked, each with its rank and whether it starts now. Per queue,
+    # so each reads the partial index in its order and stops after ``limit`` rows:
+    # ``queue = ANY(...)`` would read and sort every waiting row instead. Two updates then take
+    # the rows to start and the rows to reserve, each reaching its rows through the primary key
+    # (``id = ANY`` of one array): a join on the id could become a hash join over a sequential
+    # scan of the whole table when the statistics are from a moment it was small (14 ms
+    # instead of 1 ms for 400 rows of 20,000). Splitting them keeps a row's rank a column of
+    # ``c``; one update would have to find each row's position in the array, which for 500
+    # rows took a quarter of a worker's round.
+    go, go_params = _starts_now(True, start, "rn", "task_name")
+    late, late_params = _among(True, f"{TABLE}.task_name", start.acks_late_names if start else ())
+    picked = (
+        f"c AS (SELECT id, {go} AS go FROM (SELECT m.id, m.task_name, "
+        "row_number() OVER (ORDER BY m.priority DESC, m.id) AS rn "
+        "FROM unnest(%s::text[]) AS q(name) CROSS JOIN LATERAL "
+        f"(SELECT id, priority, task_name FROM {TABLE} WHERE state = 'ready' AND queue = q.name "
+        "AND available_at <= now() ORDER BY priority DESC, id LIMIT %s "
+        "FOR UPDATE SKIP LOCKED) AS m ORDER BY m.priority DESC, m.id LIMIT %s) AS p)"
+    )
+    params: list[object] = [*go_params, list(queues), limit, limit]
+    returning = _RETURNING.format(now="now()")
+    reserve = (f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = %s, "
+               "state = 'reserved', started_at = NULL, acks_late = FALSE "
+               "WHERE id = ANY(ARRAY(SELECT id FROM c WHERE NOT go)) " + returning)
+    if not start:
+        return f"{picked} {reserve}", [*params, worker, owner, lease_until]
+    begin = (f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = %s, "
+             f"state = 'started', started_at = now(), acks_late = {late} "
+             "WHERE id = ANY(ARRAY(SELECT id FROM c WHERE go)) " + returning)
+    sql = f"{picked}, s AS ({begin}), r AS ({reserve}) SELECT * FROM s UNION ALL SELECT * FROM r"
+    return sql, [*params, worker, owner, lease_until, *late_params, worker, owner, lease_until]
+
+
+def _sqlite_claim(
+    using: str, queues: Sequence[str], limit: int, worker: str, owner: int | None,
+    lease_until: object, start: StartNow | None,
+) -> tuple[str, list[object]]:
+    # One write lock for the whole statement: no other worker sees these rows as ready.
+    marks = ", ".join(["%s"] * len(queues))
+    now = now_param(using)
+    go, go_params = _starts_now(False, start, "c.rn", "c.task_name")
+    late, late_params = _among(False, "c.task_name", start.acks_late_names if start else ())
     sql = (
+        f"c AS (SELECT id, task_name, row_number() OVER (ORDER BY priority DESC, id) AS rn "
+        f"FROM {TABLE} WHERE state = 'ready' AND queue IN ({marks}) AND available_at <= %s "
+        "ORDER BY priority DESC, id LIMIT %s) "
         f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = %s, "
         f"state = CASE WHEN {go} THEN 'started' ELSE 'reserved' END, "
-        f"started_at = CASE WHEN {go} THEN {now_sql} ELSE NULL END, "
+        f"started_at = CASE WHEN {go} THEN %s ELSE NULL END, "
         f"acks_late = ({go}) AND {late} "
-        f"FROM ({pick}) AS c WHERE {join} "
-        f"RETURNING {TABLE}.id, {TABLE}.task_id, {TABLE}.task_name, queue, priority, "
-        "content_type, body, retries, time_limit, soft_time_limit, "
-        f"(expires IS NOT NULL AND expires <= {now_sql}), "
-        f"EXISTS (SELECT 1 FROM {REVOKED_TABLE} r WHERE r.task_id = {TABLE}.task_id), "
-        f"{TABLE}.state = 'started'"
+        f"FROM c WHERE {TABLE}.id = c.id " + _RETURNING.format(now="%s")
     )
-    params = [worker, owner, lease_until, *go_params, *go_params, *now_params, *go_params,
-              *late_params, *pick_params, *now_params]
+    params = [*queues, now, limit, worker, owner, lease_until, *go_params, *go_params, now,
+              *go_params, *late_params, now]
     return sql, params
 
 

@@ -130,17 +130,16 @@ def _run_as_one_statement(
     if writes.starts:
         parts.append(broker.start_statement(using, writes.starts, writes.acks_late, owner))
     if claim is not None:
-        main = claiming.claim_statement(using, claim.queues, claim.limit, claim.worker, owner,
-                                      claim.lease_seconds, claim.start)
-    elif parts:
-        main = parts.pop()
-    else:
+        sql, params = claiming.claim_statement(using, claim.queues, claim.limit, claim.worker,
+                                               owner, claim.lease_seconds, claim.start, parts)
+        return claiming.claimed_from_rows(sql_execute(using, sql, params, fetch=True))
+    if not parts:
         return []
+    last, last_params = parts.pop()
     sql = "".join(f"{'WITH' if i == 0 else ','} w{i} AS ({part}) "
-                  for i, (part, _) in enumerate(parts)) + main[0]
-    params = [p for _, part_params in parts for p in part_params] + main[1]
-    rows = sql_execute(using, sql, params, fetch=claim is not None)
-    return claiming.claimed_from_rows(rows) if claim is not None else []
+                  for i, (part, _) in enumerate(parts)) + last
+    sql_execute(using, sql, [p for _, part_params in parts for p in part_params] + last_params)
+    return []
 
 
 def _run_in_transaction(
