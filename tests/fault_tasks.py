@@ -121,3 +121,10 @@ def planner_setting() -> str:
         cursor.execute("SELECT concat_ws(' ', current_setting('enable_seqscan'), "
                        "current_setting('plan_cache_mode'), current_setting('jit'))")
         return cursor.fetchone()[0]
+
+
+@task
+def nul_in_error(key: str) -> None:
+    """Fails with a message PostgreSQL's text columns cannot hold as it is (a NUL character)."""
+    note(key)
+    raise ValueError(f"bad byte \x00 in {key}")

@@ -287,3 +287,23 @@ def test_database_locked_for_seconds(start_worker, record_file, fault_report) ->
     assert executed == sent
     fault_report("database locked 3 s (SQLite BEGIN EXCLUSIVE)", sent=sent, executed=executed,
                  lost=0, duplicated=executed - sent, outcome="all SUCCESS")
+
+
+def test_a_nul_character_in_a_traceback_is_stored(start_worker, record_file, fault_report) -> None:
+    """The traceback keeps U+FFFD in the NUL's place (PostgreSQL's text cannot hold it, SQLite
+    cut the text there) and the exception, stored encoded, comes back whole. On PostgreSQL the
+    worker used to die on the round."""
+    worker = start_worker("-c", "1")
+    failed = ft.nul_in_error.delay("n1")
+    after = add.delay(2, 2)
+    assert after.get(timeout=10) == 4
+    wait_until(lambda: failed.state == states.FAILURE, what="FAILURE stored")
+    with pytest.raises(ValueError) as raised:
+        failed.get(timeout=1)
+    assert str(raised.value) == "bad byte \x00 in n1"
+    assert "ValueError: bad byte \ufffd in n1" in failed.traceback
+    assert not Message.objects.exists()
+    assert executions(record_file) == {"n1": 1}
+    assert worker.proc.poll() is None
+    fault_report("NUL character in an exception", sent=2, executed=2, lost=0, duplicated=0,
+                 outcome="FAILURE stored with its traceback")

@@ -25,6 +25,14 @@ _DONE = _COLUMNS.index("date_done")
 _PG_TYPES = {"runtime": "float8", "date_done": "timestamptz"}
 
 
+def _without_nul(value: object) -> object:
+    """``value`` with any NUL character replaced by U+FFFD. PostgreSQL's text cannot hold NUL,
+    so one in a traceback (an exception's message may carry any character) failed the worker's
+    whole round; SQLite's JSON functions cut the text there. An encoded result never has one:
+    serializers give ASCII JSON or base64."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
 class DatabaseBackend(ResultBackend):
     def store(self, records: Sequence[ResultRecord]) -> None:
         if not records:
@@ -56,6 +64,9 @@ class DatabaseBackend(ResultBackend):
                 row[_DONE] = done_texts.get(done) or done_texts.setdefault(done, as_text(done))
             rows.append(row)
         document = json.dumps(rows, separators=(",", ":"))
+        if "\\u0000" in document:  # rare: look at the values only then
+            rows = [[_without_nul(value) for value in row] for row in rows]
+            document = json.dumps(rows, separators=(",", ":"))
         columns = ", ".join(_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in _UPDATED)
         if postgres:
