@@ -85,8 +85,9 @@ class Pool:
         return []
 
     def spare(self) -> int:
-        """How many jobs beyond one per process the pool expects to take soon (the worker claims
-        that many more than its prefetch limit, so a pool that batches is kept fed)."""
+        """How many jobs beyond one per process the pool can hold, whatever it holds now: the
+        worker's capacity is its prefetch limit plus this, and the jobs the pool has count
+        against it once (counting them here too had kept a batching pool's queues half empty)."""
         return 0
 
     def submit(self, plan: Plan) -> None:

@@ -234,7 +234,7 @@ class PreforkPool(Pool):
         if self.batch_window <= 0 or not self._typical:
             return 0
         fit = min(MAX_CHILD_QUEUE, int(self.batch_window / self._typical))
-        return sum(max(0, fit - max(len(c.jobs), 1)) for c in self._usable_children())
+        return max(0, fit - 1) * len(self._usable_children())
 
     def submit(self, plan: Plan) -> None:
         assert isinstance(plan, _PreforkPlan)

@@ -1,0 +1,58 @@
+"""How the prefork pool sizes what the worker claims for it, with real forked children."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from djqueue.execution import Job, Outcome
+from djqueue.pools.prefork import MAX_CHILD_QUEUE, PreforkPool
+
+
+def _job(number: int, task_name: str, *args: object) -> Job:
+    body = json.dumps({"args": list(args), "kwargs": {}})
+    return Job(number, f"job-{number}", task_name, "celery", 0, "application/json", body, 0,
+               "test@host")
+
+
+def _wait_for(pool: PreforkPool, count: int) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    deadline = time.monotonic() + 20
+    while len(outcomes) < count and time.monotonic() < deadline:
+        outcomes.extend(pool.wait(1.0))
+    return outcomes
+
+
+def test_jobs_a_batching_pool_holds_count_once_against_its_capacity() -> None:
+    """``spare()`` is what the pool can hold beyond one job per process, whatever it holds now:
+    the worker subtracts the jobs the pool has from its capacity itself. Subtracting them in
+    ``spare()`` as well kept the children's queues half empty, and a claim came only once they
+    were nearly done."""
+    pool = PreforkPool(2, batch_window=0.02)
+    pool.start()
+    try:
+        assert pool.spare() == 0  # nothing is known to be short yet
+        plan = pool.plan()
+        for number in (1, 2):
+            assert plan.fits("tasks.add")
+            plan.take(_job(number, "tasks.add", number, number))
+        pool.submit(plan)
+        assert [o.state for o in _wait_for(pool, 2)] == ["SUCCESS", "SUCCESS"]
+        capacity = pool.spare()
+        assert 0 < capacity <= 2 * (MAX_CHILD_QUEUE - 1)
+
+        held = pool.plan()  # what a claim marked started: taken room or not
+        held.force(_job(3, "example_project.demo.tasks.sleep", 0.5))
+        held.force(_job(4, "example_project.demo.tasks.sleep", 0.5))
+        for number in range(5, 25):
+            held.force(_job(number, "tasks.add", number, 1))
+        pool.submit(held)
+        assert len(pool.running()) == 22
+        assert pool.spare() == capacity
+
+        outcomes = _wait_for(pool, 22)
+        assert sorted(o.job.message_id for o in outcomes) == list(range(3, 25))
+        assert {o.state for o in outcomes} == {"SUCCESS"}
+    finally:
+        pool.stop()
+    assert not pool.running()
