@@ -25,7 +25,7 @@ from .exceptions import (
     DecodeError, EncodeError, NotRegistered, Retry, SoftTimeLimitExceeded, TaskRevokedError,
     TimeLimitExceeded, WorkerLostError,
 )
-from .serialization import CONTENT_TYPES, dumps, exception_to_data, loads
+from .serialization import CONTENT_TYPES, dumps, exception_to_data, loads, safe_repr
 
 if TYPE_CHECKING:
     from .claiming import Claimed
@@ -103,7 +103,7 @@ def job_from_wire(fields: tuple[Any, ...]) -> Job:
 
 
 def _short_repr(value: Any) -> str:
-    text = repr(value)
+    text = safe_repr(value)
     return text if len(text) <= REPR_LIMIT else text[: REPR_LIMIT - 3] + "..."
 
 

@@ -143,8 +143,19 @@ def _safe_arg(arg: Any) -> Any:
     try:
         json.dumps(arg, default=_default)
     except (TypeError, ValueError):
-        return repr(arg)
+        return safe_repr(arg)
     return arg
+
+
+def safe_repr(value: Any) -> str:
+    """``repr(value)``, or a stand-in naming its type when that ``__repr__`` raises: a task's
+    value or exception argument is user code, and a failing repr must not take the pool
+    process (and the task's outcome) with it."""
+    try:
+        return repr(value)
+    except Exception as exc:  # noqa: BLE001 - any error of user code
+        name, error = type(value).__qualname__, type(exc).__name__
+        return f"<unrepresentable {name} object: repr() raised {error}>"
 
 
 def is_exception_data(value: Any) -> bool:

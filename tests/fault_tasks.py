@@ -128,3 +128,24 @@ def nul_in_error(key: str) -> None:
     """Fails with a message PostgreSQL's text columns cannot hold as it is (a NUL character)."""
     note(key)
     raise ValueError(f"bad byte \x00 in {key}")
+
+
+class Unprintable:
+    """A value whose ``repr()`` and ``str()`` raise."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    __str__ = __repr__
+
+
+@task
+def unprintable_error(key: str) -> None:
+    note(key)
+    raise ValueError(Unprintable())
+
+
+@task
+def unprintable_result(key: str) -> object:
+    note(key)
+    return Unprintable()

@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from djqueue import states
 from djqueue.application import app
 from djqueue.exceptions import (
-    SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerLostError,
+    EncodeError, SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerLostError,
 )
 from djqueue.models import Message, TaskResult
 from tests import fault_tasks as ft
@@ -307,3 +307,26 @@ def test_a_nul_character_in_a_traceback_is_stored(start_worker, record_file, fau
     assert worker.proc.poll() is None
     fault_report("NUL character in an exception", sent=2, executed=2, lost=0, duplicated=0,
                  outcome="FAILURE stored with its traceback")
+
+
+def test_a_value_whose_repr_raises_fails_its_task_only(
+    start_worker, record_file, fault_report
+) -> None:
+    """An exception argument or a return value whose ``repr()`` raises used to kill the pool
+    process after the task had run: the message was then set aside as WorkerLostError."""
+    worker = start_worker("-c", "1")
+    bad_error = ft.unprintable_error.delay("e1")
+    bad_value = ft.unprintable_result.delay("v1")
+    after = add.delay(3, 3)
+    assert after.get(timeout=10) == 6
+    wait_until(lambda: bad_error.ready() and bad_value.ready(), what="both settled")
+    with pytest.raises(ValueError, match="unrepresentable Unprintable object"):
+        bad_error.get(timeout=1)
+    with pytest.raises(EncodeError, match="not JSON serializable"):
+        bad_value.get(timeout=1)
+    assert not Message.objects.exists()
+    assert executions(record_file) == {"e1": 1, "v1": 1}
+    assert "Process 'ForkPoolWorker" not in worker.log()
+    assert worker.proc.poll() is None
+    fault_report("repr() raises in a task's value", sent=3, executed=3, lost=0, duplicated=0,
+                 outcome="FAILURE ValueError/EncodeError, pool process kept")
