@@ -170,6 +170,21 @@ def _autoretry(task: Any, exc: Exception, retries: int) -> Retry | None:
 
 
 def execute(job: Job) -> Outcome:
+    """Run ``job`` and say what came of it. Never raises: when recording the outcome fails (a
+    value or exception that cannot be encoded in a way the encoders do not catch: a
+    ``__reduce__`` that raises, say), the task fails with an :class:`EncodeError` that says so,
+    rather than taking the pool process, and with it the outcome, down."""
+    try:
+        return _execute(job)
+    except Exception as exc:  # noqa: BLE001 - user code reached from djqueue's own handling
+        logger.exception("Could not record the outcome of %s[%s]", job.task_name, job.task_id)
+        from .application import app
+
+        error = EncodeError(f"Could not record the outcome of {job.task_name}: {safe_repr(exc)}")
+        return unrun(job, error, app.conf.CELERY_RESULT_SERIALIZER)
+
+
+def _execute(job: Job) -> Outcome:
     global _last_task_end
     from .application import app
 

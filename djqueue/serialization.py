@@ -142,7 +142,7 @@ def exception_to_data(exc: BaseException) -> dict[str, Any]:
 def _safe_arg(arg: Any) -> Any:
     try:
         json.dumps(arg, default=_default)
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001 - not JSON (TypeError), too deep (RecursionError), …
         return safe_repr(arg)
     return arg
 

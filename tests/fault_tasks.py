@@ -149,3 +149,26 @@ def unprintable_error(key: str) -> None:
 def unprintable_result(key: str) -> object:
     note(key)
     return Unprintable()
+
+
+class ArgsRaise(Exception):
+    """An exception whose ``args`` cannot be read."""
+
+    @property
+    def args(self):  # type: ignore[override]
+        raise RuntimeError("no args")
+
+
+@task
+def unreadable_error(key: str) -> None:
+    note(key)
+    raise ArgsRaise("x")
+
+
+@task
+def deep_error(key: str) -> None:
+    note(key)
+    nested: list = []
+    for _ in range(100_000):
+        nested = [nested]
+    raise ValueError(nested)

@@ -330,3 +330,26 @@ def test_a_value_whose_repr_raises_fails_its_task_only(
     assert worker.proc.poll() is None
     fault_report("repr() raises in a task's value", sent=3, executed=3, lost=0, duplicated=0,
                  outcome="FAILURE ValueError/EncodeError, pool process kept")
+
+
+def test_an_outcome_that_cannot_be_recorded_fails_its_task_only(
+    start_worker, record_file, fault_report
+) -> None:
+    """Anything that goes wrong while the outcome is encoded (here an exception whose ``args``
+    raise; a nesting too deep for JSON) fails that task, and the pool process stays."""
+    worker = start_worker("-c", "1")
+    unreadable = ft.unreadable_error.delay("a1")
+    deep = ft.deep_error.delay("d1")
+    after = add.delay(4, 4)
+    assert after.get(timeout=10) == 8
+    wait_until(lambda: unreadable.ready() and deep.ready(), what="both settled")
+    with pytest.raises(EncodeError, match="Could not record the outcome.*no args"):
+        unreadable.get(timeout=1)
+    with pytest.raises(ValueError, match="unrepresentable list object"):
+        deep.get(timeout=1)
+    assert not Message.objects.exists()
+    assert executions(record_file) == {"a1": 1, "d1": 1}
+    assert "Process 'ForkPoolWorker" not in worker.log()
+    assert worker.proc.poll() is None
+    fault_report("outcome cannot be encoded", sent=3, executed=3, lost=0, duplicated=0,
+                 outcome="FAILURE EncodeError/ValueError, pool process kept")
