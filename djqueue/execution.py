@@ -170,10 +170,10 @@ def _autoretry(task: Any, exc: Exception, retries: int) -> Retry | None:
 
 
 def execute(job: Job) -> Outcome:
-    """Run ``job`` and say what came of it. Never raises: when recording the outcome fails (a
-    value or exception that cannot be encoded in a way the encoders do not catch: a
-    ``__reduce__`` that raises, say), the task fails with an :class:`EncodeError` that says so,
-    rather than taking the pool process, and with it the outcome, down."""
+    """Run ``job`` and say what came of it. Never raises: when recording the outcome fails in a
+    way the encoders do not catch (an exception whose ``args`` raise, a pickled value whose
+    ``__reduce__`` raises), the task fails with an :class:`EncodeError` that says so, rather
+    than taking the pool process, and with it the outcome, down."""
     try:
         return _execute(job)
     except Exception as exc:  # noqa: BLE001 - user code reached from djqueue's own handling
