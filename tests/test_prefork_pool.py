@@ -1,12 +1,21 @@
-"""How the prefork pool sizes what the worker claims for it, with real forked children."""
+"""How the prefork pool sizes what the worker claims for it, with real forked children.
+
+The pool runs in a process of its own, as in a worker: forking the test process, which has
+threads of its own by then, could deadlock a child.
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from djqueue.execution import Job, Outcome
 from djqueue.pools.prefork import MAX_CHILD_QUEUE, PreforkPool
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _job(number: int, task_name: str, *args: object) -> Job:
@@ -23,11 +32,20 @@ def _wait_for(pool: PreforkPool, count: int) -> list[Outcome]:
     return outcomes
 
 
-def test_jobs_a_batching_pool_holds_count_once_against_its_capacity() -> None:
+def test_jobs_a_batching_pool_holds_count_once_against_its_capacity(worker_env) -> None:
     """``spare()`` is what the pool can hold beyond one job per process, whatever it holds now:
     the worker subtracts the jobs the pool has from its capacity itself. Subtracting them in
     ``spare()`` as well kept the children's queues half empty, and a claim came only once they
     were nearly done."""
+    code = "import django; django.setup(); from tests import test_prefork_pool as t; t.capacity()"
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=worker_env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "capacity held"
+
+
+def capacity() -> None:
+    """The test's body, in the subprocess."""
     pool = PreforkPool(2, batch_window=0.02)
     pool.start()
     try:
@@ -56,3 +74,4 @@ def test_jobs_a_batching_pool_holds_count_once_against_its_capacity() -> None:
     finally:
         pool.stop()
     assert not pool.running()
+    print("capacity held")
