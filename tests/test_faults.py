@@ -309,47 +309,32 @@ def test_a_nul_character_in_a_traceback_is_stored(start_worker, record_file, fau
                  outcome="FAILURE stored with its traceback")
 
 
-def test_a_value_whose_repr_raises_fails_its_task_only(
-    start_worker, record_file, fault_report
+@pytest.mark.parametrize(("task_name", "error", "match", "fault"), [
+    ("unprintable_error", ValueError, "unrepresentable Unprintable object",
+     "repr() raises in an exception argument"),
+    ("unprintable_result", EncodeError, "not JSON serializable",
+     "repr() raises in a return value"),
+    ("unreadable_error", EncodeError, "Could not record the outcome.*no args",
+     "an exception's args raise"),
+    ("deep_error", ValueError, "unrepresentable list object",
+     "exception argument too deep for JSON"),
+])
+def test_an_outcome_hard_to_record_fails_its_task_only(
+    start_worker, record_file, fault_report, task_name, error, match, fault
 ) -> None:
-    """An exception argument or a return value whose ``repr()`` raises used to kill the pool
-    process after the task had run: the message was then set aside as WorkerLostError."""
+    """A value whose ``repr()`` raises, an exception whose ``args`` raise, a nesting too deep
+    for JSON: each used to kill the pool process after the task had run (the message was then
+    set aside as WorkerLostError). Now that task fails, and the pool process stays."""
     worker = start_worker("-c", "1")
-    bad_error = ft.unprintable_error.delay("e1")
-    bad_value = ft.unprintable_result.delay("v1")
+    bad = getattr(ft, task_name).delay("k1")
     after = add.delay(3, 3)
     assert after.get(timeout=10) == 6
-    wait_until(lambda: bad_error.ready() and bad_value.ready(), what="both settled")
-    with pytest.raises(ValueError, match="unrepresentable Unprintable object"):
-        bad_error.get(timeout=1)
-    with pytest.raises(EncodeError, match="not JSON serializable"):
-        bad_value.get(timeout=1)
+    wait_until(bad.ready, what=f"{task_name} settled")
+    with pytest.raises(error, match=match):
+        bad.get(timeout=1)
     assert not Message.objects.exists()
-    assert executions(record_file) == {"e1": 1, "v1": 1}
+    assert executions(record_file) == {"k1": 1}
     assert "Process 'ForkPoolWorker" not in worker.log()
     assert worker.proc.poll() is None
-    fault_report("repr() raises in a task's value", sent=3, executed=3, lost=0, duplicated=0,
-                 outcome="FAILURE ValueError/EncodeError, pool process kept")
-
-
-def test_an_outcome_that_cannot_be_recorded_fails_its_task_only(
-    start_worker, record_file, fault_report
-) -> None:
-    """Anything that goes wrong while the outcome is encoded (here an exception whose ``args``
-    raise; a nesting too deep for JSON) fails that task, and the pool process stays."""
-    worker = start_worker("-c", "1")
-    unreadable = ft.unreadable_error.delay("a1")
-    deep = ft.deep_error.delay("d1")
-    after = add.delay(4, 4)
-    assert after.get(timeout=10) == 8
-    wait_until(lambda: unreadable.ready() and deep.ready(), what="both settled")
-    with pytest.raises(EncodeError, match="Could not record the outcome.*no args"):
-        unreadable.get(timeout=1)
-    with pytest.raises(ValueError, match="unrepresentable list object"):
-        deep.get(timeout=1)
-    assert not Message.objects.exists()
-    assert executions(record_file) == {"a1": 1, "d1": 1}
-    assert "Process 'ForkPoolWorker" not in worker.log()
-    assert worker.proc.poll() is None
-    fault_report("outcome cannot be encoded", sent=3, executed=3, lost=0, duplicated=0,
-                 outcome="FAILURE EncodeError/ValueError, pool process kept")
+    fault_report(fault, sent=2, executed=2, lost=0, duplicated=0,
+                 outcome=f"FAILURE {error.__name__}, pool process kept")
