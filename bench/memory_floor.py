@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import tree, tree_memory
+from bench.common import compile_checkout, tree, tree_memory
 
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/bench_djqueue")
 SETTLE = 3.0  # seconds an idle tree is left before it is measured
@@ -116,6 +116,7 @@ def main() -> None:
     if options.hold:
         hold(options.hold, options.worker_modules)
         return
+    compile_checkout()
     found = rows(options.runs)
     print(f"idle trees of 3 processes, medians of {options.runs} runs\n")
     print(f"{'':36s}{'RSS sum MB':>12s}{'PSS sum MB':>12s}")

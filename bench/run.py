@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import median_of  # noqa: E402
+from bench.common import compile_checkout, median_of  # noqa: E402
 
 # the systems --compare can add: row title, virtualenv, what is installed in it, side module, and
 # which environment variables tell the side where to connect (each the value of an option)
@@ -111,6 +111,7 @@ def main() -> None:
         "BENCH_PGQUEUER_URL", "postgres://postgres@127.0.0.1:5432/bench_pgqueuer"),
         help="pgqueuer's database (created, and its schema installed, when missing)")
     options = parser.parse_args()
+    compile_checkout()
     runs = str(options.runs)
     me = sys.executable
     rows: dict[str, dict[str, float | None]] = {}
