@@ -112,19 +112,25 @@ def main() -> None:
         help="pgqueuer's database (created, and its schema installed, when missing)")
     options = parser.parse_args()
     compile_checkout()
-    runs = str(options.runs)
     me = sys.executable
-    rows: dict[str, dict[str, float | None]] = {}
     others = [OTHERS[name] for name in dict.fromkeys(options.compare)]
-    for title, venv, requirements, module, variables in others:
-        rows[title] = side(venv_python(venv, requirements), ["-m", module, runs],
-                           {name: getattr(options, option) for name, option in variables.items()})
-    rows[OURS] = side(
-        me, ["bench/djqueue_side.py", runs], {"DATABASE_URL": options.postgres}
-    )
-    rows["djqueue SQLite (-c 2)"] = side(
-        me, ["bench/djqueue_side.py", runs], {"DATABASE_URL": options.sqlite}
-    )
+    # title -> (python, arguments but the number of runs, environment)
+    systems = {
+        title: (venv_python(venv, requirements), ["-m", module],
+                {name: getattr(options, option) for name, option in variables.items()})
+        for title, venv, requirements, module, variables in others
+    }
+    systems[OURS] = (me, ["bench/djqueue_side.py"], {"DATABASE_URL": options.postgres})
+    systems["djqueue SQLite (-c 2)"] = (me, ["bench/djqueue_side.py"],
+                                        {"DATABASE_URL": options.sqlite})
+    # One run of each system in turn, --runs times over: the speed of the development machines
+    # drifts over minutes (other tenants), and a drift would otherwise favour whichever system
+    # ran first.
+    found: dict[str, list[dict[str, float | None]]] = {title: [] for title in systems}
+    for _ in range(options.runs):
+        for title, (python, args, env) in systems.items():
+            found[title].append(side(python, [*args, "1"], env))
+    rows = {title: median_of(runs) for title, runs in found.items()}
     print(f"\nmedians of {options.runs} runs (tasks: see bench/README.md)\n")
     print(table(rows))
     for title, *_ in others:
