@@ -46,7 +46,9 @@ def test_jobs_a_batching_pool_holds_count_once_against_its_capacity(worker_env) 
 
 def capacity() -> None:
     """The test's body, in the subprocess."""
-    pool = PreforkPool(2, batch_window=0.02)
+    # A window wide enough that the first jobs, slow on a loaded machine (10 ms each gave a
+    # child room for one job only, and no spare), still leave room for many.
+    pool = PreforkPool(2, batch_window=1.0)
     pool.start()
     try:
         assert pool.spare() == 0  # nothing is known to be short yet
