@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 
 from bench.celery_app import REDIS, noop
-from bench.common import print_runs, start_worker_process
+from bench.common import CELERY_WORKER, print_runs, start_worker_process
 
 
 class CelerySystem:
@@ -29,9 +29,7 @@ class CelerySystem:
 
     def start_worker(self, log: Path) -> subprocess.Popen:
         return start_worker_process(
-            [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-c", "2",
-             "-P", "prefork", "-l", "warning", "--without-gossip", "--without-mingle",
-             "--without-heartbeat"], log)
+            [sys.executable, *CELERY_WORKER], log)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,12 @@ class MemorySampler(threading.Thread):
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: The worker commands measured (after the Python that runs them), shared by run.py's sides and
+#: memory_floor.py so that both measure the same workers.
+CELERY_WORKER = ["-m", "celery", "-A", "bench.celery_app", "worker", "-c", "2", "-P", "prefork",
+                 "-l", "warning", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+DJQUEUE_WORKER = ["manage.py", "celery", "worker", "-c", "2", "-l", "warning"]
+
 
 def compile_checkout() -> None:
     """Write the bytecode of the checkout's modules (djqueue, the example project, the

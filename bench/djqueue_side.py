@@ -19,7 +19,7 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from bench.common import print_runs, start_worker_process  # noqa: E402
+from bench.common import DJQUEUE_WORKER, print_runs, start_worker_process  # noqa: E402
 from bench.tasks import noop  # noqa: E402
 from djqueue import group  # noqa: E402
 from djqueue.models import Message, TaskResult  # noqa: E402
@@ -45,7 +45,7 @@ class DjqueueSystem:
 
     def start_worker(self, log: Path) -> subprocess.Popen:
         return start_worker_process(
-            [sys.executable, "manage.py", "celery", "worker", "-c", "2", "-l", "warning"], log)
+            [sys.executable, *DJQUEUE_WORKER], log)
 
 
 if __name__ == "__main__":

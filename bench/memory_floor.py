@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import compile_checkout, tree, tree_memory
+from bench.common import CELERY_WORKER, DJQUEUE_WORKER, compile_checkout, tree, tree_memory
 
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/bench_djqueue")
 SETTLE = 3.0  # seconds an idle tree is left before it is measured
@@ -89,14 +89,12 @@ def rows(runs: int) -> dict[str, list[tuple[float, float]]]:
     postgres = {"DATABASE_URL": POSTGRES}
     systems = {
         "Celery 5 + Redis (-c 2)": (
-            [celery, "-m", "celery", "-A", "bench.celery_app", "worker", "-c", "2", "-P", "prefork",
-             "-l", "warning", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            {"BENCH_LOG": os.devnull}),
+            [celery, *CELERY_WORKER], {"BENCH_LOG": os.devnull}),
         "Django project, no queue": (here + ["--hold", "bench.celery_django_settings"], postgres),
         "Django project + djqueue imported": (
             here + ["--hold", "bench.settings", "--worker-modules"], postgres),
         "djqueue worker (-c 2)": (
-            [sys.executable, "manage.py", "celery", "worker", "-c", "2", "-l", "warning"],
+            [sys.executable, *DJQUEUE_WORKER],
             {**postgres, "DJANGO_SETTINGS_MODULE": "bench.settings"}),
     }
     found: dict[str, list[tuple[float, float]]] = {title: [] for title in systems}
