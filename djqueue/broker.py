@@ -13,6 +13,7 @@ import datetime
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from django.db import OperationalError, connections
@@ -79,6 +80,23 @@ def now_param(using: str) -> object:
     return connections[using].ops.adapt_datetimefield_value(timezone.now())
 
 
+def now_sql(using: str) -> tuple[str, list[object]]:
+    """The current time for a lease or a start, as ``(sql, params)``: the database's clock on
+    PostgreSQL, which every worker host shares, so hosts whose clocks disagree still agree on
+    whose lease has run out; the worker's own clock on SQLite, whose workers share one host."""
+    if connections[using].vendor == "postgresql":
+        return "now()", []
+    return "%s", [now_param(using)]
+
+
+def lease_sql(using: str, seconds: float) -> tuple[str, list[object]]:
+    """``now + seconds`` on the clock of :func:`now_sql`, as ``(sql, params)``."""
+    if connections[using].vendor == "postgresql":
+        return "now() + make_interval(secs => %s)", [float(seconds)]
+    until = timezone.now() + datetime.timedelta(seconds=seconds)
+    return "%s", [connections[using].ops.adapt_datetimefield_value(until)]
+
+
 def _update(using: str, sql: str, params: list[object]) -> int:
     def run() -> int:
         with connections[using].cursor() as cursor:
@@ -88,10 +106,24 @@ def _update(using: str, sql: str, params: list[object]) -> int:
     return retry_if_locked(using, run)
 
 
+def _returning(using: str, sql: str, params: list[object]) -> list[tuple[object, ...]]:
+    """Run a statement with ``RETURNING``; its rows."""
+    def run() -> list[tuple[object, ...]]:
+        with connections[using].cursor() as cursor:
+            cursor.execute(sql, params)
+            return [tuple(row) for row in cursor.fetchall()]
+
+    return retry_if_locked(using, run)
+
+
 def start_statement(
-    using: str, ids: Sequence[int], acks_late_ids: Sequence[int] = (), owner: int | None = None
+    using: str, ids: Sequence[int], acks_late_ids: Sequence[int] = (), owner: int | None = None,
+    *, lease_seconds: float,
 ) -> tuple[str, list[object]]:
-    """Mark reserved messages as started (handed to the pool), recording their ``acks_late``."""
+    """Mark reserved messages as started (handed to the pool), recording their ``acks_late``,
+    counting the delivery and renewing the lease. Its rows are ``(id, task_id)`` of the messages
+    it started: only those may run. A reserved message this worker no longer holds (its lease ran
+    out while the database was away, and another worker recovered it) is not among them."""
     where, params = _ids(using, ids)
     late = set(acks_late_ids)
     if not late:
@@ -102,48 +134,76 @@ def start_statement(
         late_where, flag_params = _ids(using, sorted(late))
         flag = f"({late_where})"
     mine, mine_params = _owned(owner)
+    now, now_params = now_sql(using)
+    lease, lease_params = lease_sql(using, lease_seconds)
     return (
-        f"UPDATE {TABLE} SET state = 'started', started_at = %s, acks_late = {flag} "
-        f"WHERE {where}{mine}",
-        [now_param(using), *flag_params, *params, *mine_params],
+        f"UPDATE {TABLE} SET state = 'started', started_at = {now}, lease_until = {lease}, "
+        f"deliveries = deliveries + 1, acks_late = {flag} "
+        f"WHERE {where} AND state = 'reserved'{mine} RETURNING id, task_id",
+        [*now_params, *lease_params, *flag_params, *params, *mine_params],
     )
 
 
 def start(
-    using: str, ids: Sequence[int], acks_late_ids: Sequence[int] = (), owner: int | None = None
-) -> None:
-    """Run :func:`start_statement` alone."""
-    if ids:
-        _update(using, *start_statement(using, ids, acks_late_ids, owner))
+    using: str, ids: Sequence[int], acks_late_ids: Sequence[int] = (), owner: int | None = None,
+    *, lease_seconds: float,
+) -> list[tuple[int, str]]:
+    """Run :func:`start_statement` alone; returns ``(id, task_id)`` of the messages started."""
+    if not ids:
+        return []
+    return _returning(using, *start_statement(using, ids, acks_late_ids, owner,
+                                              lease_seconds=lease_seconds))
 
 
 def ack_statement(
     using: str, ids: Sequence[int], owner: int | None = None
 ) -> tuple[str, list[object]]:
-    """Acknowledge finished messages: they leave the table."""
+    """Acknowledge finished messages: they leave the table. Its rows are the task ids of the
+    messages it deleted: an outcome is stored only for a message its worker still held."""
     where, params = _ids(using, ids)
     mine, mine_params = _owned(owner)
-    return f"DELETE FROM {TABLE} WHERE {where}{mine}", [*params, *mine_params]
+    return (f"DELETE FROM {TABLE} WHERE {where}{mine} RETURNING task_id",
+            [*params, *mine_params])
 
 
-def ack(using: str, ids: Sequence[int], owner: int | None = None) -> None:
-    """Run :func:`ack_statement` alone."""
-    if ids:
-        _update(using, *ack_statement(using, ids, owner))
-
-
-def requeue(using: str, ids: Sequence[int], owner: int | None = None) -> int:
-    """Hand held messages (reserved, or started with ``acks_late``) back to the queue."""
+def ack(using: str, ids: Sequence[int], owner: int | None = None) -> list[str]:
+    """Run :func:`ack_statement` alone; returns the task ids of the messages deleted."""
     if not ids:
-        return 0
+        return []
+    return [row[0] for row in _returning(using, *ack_statement(using, ids, owner))]
+
+
+def requeue(using: str, ids: Sequence[int], owner: int | None = None) -> list[str]:
+    """Hand held messages (reserved, or started with ``acks_late``) back to the queue.
+    Returns the task ids of those this worker still held."""
+    if not ids:
+        return []
     where, params = _ids(using, ids)
     mine, mine_params = _owned(owner)
-    return _update(
+    return [row[0] for row in _returning(
         using,
         f"UPDATE {TABLE} SET state = 'ready', worker = '', owner = NULL, lease_until = NULL, "
-        f"started_at = NULL WHERE {where} AND state IN ('reserved', 'started'){mine}",
+        "started_at = NULL WHERE "
+        f"{where} AND state IN ('reserved', 'started'){mine} RETURNING task_id",
         [*params, *mine_params],
-    )
+    )]
+
+
+def unstart(using: str, ids: Sequence[int], owner: int | None = None) -> list[str]:
+    """Like :func:`requeue`, for started messages that never began: their start is not counted
+    as a delivery (:data:`DJQUEUE_MAX_DELIVERIES`)."""
+    if not ids:
+        return []
+    where, params = _ids(using, ids)
+    mine, mine_params = _owned(owner)
+    return [row[0] for row in _returning(
+        using,
+        f"UPDATE {TABLE} SET state = 'ready', worker = '', owner = NULL, lease_until = NULL, "
+        "started_at = NULL, deliveries = CASE WHEN state = 'started' AND deliveries > 0 "
+        "THEN deliveries - 1 ELSE deliveries END WHERE "
+        f"{where} AND state IN ('reserved', 'started'){mine} RETURNING task_id",
+        [*params, *mine_params],
+    )]
 
 
 def defer(using: str, ids: Sequence[int], seconds: float, owner: int | None = None) -> int:
@@ -170,59 +230,94 @@ def retry(
     available_at: datetime.datetime,
     body: str | None,
     owner: int | None = None,
-) -> None:
-    """Put a message back for its next attempt at ``available_at`` (``Task.retry``)."""
+) -> list[str]:
+    """Put a message back for its next attempt at ``available_at`` (``Task.retry``); the next
+    attempt counts its deliveries afresh. Returns its task id if this worker still held it."""
     ops = connections[using].ops
     sets = "state = 'ready', worker = '', owner = NULL, lease_until = NULL, started_at = NULL, "
-    sets += "retries = retries + 1, available_at = %s"
+    sets += "retries = retries + 1, deliveries = 0, available_at = %s"
     params: list[object] = [ops.adapt_datetimefield_value(available_at)]
     if body is not None:
         sets += ", body = %s"
         params.append(body)
     mine, mine_params = _owned(owner)
-    _update(using, f"UPDATE {TABLE} SET {sets} WHERE id = %s{mine}",
-            [*params, message_id, *mine_params])
+    return [row[0] for row in _returning(
+        using, f"UPDATE {TABLE} SET {sets} WHERE id = %s{mine} RETURNING task_id",
+        [*params, message_id, *mine_params])]
 
 
-def extend_leases(using: str, owner: int, lease_seconds: float) -> None:
+def _unlocked_held(using: str, condition: str) -> str:
+    """``id`` among the held messages that match ``condition``, skipping (on PostgreSQL) rows
+    another transaction has locked, so that the heartbeat never waits for, or deadlocks with,
+    a worker's round that is moving those rows (it settles or renews them itself)."""
+    held = f"state IN ('reserved', 'started') AND {condition}"
+    if connections[using].vendor != "postgresql":
+        return held
+    return f"id IN (SELECT id FROM {TABLE} WHERE {held} FOR UPDATE SKIP LOCKED)"
+
+
+def extend_leases(using: str, owner: int, lease_seconds: float) -> int:
     """The heartbeat: keep holding every message this worker process holds."""
-    until = timezone.now() + datetime.timedelta(seconds=lease_seconds)
-    _update(
+    lease, lease_params = lease_sql(using, lease_seconds)
+    return _update(
         using,
-        f"UPDATE {TABLE} SET lease_until = %s WHERE owner = %s "
-        "AND state IN ('reserved', 'started')",
-        [connections[using].ops.adapt_datetimefield_value(until), owner],
+        f"UPDATE {TABLE} SET lease_until = {lease} WHERE {_unlocked_held(using, 'owner = %s')}",
+        [*lease_params, owner],
     )
 
 
-def recover_expired_leases(using: str) -> list[tuple[str, str, str, str]]:
+#: What a message that was lost with its worker becomes when it is not given back.
+LOST_ERROR = "WorkerLostError: its worker stopped sending heartbeats while it ran"
+#: The same for an ``acks_late`` message, followed by how many times it was started.
+LOST_ERROR_REPEATED = "WorkerLostError: its worker was lost while it ran, each of the "
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """A started message set aside because its worker was lost (see
+    :func:`recover_expired_leases`)."""
+
+    task_id: str
+    task_name: str
+    worker: str
+    queue: str
+    acks_late: bool
+    deliveries: int
+
+
+def recover_expired_leases(using: str, max_deliveries: int | None = None) -> list[Lost]:
     """Settle the messages of workers whose heartbeat stopped (their lease ran out).
 
-    Reserved messages, and started ones with ``acks_late``, go back to the queue; started ones
-    without it are set aside (state ``rejected``) and returned as ``(task_id, task_name, worker, queue)``
-    so the caller can record ``WorkerLostError``. Each statement moves a row at most once, so
-    several workers recovering at the same moment cannot settle a message twice.
+    Reserved messages, and started ones with ``acks_late`` started fewer than
+    ``max_deliveries`` times, go back to the queue; other started ones are set aside (state
+    ``rejected``, no owner: a late outcome from the lost worker changes nothing) and returned
+    so the caller can record ``WorkerLostError``. Leases are compared with the database's clock
+    (:func:`now_sql`). Each statement moves a row at most once, so several workers recovering at
+    the same moment cannot settle a message twice.
     """
-    now = now_param(using)
+    now, now_params = now_sql(using)
+    expired = f"lease_until < {now}"
+    if max_deliveries:
+        again, again_params = "(state = 'reserved' OR (acks_late AND deliveries < %s))", [
+            max_deliveries]
+    else:
+        again, again_params = "(state = 'reserved' OR acks_late)", []
     _update(
         using,
         f"UPDATE {TABLE} SET state = 'ready', worker = '', owner = NULL, lease_until = NULL, "
-        "started_at = NULL WHERE state IN ('reserved', 'started') AND lease_until < %s "
-        "AND (state = 'reserved' OR acks_late)",
-        [now],
+        f"started_at = NULL WHERE {_unlocked_held(using, f'{expired} AND {again}')}",
+        [*now_params, *again_params],
     )
-
-    def run() -> list[tuple[str, str, str, str]]:
-        with connections[using].cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {TABLE} SET state = 'rejected', lease_until = NULL, error = "
-                "'WorkerLostError: its worker stopped sending heartbeats while it ran' "
-                "WHERE state = 'started' AND lease_until < %s RETURNING task_id, task_name, worker, queue",
-                [now],
-            )
-            return [tuple(row) for row in cursor.fetchall()]
-
-    return retry_if_locked(using, run)
+    lost = _unlocked_held(using, f"state = 'started' AND {expired}")
+    rows = _returning(
+        using,
+        f"UPDATE {TABLE} SET state = 'rejected', owner = NULL, lease_until = NULL, error = "
+        "CASE WHEN acks_late THEN %s || CAST(deliveries AS TEXT) || ' times' ELSE %s END "
+        f"WHERE {lost} RETURNING task_id, task_name, worker, queue, acks_late, deliveries",
+        [LOST_ERROR_REPEATED, LOST_ERROR, *now_params],
+    )
+    return [Lost(str(r[0]), str(r[1]), str(r[2]), str(r[3]), bool(r[4]), int(r[5]))  # type: ignore[arg-type,call-overload]
+            for r in rows]
 
 
 def revoked_among(using: str, task_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
@@ -238,20 +333,22 @@ def revoked_among(using: str, task_ids: Sequence[str]) -> dict[str, tuple[bool, 
         return {row[0]: (bool(row[1]), row[2]) for row in cursor.fetchall()}
 
 
-def reject(using: str, ids: Sequence[int], error: str, owner: int | None = None) -> None:
-    """Set messages aside that cannot run here (unknown task, undecodable body).
+def reject(using: str, ids: Sequence[int], error: str, owner: int | None = None) -> list[str]:
+    """Set messages aside that cannot run here (unknown task, undecodable body, lost too often).
 
     They stay in the table, visible in the admin, and are never claimed again unless re-enqueued.
+    Returns the task ids of those this worker still held.
     """
-    if ids:
-        where, params = _ids(using, ids)
-        mine, mine_params = _owned(owner)
-        _update(
-            using,
-            f"UPDATE {TABLE} SET state = 'rejected', lease_until = NULL, error = %s "
-            f"WHERE {where}{mine}",
-            [error, *params, *mine_params],
-        )
+    if not ids:
+        return []
+    where, params = _ids(using, ids)
+    mine, mine_params = _owned(owner)
+    return [row[0] for row in _returning(
+        using,
+        f"UPDATE {TABLE} SET state = 'rejected', lease_until = NULL, error = %s "
+        f"WHERE {where}{mine} RETURNING task_id",
+        [error, *params, *mine_params],
+    )]
 
 
 def purge(using: str, queues: Sequence[str]) -> int:

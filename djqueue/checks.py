@@ -252,4 +252,13 @@ def check_worker(**kwargs: Any) -> list[checks.CheckMessage]:
                  "(default 0.02); 0 sends one task at a time.",
             id="djqueue.E012",
         ))
+    deliveries = conf.DJQUEUE_MAX_DELIVERIES
+    if deliveries is not None and (not isinstance(deliveries, int) or isinstance(deliveries, bool)
+                                   or deliveries < 1):
+        messages.append(checks.Error(
+            f"DJQUEUE_MAX_DELIVERIES = {deliveries!r} is not a whole number of at least 1.",
+            hint="It bounds how many times an acks_late task whose process is lost runs again "
+                 "(default 5); None removes the bound.",
+            id="djqueue.E012",
+        ))
     return messages

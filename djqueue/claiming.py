@@ -10,14 +10,10 @@ the same guarantee. The same statement marks started the messages the worker's p
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.db import connections
-from django.utils import timezone
-
-from .broker import REVOKED_TABLE, TABLE, now_param, retry_if_locked, vendor
+from .broker import REVOKED_TABLE, TABLE, lease_sql, now_param, retry_if_locked, vendor
 from .sql import execute as sql_execute
 
 
@@ -33,6 +29,7 @@ class Claimed:
     content_type: str
     body: str
     retries: int
+    deliveries: int  # starts of this attempt so far, this claim's included
     time_limit: float | None
     soft_time_limit: float | None
     expired: bool
@@ -66,20 +63,22 @@ def claim_statement(
     lease_seconds: float,
     start: StartNow | None = None,
     before: Sequence[tuple[str, list[object]]] = (),
+    confirm: str | None = None,
 ) -> tuple[str, list[object]]:
     """The statement that reserves up to ``limit`` ready messages from ``queues`` (highest
     priority first, then oldest), marking started those ``start`` says, as ``(sql, params)``;
     its rows are read with :func:`claimed_from_rows`. ``before`` are ``(sql, params)`` of
     statements (data-modifying ones, on PostgreSQL) to run first in the same statement, as
     ``WITH`` queries ``w0``, ``w1``…: :mod:`djqueue.rounds` sends a worker's whole round so.
+    ``confirm`` (PostgreSQL) names one of them whose rows start with a message id: each is also
+    returned, as a row whose other columns are NULL.
     """
-    kind = vendor(using)
-    lease_until = connections[using].ops.adapt_datetimefield_value(
-        timezone.now() + datetime.timedelta(seconds=lease_seconds))
-    if kind == "postgresql":
-        sql, params = _postgresql_claim(queues, limit, worker, owner, lease_until, start)
+    if vendor(using) == "postgresql":
+        sql, params = _postgresql_claim(queues, limit, worker, owner, lease_seconds, start,
+                                        confirm)
     else:
-        sql, params = _sqlite_claim(using, queues, limit, worker, owner, lease_until, start)
+        assert confirm is None, "only PostgreSQL sends a round as one statement"
+        sql, params = _sqlite_claim(using, queues, limit, worker, owner, lease_seconds, start)
     ctes = "".join(f"w{i} AS ({part}), " for i, (part, _) in enumerate(before))
     return (f"WITH {ctes}{sql}",
             [p for _, part_params in before for p in part_params] + params)
@@ -88,16 +87,18 @@ def claim_statement(
 #: What a claim returns per message: the fields of :class:`Claimed`, in order.
 _RETURNING = (
     f"RETURNING {TABLE}.id, {TABLE}.task_id, {TABLE}.task_name, queue, priority, "
-    "content_type, body, retries, time_limit, soft_time_limit, "
+    "content_type, body, retries, deliveries, time_limit, soft_time_limit, "
     "(expires IS NOT NULL AND expires <= {now}), "
     f"EXISTS (SELECT 1 FROM {REVOKED_TABLE} r WHERE r.task_id = {TABLE}.task_id), "
     f"{TABLE}.state = 'started'"
 )
+#: How many columns that is.
+_COLUMNS = 14
 
 
 def _postgresql_claim(
-    queues: Sequence[str], limit: int, worker: str, owner: int | None, lease_until: object,
-    start: StartNow | None,
+    queues: Sequence[str], limit: int, worker: str, owner: int | None, lease_seconds: float,
+    start: StartNow | None, confirm: str | None = None,
 ) -> tuple[str, list[object]]:
     # ``c``: the picked rows, locked, each with its rank and whether it starts now. Per queue,
     # so each reads the partial index in its order and stops after ``limit`` rows:
@@ -120,25 +121,35 @@ def _postgresql_claim(
     )
     params: list[object] = [*go_params, list(queues), limit, limit]
     returning = _RETURNING.format(now="now()")
-    reserve = (f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = %s, "
+    # The lease is on the database's clock, which all workers share (see broker.now_sql).
+    lease = "now() + make_interval(secs => %s)"
+    reserve = (f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = {lease}, "
                "state = 'reserved', started_at = NULL, acks_late = FALSE "
                "WHERE id = ANY(ARRAY(SELECT id FROM c WHERE NOT go)) " + returning)
+    confirmed = (f" UNION ALL SELECT id{', NULL' * (_COLUMNS - 1)} FROM {confirm}"
+                 if confirm else "")
     if not start:
-        return f"{picked} {reserve}", [*params, worker, owner, lease_until]
-    begin = (f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = %s, "
-             f"state = 'started', started_at = now(), acks_late = {late} "
-             "WHERE id = ANY(ARRAY(SELECT id FROM c WHERE go)) " + returning)
-    sql = f"{picked}, s AS ({begin}), r AS ({reserve}) SELECT * FROM s UNION ALL SELECT * FROM r"
-    return sql, [*params, worker, owner, lease_until, *late_params, worker, owner, lease_until]
+        if not confirm:
+            return f"{picked} {reserve}", [*params, worker, owner, float(lease_seconds)]
+        return (f"{picked}, r AS ({reserve}) SELECT * FROM r{confirmed}",
+                [*params, worker, owner, float(lease_seconds)])
+    begin = (f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = {lease}, "
+             f"state = 'started', started_at = now(), deliveries = deliveries + 1, "
+             f"acks_late = {late} WHERE id = ANY(ARRAY(SELECT id FROM c WHERE go)) " + returning)
+    sql = (f"{picked}, s AS ({begin}), r AS ({reserve}) "
+           f"SELECT * FROM s UNION ALL SELECT * FROM r{confirmed}")
+    return sql, [*params, worker, owner, float(lease_seconds), *late_params,
+                 worker, owner, float(lease_seconds)]
 
 
 def _sqlite_claim(
     using: str, queues: Sequence[str], limit: int, worker: str, owner: int | None,
-    lease_until: object, start: StartNow | None,
+    lease_seconds: float, start: StartNow | None,
 ) -> tuple[str, list[object]]:
     # One write lock for the whole statement: no other worker sees these rows as ready.
     marks = ", ".join(["%s"] * len(queues))
     now = now_param(using)
+    _, (lease_until,) = lease_sql(using, lease_seconds)
     go, go_params = _starts_now(False, start, "c.rn", "c.task_name")
     late, late_params = _among(False, "c.task_name", start.acks_late_names if start else ())
     sql = (
@@ -148,11 +159,12 @@ def _sqlite_claim(
         f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = %s, "
         f"state = CASE WHEN {go} THEN 'started' ELSE 'reserved' END, "
         f"started_at = CASE WHEN {go} THEN %s ELSE NULL END, "
+        f"deliveries = deliveries + CASE WHEN {go} THEN 1 ELSE 0 END, "
         f"acks_late = ({go}) AND {late} "
         f"FROM c WHERE {TABLE}.id = c.id " + _RETURNING.format(now="%s")
     )
     params = [*queues, now, limit, worker, owner, lease_until, *go_params, *go_params, now,
-              *go_params, *late_params, now]
+              *go_params, *go_params, *late_params, now]
     return sql, params
 
 
@@ -180,8 +192,8 @@ def _starts_now(
 def claimed_from_rows(rows: Sequence[Sequence[object]]) -> list[Claimed]:
     """Claimed messages from the rows of :func:`claim_statement`, in the order to start them
     (RETURNING gives no order)."""
-    claimed = [Claimed(*row[:10], expired=bool(row[10]), revoked=bool(row[11]),  # type: ignore[arg-type]
-                       started=bool(row[12])) for row in rows]
+    claimed = [Claimed(*row[:11], expired=bool(row[11]), revoked=bool(row[12]),  # type: ignore[arg-type]
+                       started=bool(row[13])) for row in rows]
     claimed.sort(key=lambda m: (-m.priority, m.id))
     return claimed
 

@@ -60,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
     "CELERYD_TASK_TIME_LIMIT": None,
     # djqueue's own: seconds without a heartbeat after which a worker's messages are recovered.
     "DJQUEUE_WORKER_LOST_TIMEOUT": 30.0,
+    # djqueue's own: starts after which an acks_late message whose process is lost each time is
+    # set aside (FAILURE WorkerLostError) rather than run again; None: no bound.
+    "DJQUEUE_MAX_DELIVERIES": 5,
     # djqueue's own: seconds of expected work a prefork child may have queued behind the task it
     # runs (short tasks are sent in batches); 0 sends one task at a time.
     "DJQUEUE_POOL_BATCH_WINDOW": 0.02,

@@ -54,6 +54,7 @@ class Job:
     acks_late: bool = False
     time_limit: float | None = None
     soft_time_limit: float | None = None
+    deliveries: int = 1  # starts of this attempt, this one included
 
 
 @dataclass(slots=True)
@@ -305,16 +306,25 @@ def unrun(
     )
 
 
-def lost(job: Job, reason: str, serializer: str) -> Outcome:
+def lost(job: Job, reason: str, serializer: str, max_deliveries: int | None = None) -> Outcome:
     """The outcome of a job whose process died or was stopped before it finished.
 
-    With ``acks_late`` the message goes back to the queue (at-least-once); without it the task is
-    marked FAILURE with :class:`WorkerLostError` and the message is kept, set aside, for
-    inspection (at-most-once).
+    With ``acks_late`` the message goes back to the queue (at-least-once), unless it has been
+    started ``max_deliveries`` times: a task that kills its process is not run forever, it is
+    set aside with FAILURE (:class:`WorkerLostError` naming the count). Without ``acks_late``
+    the task is marked FAILURE with :class:`WorkerLostError` and the message is kept, set aside,
+    for inspection (at-most-once).
     """
-    if job.acks_late:
+    if not job.acks_late:
+        return unrun(job, WorkerLostError(reason), serializer, action="reject")
+    if max_deliveries is None or job.deliveries < max_deliveries:
         return unrun(job, WorkerLostError(reason), serializer, action="requeue", store=False)
-    return unrun(job, WorkerLostError(reason), serializer, action="reject")
+    logger.error("Task %s[%s] set aside: its process was lost each of the %d times it was "
+                 "started (DJQUEUE_MAX_DELIVERIES).", job.task_name, job.task_id, job.deliveries)
+    return unrun(job, WorkerLostError(
+        f"{reason} The task was started {job.deliveries} times and its process was lost each "
+        "time; it is set aside, not run again (DJQUEUE_MAX_DELIVERIES)."), serializer,
+        action="reject")
 
 
 def refused(

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, connections
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import broker, states
@@ -44,25 +45,34 @@ def register(worker: Worker) -> int:
         queues=",".join(worker.queues),
         pool=worker.pool_name,
         concurrency=worker.concurrency,
-        heartbeat_at=timezone.now(),
+        heartbeat_at=Now(),
     )
     return node.id
 
 
-def recover(using: str, backend_store: Callable[[list[ResultRecord]], None], serializer: str) -> int:
+def recover(
+    using: str, backend_store: Callable[[list[ResultRecord]], None], serializer: str,
+    max_deliveries: int | None = None,
+) -> int:
     """Recover messages of dead workers; returns how many started tasks were marked lost."""
-    lost = broker.recover_expired_leases(using)
+    lost = broker.recover_expired_leases(using, max_deliveries)
     now = timezone.now()
     if lost:
         records = []
-        for task_id, task_name, worker, queue in lost:
-            error = WorkerLostError(f"Worker {worker or '?'} stopped sending heartbeats while "
-                                    "the task ran (at-most-once: not run again).")
-            content_type, result = dumps(exception_to_data(error), serializer)
-            records.append(ResultRecord(task_id, states.FAILURE, task_name, content_type, result,
-                                        worker=worker, date_done=now, queue=queue))
+        for message in lost:
+            text = (f"Worker {message.worker or '?'} stopped sending heartbeats while the task "
+                    "ran")
+            if message.acks_late:
+                text += (f"; the task was started {message.deliveries} times and its worker was "
+                         "lost each time: set aside, not run again (DJQUEUE_MAX_DELIVERIES).")
+            else:
+                text += " (at-most-once: not run again)."
+            content_type, result = dumps(exception_to_data(WorkerLostError(text)), serializer)
+            records.append(ResultRecord(message.task_id, states.FAILURE, message.task_name,
+                                        content_type, result, worker=message.worker,
+                                        date_done=now, queue=message.queue))
             logger.error("Task %s[%s] lost: worker %s stopped sending heartbeats.",
-                         task_name, task_id, worker)
+                         message.task_name, message.task_id, message.worker)
         backend_store(records)
     return len(lost)
 
@@ -103,8 +113,9 @@ class Heartbeat(threading.Thread):
         worker = self.worker
         with self.fork_lock:
             try:
+                # Heartbeats are on the database's clock, as leases are (broker.now_sql).
                 WorkerNode.objects.using(worker.using).filter(pk=worker.node_id).update(
-                    heartbeat_at=timezone.now(),
+                    heartbeat_at=Now(),
                     processed=worker.processed,
                     active=json.dumps(worker.active_tasks()),
                 )
@@ -112,12 +123,11 @@ class Heartbeat(threading.Thread):
                 backend = worker.backend
                 recover(worker.using,
                         backend.store if backend.enabled else (lambda records: None),
-                        worker.result_serializer)
+                        worker.result_serializer, worker.max_deliveries)
                 WorkerNode.objects.using(worker.using).filter(
                     stopped_at=None, lost_at=None,
-                    heartbeat_at__lt=timezone.now() - datetime.timedelta(
-                        seconds=worker.heartbeat_timeout),
-                ).update(lost_at=timezone.now())
+                    heartbeat_at__lt=Now() - datetime.timedelta(seconds=worker.heartbeat_timeout),
+                ).update(lost_at=Now())
                 known_dead, self._known_dead = self._known_dead, 0
                 vacuum_if_bloated(worker.using, known_dead)
             except DatabaseError as exc:

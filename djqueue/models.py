@@ -39,6 +39,11 @@ class Message(models.Model):
     content_type = models.CharField("content type", max_length=64, default="application/json")
     body = models.TextField(help_text="Encoded arguments and call options.")
     retries = models.PositiveIntegerField(default=0)
+    deliveries = models.PositiveIntegerField(
+        default=0,
+        help_text="Times this attempt was started. An acks_late message whose worker is lost "
+        "goes back to the queue until this reaches DJQUEUE_MAX_DELIVERIES, then is set aside.",
+    )
     created_at = models.DateTimeField("created at", auto_now_add=True)
     worker = models.CharField(
         max_length=255, blank=True, default="", help_text="Node name of the worker holding it."

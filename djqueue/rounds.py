@@ -47,9 +47,11 @@ class Round:
 
     records: list[ResultRecord] = field(default_factory=list)
     acks: list[int] = field(default_factory=list)
-    #: Held messages to give back to the queue (acks_late tasks cut short, reserved messages at
-    #: shutdown, jobs a dead pool process never began).
+    #: Held messages to give back to the queue that never began: reserved messages at shutdown,
+    #: jobs queued in a pool process that died (their start does not count as a delivery).
     releases: list[int] = field(default_factory=list)
+    #: Started ``acks_late`` messages whose process was lost: back to the queue, run again.
+    requeues: list[int] = field(default_factory=list)
     rejects: list[tuple[int, str]] = field(default_factory=list)
     retries: list[tuple[int, datetime.datetime, str | None]] = field(default_factory=list)
     #: Rate-limited messages: ``(seconds to wait, ids)``.
@@ -58,8 +60,17 @@ class Round:
     acks_late: list[int] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.records or self.acks or self.releases or self.rejects or self.retries
-                    or self.defers or self.starts)
+        return bool(self.records or self.acks or self.releases or self.requeues or self.rejects
+                    or self.retries or self.defers or self.starts)
+
+
+@dataclass(slots=True)
+class Done:
+    """What a round did: the messages its claim took, and which of the messages it was asked to
+    start it started (only those may run: the others this worker no longer holds)."""
+
+    claimed: list[claiming.Claimed] = field(default_factory=list)
+    started: set[int] = field(default_factory=set)
 
 
 def settle(outcomes: Sequence[Outcome], hostname: str, store_results: bool) -> Round:
@@ -76,7 +87,9 @@ def settle(outcomes: Sequence[Outcome], hostname: str, store_results: bool) -> R
         message_id = o.job.message_id
         if o.action == "ack":
             writes.acks.append(message_id)
-        elif o.action in ("requeue", "release"):
+        elif o.action == "requeue":
+            writes.requeues.append(message_id)
+        elif o.action == "release":
             writes.releases.append(message_id)
         elif o.action == "reject":
             writes.rejects.append((message_id, o.result_repr))
@@ -97,20 +110,28 @@ def run(
     owner: int | None,
     writes: Round,
     claim: ClaimRequest | None = None,
-) -> list[claiming.Claimed]:
-    """Carry out one round atomically; returns what the claim took."""
+    *,
+    lease_seconds: float,
+) -> Done:
+    """Carry out one round atomically.
+
+    A result is stored only for a message this worker still holds (the acknowledgement, give-back
+    or start that settles it found the row with this worker as its owner): an outcome that comes
+    after another worker recovered the message (this one's lease ran out while the database was
+    away) never overwrites what the database decided since.
+    """
     if claim is not None and (claim.limit <= 0 or not claim.queues):
         claim = None
     if _one_statement(using, backend, writes):
-        return _run_as_one_statement(using, backend, owner, writes, claim)
+        return _run_as_one_statement(using, backend, owner, writes, claim, lease_seconds)
     return broker.retry_if_locked(using, lambda: _run_in_transaction(
-        using, backend, owner, writes, claim))
+        using, backend, owner, writes, claim, lease_seconds))
 
 
 def _one_statement(using: str, backend: ResultBackend, writes: Round) -> bool:
     if connections[using].vendor != "postgresql":
         return False
-    if writes.releases or writes.rejects or writes.retries or writes.defers:
+    if writes.releases or writes.requeues or writes.rejects or writes.retries or writes.defers:
         return False  # the rare outcomes: a transaction of a few statements
     return not writes.records or not backend.enabled or (
         isinstance(backend, DatabaseBackend) and backend.using == using
@@ -119,46 +140,73 @@ def _one_statement(using: str, backend: ResultBackend, writes: Round) -> bool:
 
 def _run_as_one_statement(
     using: str, backend: ResultBackend, owner: int | None, writes: Round,
-    claim: ClaimRequest | None,
-) -> list[claiming.Claimed]:
+    claim: ClaimRequest | None, lease_seconds: float,
+) -> Done:
+    # The writes are the data-modifying WITH queries w0, w1, … (in this order: the results
+    # refer to the acknowledgement's and the start's rows, the task ids this worker still held).
     parts: list[tuple[str, list[object]]] = []
-    if writes.records and backend.enabled:
-        assert isinstance(backend, DatabaseBackend)
-        parts.append(backend.upsert(writes.records))
+    held: list[str] = []
+    start_part = None
     if writes.acks:
+        held.append(f"SELECT task_id FROM w{len(parts)}")
         parts.append(broker.ack_statement(using, writes.acks, owner))
     if writes.starts:
-        parts.append(broker.start_statement(using, writes.starts, writes.acks_late, owner))
+        start_part = f"w{len(parts)}"
+        held.append(f"SELECT task_id FROM {start_part}")
+        parts.append(broker.start_statement(using, writes.starts, writes.acks_late, owner,
+                                            lease_seconds=lease_seconds))
+    if writes.records and backend.enabled:
+        assert isinstance(backend, DatabaseBackend)
+        parts.append(backend.upsert(writes.records,
+                                    only=" UNION ALL ".join(held) if owner is not None else None))
     if claim is not None:
-        sql, params = claiming.claim_statement(using, claim.queues, claim.limit, claim.worker,
-                                               owner, claim.lease_seconds, claim.start, parts)
-        return claiming.claimed_from_rows(sql_execute(using, sql, params, fetch=True))
+        sql, params = claiming.claim_statement(
+            using, claim.queues, claim.limit, claim.worker, owner, claim.lease_seconds,
+            claim.start, parts, confirm=start_part)
+        return _done(sql_execute(using, sql, params, fetch=True))
     if not parts:
-        return []
-    last, last_params = parts.pop()
+        return Done()
+    if start_part is not None:
+        last, last_params = f"SELECT id FROM {start_part}", []
+    else:
+        last, last_params = parts.pop()
     sql = "".join(f"{'WITH' if i == 0 else ','} w{i} AS ({part}) "
                   for i, (part, _) in enumerate(parts)) + last
-    sql_execute(using, sql, [p for _, part_params in parts for p in part_params] + last_params)
-    return []
+    rows = sql_execute(using, sql, [p for _, part_params in parts for p in part_params]
+                       + last_params, fetch=start_part is not None)
+    return Done(started={row[0] for row in rows})
+
+
+def _done(rows: Sequence[Sequence[object]]) -> Done:
+    """A round statement's rows: claimed messages, and (``task_id`` NULL) the ids it started."""
+    started = {row[0] for row in rows if row[1] is None}
+    return Done(claiming.claimed_from_rows([row for row in rows if row[1] is not None]),
+                started)  # type: ignore[arg-type]
 
 
 def _run_in_transaction(
     using: str, backend: ResultBackend, owner: int | None, writes: Round,
-    claim: ClaimRequest | None,
-) -> list[claiming.Claimed]:
+    claim: ClaimRequest | None, lease_seconds: float,
+) -> Done:
     with transaction.atomic(using=using):
-        if writes.records and backend.enabled:
-            backend.store(writes.records)
-        broker.ack(using, writes.acks, owner)
-        broker.requeue(using, writes.releases, owner)
+        held = set(broker.ack(using, writes.acks, owner))
+        held.update(broker.unstart(using, writes.releases, owner))
+        held.update(broker.requeue(using, writes.requeues, owner))
         for message_id, error in writes.rejects:
-            broker.reject(using, [message_id], error, owner)
+            held.update(broker.reject(using, [message_id], error, owner))
         for message_id, when, body in writes.retries:
-            broker.retry(using, message_id, when, body, owner)
+            held.update(broker.retry(using, message_id, when, body, owner))
         for seconds, ids in writes.defers:
             broker.defer(using, ids, seconds, owner)
-        broker.start(using, writes.starts, writes.acks_late, owner)
-        if claim is None:
-            return []
-        return claiming.claim(using, claim.queues, claim.limit, claim.worker, owner,
-                            claim.lease_seconds, claim.start)
+        started = broker.start(using, writes.starts, writes.acks_late, owner,
+                               lease_seconds=lease_seconds)
+        held.update(task_id for _, task_id in started)
+        records = writes.records if owner is None else [
+            record for record in writes.records if record.task_id in held]
+        if records and backend.enabled:
+            backend.store(records)
+        done = Done(started={message_id for message_id, _ in started})
+        if claim is not None:
+            done.claimed = claiming.claim(using, claim.queues, claim.limit, claim.worker, owner,
+                                          claim.lease_seconds, claim.start)
+        return done

@@ -95,4 +95,6 @@ class TaskOptions:
                         else options.time_limit),
             soft_time_limit=(message.soft_time_limit if message.soft_time_limit is not None
                              else options.soft_time_limit),
+            # The claim counted its own start; a reserved message's start is still to come.
+            deliveries=message.deliveries if message.started else message.deliveries + 1,
         )

@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from django.db import InterfaceError, OperationalError, connections
-from django.utils import timezone
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError, connections
+from django.db.models.functions import Now
 
 from . import broker, claiming, heartbeat, rounds, routing, sql, states
 from .application import App
 from .backends import ResultRecord
 from .exceptions import ImproperlyConfigured, TaskRevokedError
+from .exceptions import EncodeError
 from .execution import Job, Outcome, log_outcome, refused, unrun
 from .expiry import PeriodicCleanup
 from .notify import Listener
@@ -92,6 +93,7 @@ class Worker:
             conf.CELERYD_TASK_SOFT_TIME_LIMIT if soft_time_limit is None else soft_time_limit
         )
         self.heartbeat_timeout = float(conf.DJQUEUE_WORKER_LOST_TIMEOUT)
+        self.max_deliveries: int | None = conf.DJQUEUE_MAX_DELIVERIES or None
         self.result_serializer = conf.CELERY_RESULT_SERIALIZER
         self.fork_lock = threading.Lock()
         self.pool: Pool = POOLS[self.pool_name](
@@ -100,6 +102,7 @@ class Worker:
             max_tasks_per_child=max_tasks_per_child or conf.CELERYD_MAX_TASKS_PER_CHILD,
             fork_lock=self.fork_lock,
             batch_window=float(conf.DJQUEUE_POOL_BATCH_WINDOW),
+            max_deliveries=self.max_deliveries,
         )
         self.backend = app.backend
         self.throttle = Throttle(app)
@@ -168,7 +171,7 @@ class Worker:
         from .models import WorkerNode
 
         WorkerNode.objects.using(self.using).filter(pk=self.node_id).update(
-            stopped_at=timezone.now(), processed=self.processed, active="[]"
+            stopped_at=Now(), processed=self.processed, active="[]"
         )
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -264,7 +267,8 @@ class Worker:
         that must be settled without running), for another round to start them."""
         outcomes, self._pending = self._pending, []
         writes = rounds.settle(outcomes, self.hostname, self.backend.enabled)
-        plan = None if self.stop_requested else self._plan(writes)
+        taken: list[claiming.Claimed] = []
+        plan = None if self.stop_requested else self._plan(writes, taken)
         limit = self._claim_limit(len(plan.jobs) if plan else 0)
         due = limit and (self._claim_now or time.monotonic() >= self._next_poll)
         claim = rounds.ClaimRequest(self.queues, limit, self.hostname, self.heartbeat_timeout,
@@ -273,19 +277,47 @@ class Worker:
         if not writes and claim is None:
             return False
         was_holding = bool(self._reserved or self.pool.running())
-        claimed = self._with_db_retry(
-            lambda: rounds.run(self.using, self.backend, self.node_id, writes, claim))
+        try:
+            done = self._with_db_retry(lambda: rounds.run(
+                self.using, self.backend, self.node_id, writes, claim,
+                lease_seconds=self.heartbeat_timeout))
+        except (DataError, IntegrityError) as exc:
+            # Not an outage (retried above): the database refused a value of this round. Its
+            # transaction wrote nothing; the messages it was to start are still reserved.
+            logger.error("The database refused a round (%s); settling its outcomes one by one.",
+                         str(exc).strip())
+            self._reserved.extendleft(reversed(taken))
+            for outcome in outcomes:
+                self._settle_alone(outcome)
+            return False
         self.processed += rounds.processed(outcomes)
         if plan is not None and plan.jobs:
-            self.pool.submit(plan)
+            self._submit_started(plan, done.started)
         if claim is None:
             return False
-        self._took(claimed, claim.limit, was_holding)
+        self._took(done.claimed, claim.limit, was_holding)
         return bool(self._pending or (
             self._reserved and self.pool.plan().fits(self._reserved[0].task_name)))
 
-    def _plan(self, writes: rounds.Round) -> Plan:
-        """Take reserved messages the pool has room for; rate-limited ones wait in the table."""
+    def _submit_started(self, plan: Plan, started: set[int]) -> None:
+        """Hand the pool the jobs whose start the database confirmed. A reserved message whose
+        start it did not confirm is no longer this worker's: its lease ran out (the database was
+        out of reach, say) and another worker recovered it, so running it here too would run it
+        twice."""
+        gone = {job.message_id for job in plan.jobs if job.message_id not in started}
+        for job in plan.jobs:
+            if job.message_id in gone:
+                logger.warning("Not starting %s[%s]: this worker no longer holds its message "
+                               "(its lease ran out); the worker that holds it now runs it.",
+                               job.task_name, job.task_id)
+        if gone:
+            plan.discard(gone)
+        if plan.jobs:
+            self.pool.submit(plan)
+
+    def _plan(self, writes: rounds.Round, taken: list[claiming.Claimed]) -> Plan:
+        """Take reserved messages the pool has room for (listed in ``taken``); rate-limited
+        ones wait in the table."""
         plan = self.pool.plan()
         over_limit: dict[str, tuple[float, list[int]]] = {}
         while self._reserved and plan.fits(self._reserved[0].task_name):
@@ -298,6 +330,7 @@ class Worker:
                 over_limit.setdefault(message.task_name, (wait, []))[1].append(message.id)
             else:
                 plan.take(self.job_for(message))
+            taken.append(message)
         for wait, ids in over_limit.values():
             writes.defers.append((wait, ids))
             self._next_poll = min(self._next_poll, time.monotonic() + wait)
@@ -377,9 +410,42 @@ class Worker:
         if log:
             for outcome in outcomes:
                 log_outcome(outcome)
+        try:
+            self._settle(outcomes)
+        except (DataError, IntegrityError) as exc:
+            logger.error("The database refused a round (%s); settling its outcomes one by one.",
+                         str(exc).strip())
+            for outcome in outcomes:
+                self._settle_alone(outcome)
+
+    def _settle(self, outcomes: Sequence[Outcome]) -> None:
         writes = rounds.settle(outcomes, self.hostname, self.backend.enabled)
-        self._with_db_retry(lambda: rounds.run(self.using, self.backend, self.node_id, writes))
+        self._with_db_retry(lambda: rounds.run(self.using, self.backend, self.node_id, writes,
+                                               lease_seconds=self.heartbeat_timeout))
         self.processed += rounds.processed(outcomes)
+
+    def _settle_alone(self, outcome: Outcome) -> None:
+        """Settle one outcome of a round the database refused. If its own result is what the
+        database refuses, the task fails with :class:`EncodeError` saying so; if even that is
+        refused, the message is settled without a result. A bad value never stops the worker."""
+        attempts = [outcome]
+        if outcome.store:
+            job = outcome.job
+            attempts.append(unrun(job, EncodeError(
+                f"The outcome of {job.task_name}[{job.task_id}] ({outcome.state}) could not be "
+                "stored: the database refused it (see the worker's log)."), self.result_serializer,
+                action="reject" if outcome.action == "reject" else "ack"))
+            attempts.append(unrun(job, EncodeError("unstorable outcome"), self.result_serializer,
+                                  action=attempts[-1].action, store=False))
+        for attempt in attempts:
+            try:
+                self._settle([attempt])
+                return
+            except (DataError, IntegrityError) as exc:
+                logger.error("The database refused the outcome of %s[%s]: %s",
+                             outcome.job.task_name, outcome.job.task_id, str(exc).strip())
+        logger.error("Could not settle %s[%s]; its message stays held by this worker.",
+                     outcome.job.task_name, outcome.job.task_id)
 
     # Shutdown.
 
@@ -400,7 +466,7 @@ class Worker:
     def _give_back_reserved(self) -> None:
         ids = [message.id for message in self._reserved]
         self._reserved.clear()
-        count = self._with_db_retry(lambda: broker.requeue(self.using, ids, self.node_id))
+        count = len(self._with_db_retry(lambda: broker.requeue(self.using, ids, self.node_id)))
         logger.info("Returned %d reserved message(s) to the queue.", count)
 
     # Database faults.

@@ -117,7 +117,7 @@ def test_query_counts_are_pinned(worker: Worker) -> None:
         claimed = claiming.claim("default", ["celery"], 50, "test@host", worker.node_id, 60)
     jobs = [worker.job_for(message) for message in claimed]
     with CaptureQueriesContext(connection) as start:
-        broker.start("default", [job.message_id for job in jobs])
+        broker.start("default", [job.message_id for job in jobs], lease_seconds=60)
     outcomes = [execute(job) for job in jobs]
     with CaptureQueriesContext(connection) as finish:
         worker.finish(outcomes)

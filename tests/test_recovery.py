@@ -28,7 +28,7 @@ def test_concurrent_recovery_settles_each_message_once() -> None:
     alive = timezone.now() + datetime.timedelta(minutes=5)
     Message.objects.filter(id__in=ids[30:]).update(state="started", lease_until=alive, owner=7)
 
-    lost: list[tuple[str, str, str, str]] = []
+    lost: list[broker.Lost] = []
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
 
@@ -51,7 +51,7 @@ def test_concurrent_recovery_settles_each_message_once() -> None:
     assert [states[i] for i in ids[:20]] == ["ready"] * 20
     assert [states[i] for i in ids[20:30]] == ["rejected"] * 10
     assert [states[i] for i in ids[30:]] == ["started"] * 10  # a live lease is left alone
-    assert len(lost) == 10 and len({task_id for task_id, *_ in lost}) == 10
+    assert len(lost) == 10 and len({message.task_id for message in lost}) == 10
 
 
 def test_a_late_ack_from_the_old_holder_does_not_touch_a_recovered_message() -> None:

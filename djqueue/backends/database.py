@@ -41,8 +41,12 @@ class DatabaseBackend(ResultBackend):
         with connections[self.using].cursor() as cursor:
             cursor.execute(sql, params)
 
-    def upsert(self, records: Sequence[ResultRecord]) -> tuple[str, list[object]]:
+    def upsert(
+        self, records: Sequence[ResultRecord], only: str | None = None
+    ) -> tuple[str, list[object]]:
         """One ``INSERT … ON CONFLICT`` for any number of records, as ``(sql, params)``.
+        ``only`` (PostgreSQL) is a query whose rows are the task ids to store: the others
+        are left out (the worker's round stores outcomes only for messages it still holds).
 
         The rows travel as one JSON document, a list per row (as messages do when published),
         so a batch costs one statement and no model instances; the worker embeds this statement
@@ -75,7 +79,8 @@ class DatabaseBackend(ResultBackend):
             sql = (
                 f"INSERT INTO {TABLE} ({columns}, date_created) SELECT {picks}, now() "
                 f"FROM jsonb_array_elements(%s::jsonb) AS e "
-                f"ON CONFLICT (task_id) DO UPDATE SET {updates}"
+                + (f"WHERE (e->>0) IN ({only}) " if only else "")
+                + f"ON CONFLICT (task_id) DO UPDATE SET {updates}"
             )
             return sql, [document]
         picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_COLUMNS)))

@@ -46,6 +46,10 @@ class Plan:
         """Take a job already marked started (by the claim), room or not."""
         self.jobs.append(job)
 
+    def discard(self, message_ids: set[int]) -> None:
+        """Drop the jobs of these messages again (their start was not confirmed)."""
+        self.jobs = [job for job in self.jobs if job.message_id not in message_ids]
+
     def room(self) -> tuple[int, int]:
         """After the jobs taken so far: how many idle processes are left, and how many short
         jobs could be queued behind running ones besides (what a claim may start at once)."""
@@ -63,12 +67,14 @@ class Pool:
         max_tasks_per_child: int | None = None,
         fork_lock: threading.Lock | None = None,
         batch_window: float = 0.0,
+        max_deliveries: int | None = None,
     ) -> None:
         self.concurrency = concurrency
         self.result_serializer = result_serializer
         self.max_tasks_per_child = max_tasks_per_child
         self.fork_lock = fork_lock or threading.Lock()
         self.batch_window = batch_window
+        self.max_deliveries = max_deliveries  # see execution.lost
 
     def start(self) -> None:
         """Start the pool (after which the worker may submit jobs)."""
@@ -227,4 +233,5 @@ class ThreadPool(Pool):
         # Threads cannot be killed: their jobs are reported lost and the process exits under them.
         with self._lock:
             jobs, self._running = list(self._running.values()), {}
-        return [lost(job, "Worker stopped (cold shutdown)", self.result_serializer) for job in jobs]
+        return [lost(job, "Worker stopped (cold shutdown)", self.result_serializer,
+                     self.max_deliveries) for job in jobs]

@@ -82,12 +82,15 @@ def _child_main(
             continue
         try:
             jobs = conn.recv()
-        except EOFError:
-            break
+        except (EOFError, OSError):
+            break  # the worker is gone
         if jobs is None:
             break
-        for fields in jobs:
-            conn.send(outcome_to_wire(execute(job_from_wire(fields))))
+        try:
+            for fields in jobs:
+                conn.send(outcome_to_wire(execute(job_from_wire(fields))))
+        except OSError:
+            break  # the worker is gone (its end of the pipe closed): nobody to answer
         done += len(jobs)
     connections.close_all()
 
@@ -144,6 +147,10 @@ class _PreforkPlan(Plan):
                   for c in candidates)
         return idle, max(0, fit - idle)
 
+    def discard(self, message_ids: set[int]) -> None:
+        super().discard(message_ids)
+        self.assigned = [a for a in self.assigned if a[1].message_id not in message_ids]
+
     def take(self, job: Job) -> None:
         assert self._chosen is not None, "take() follows a fits() that said yes"
         child, expected = self._chosen
@@ -166,6 +173,8 @@ class PreforkPool(Pool):
         self._counter = 0
         self._expected: dict[str, float] = {}  # task name -> expected seconds per job
         self._typical: float | None = None  # expected seconds of a recent job, any task
+        #: Outcomes of jobs that could not be sent to their child (it had died): wait() returns them.
+        self._undelivered: list[Outcome] = []
 
     def start(self) -> None:
         for _ in range(self.concurrency):
@@ -250,7 +259,22 @@ class PreforkPool(Pool):
             batches.setdefault(id(child), []).append(job_to_wire(job))
         for child in self._children:
             if id(child) in batches:
-                child.conn.send(batches[id(child)])
+                try:
+                    child.conn.send(batches[id(child)])
+                except OSError:  # it died since the plan: wait() replaces it
+                    self._undelivered.extend(self._unsent(child, len(batches[id(child)])))
+
+    def _unsent(self, child: _Child, count: int) -> list[Outcome]:
+        """Take back the last ``count`` jobs given to ``child``, which it never received: they
+        go back to the queue (``released``), not to the child's account."""
+        jobs = []
+        for _ in range(count):
+            jobs.append(child.jobs.pop())
+            child.work -= child.expected.pop()
+            child.sent -= 1
+        logger.warning("Process %r pid:%s is gone; %d job(s) it never received go back to the "
+                       "queue.", child.process.name, child.process.pid, count)
+        return [released(job, self.result_serializer) for job in reversed(jobs)]
 
     def resize(self, concurrency: int) -> None:
         """Grow by forking children; shrink by stopping idle ones (busy ones once they finish)."""
@@ -291,6 +315,9 @@ class PreforkPool(Pool):
             pass  # died while answering: handled with the sentinel
 
     def wait(self, timeout: float | None, extra: Sequence[Any] = ()) -> list[Outcome]:
+        done, self._undelivered = self._undelivered, []
+        if done:
+            timeout = 0.0
         deadlines = [d for c in self._children if (d := c.deadline()) is not None]
         if deadlines:
             until_first = max(0.0, min(deadlines) - time.monotonic())
@@ -298,7 +325,6 @@ class PreforkPool(Pool):
         by_conn = {child.conn: child for child in self._children if child.jobs}
         by_sentinel = {child.process.sentinel: child for child in self._children}
         ready = wait_ready([*by_conn, *by_sentinel, *extra], timeout)
-        done: list[Outcome] = []
         for child in self._children:
             if child.conn in ready:
                 self._read(child, done)
@@ -345,13 +371,18 @@ class PreforkPool(Pool):
                          self.result_serializer, state=states.REVOKED)
         logger.error("Process %r pid:%s exited with %s", child.process.name,
                      child.process.pid, reason)
-        return lost(job, f"Worker exited prematurely: {reason}.", self.result_serializer)
+        return lost(job, f"Worker exited prematurely: {reason}.", self.result_serializer,
+                    self.max_deliveries)
 
     def terminate_job(self, message_id: int, signame: str) -> bool:
         for child in self._children:
             if child.jobs and child.jobs[0].message_id == message_id:
                 child.revoked = True
-                os.kill(child.process.pid, signal_number(signame))
+                try:
+                    os.kill(child.process.pid, signal_number(signame))
+                except ProcessLookupError:  # it died meanwhile: wait() reports its job as lost
+                    child.revoked = False
+                    return False
                 return True
         return False
 
@@ -383,7 +414,7 @@ class PreforkPool(Pool):
             if child.jobs:
                 done.append(lost(child.jobs[0], "Worker stopped (cold shutdown): "
                                  + _describe_exit(child.process.exitcode) + ".",
-                                 self.result_serializer))
+                                 self.result_serializer, self.max_deliveries))
                 done.extend(self._not_begun(child, 1))
             child.conn.close()
         self._children = []
