@@ -1,5 +1,5 @@
 """The benchmark: ``python bench/run.py [--runs 3] [--compare celery] [--compare celery-django]
-[--compare pgqueuer] [--scale-out]``.
+[--compare pgqueuer] [--scale-out] [--baseline REV]``.
 
 Runs djqueue on SQLite and on PostgreSQL (and, with ``--compare celery``, Celery 5 on Redis; with
 ``--compare celery-django``, the same Celery app in a Django project; with ``--compare pgqueuer``,
@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -48,9 +49,11 @@ COLUMNS = [
 ]
 
 
-def side(python: str, args: list[str], env: dict[str, str]) -> dict[str, float | None]:
+def side(
+    python: str, args: list[str], env: dict[str, str], cwd: Path = ROOT
+) -> dict[str, float | None]:
     proc = subprocess.run(
-        [python, *args], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True
+        [python, *args], cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True
     )
     if proc.returncode:
         raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -65,6 +68,34 @@ def venv_python(venv: str, requirements: list[str]) -> str:
         subprocess.run([sys.executable, "-m", "venv", str(python.parent.parent)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
     return str(python)
+
+
+def baseline_tree(revision: str) -> Path:
+    """A checkout of ``revision`` (bench/.baseline, git-ignored), with its bytecode written."""
+    import compileall
+
+    tree = HERE / ".baseline"
+    if tree.exists():
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=True)
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=ROOT,
+                   check=True, capture_output=True)
+    for name in ("djqueue", "example_project"):
+        compileall.compile_dir(tree / name, quiet=1)
+    compileall.compile_dir(tree / "bench", maxlevels=0, quiet=1)
+    return tree
+
+
+def database_beside(url: str, suffix: str) -> str:
+    """The URL of a PostgreSQL database named like ``url``'s plus ``suffix``, created if missing
+    (another revision may need another schema)."""
+    import psycopg
+
+    parts = urlsplit(url)
+    name = unquote(parts.path.lstrip("/")) + suffix
+    with psycopg.connect(url, dbname="postgres", autocommit=True) as server:
+        if not server.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            server.execute(f'CREATE DATABASE "{name}"')
+    return urlunsplit(parts._replace(path="/" + name))
 
 
 def table(rows: dict[str, dict[str, float | None]]) -> str:
@@ -110,6 +141,9 @@ def main() -> None:
     parser.add_argument("--pgqueuer", default=os.environ.get(
         "BENCH_PGQUEUER_URL", "postgres://postgres@127.0.0.1:5432/bench_pgqueuer"),
         help="pgqueuer's database (created, and its schema installed, when missing)")
+    parser.add_argument("--baseline", metavar="REV", help="also run djqueue as of this git "
+                        "revision on PostgreSQL (in a database of its own), taking turns with the "
+                        "checkout: the before and after of a change in one run")
     options = parser.parse_args()
     compile_checkout()
     me = sys.executable
@@ -117,24 +151,31 @@ def main() -> None:
     # title -> (python, arguments but the number of runs, environment)
     systems = {
         title: (venv_python(venv, requirements), ["-m", module],
-                {name: getattr(options, option) for name, option in variables.items()})
+                {name: getattr(options, option) for name, option in variables.items()}, ROOT)
         for title, venv, requirements, module, variables in others
     }
-    systems[OURS] = (me, ["bench/djqueue_side.py"], {"DATABASE_URL": options.postgres})
+    systems[OURS] = (me, ["bench/djqueue_side.py"], {"DATABASE_URL": options.postgres}, ROOT)
     systems["djqueue SQLite (-c 2)"] = (me, ["bench/djqueue_side.py"],
-                                        {"DATABASE_URL": options.sqlite})
+                                        {"DATABASE_URL": options.sqlite}, ROOT)
+    before = f"djqueue PostgreSQL @{options.baseline}"
+    if options.baseline:
+        tree = baseline_tree(options.baseline)
+        systems[before] = (me, ["bench/djqueue_side.py"], {
+            "DATABASE_URL": database_beside(options.postgres, "_baseline")}, tree)
     # One run of each system in turn, --runs times over: the speed of the development machines
     # drifts over minutes (other tenants), and a drift would otherwise favour whichever system
     # ran first.
     found: dict[str, list[dict[str, float | None]]] = {title: [] for title in systems}
     for _ in range(options.runs):
-        for title, (python, args, env) in systems.items():
-            found[title].append(side(python, [*args, "1"], env))
+        for title, (python, args, env, cwd) in systems.items():
+            found[title].append(side(python, [*args, "1"], env, cwd))
     rows = {title: median_of(runs) for title, runs in found.items()}
     print(f"\nmedians of {options.runs} runs (tasks: see bench/README.md)\n")
     print(table(rows))
     for title, *_ in others:
         print(f"\ndjqueue PostgreSQL vs {title}: " + ratios(rows[OURS], rows[title]))
+    if options.baseline:
+        print(f"\ndjqueue PostgreSQL vs {before}: " + ratios(rows[OURS], rows[before]))
     if options.scale_out:
         subprocess.run([me, "bench/scale_out.py"], cwd=ROOT, check=True,
                        env={**os.environ, "DATABASE_URL": options.postgres})
