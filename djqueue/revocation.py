@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal as signals
 from collections.abc import Iterable
 
+from . import identifiers
 from .models import Revocation
 
 
@@ -30,8 +31,14 @@ def revoke(
     signal: str | int = "SIGTERM",
     using: str = "default",
 ) -> list[str]:
-    """Revoke one or more task ids; returns the ids. Revoking twice keeps the strongest request."""
+    """Revoke one or more task ids; returns the ids. Revoking twice keeps the strongest request.
+
+    A task id the table cannot hold (see :mod:`djqueue.identifiers`) raises
+    :class:`~djqueue.exceptions.InvalidIdentifier` before anything is written.
+    """
     ids = [task_ids] if isinstance(task_ids, str) else [str(t) for t in task_ids]
+    for task_id in ids:
+        identifiers.check("task id", task_id, identifiers.MAX_TASK_ID)
     name = signals.Signals(signal_number(signal)).name
     Revocation.objects.using(using).bulk_create(
         [Revocation(task_id=task_id, terminate=terminate, signal=name) for task_id in ids],

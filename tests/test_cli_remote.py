@@ -8,7 +8,7 @@ import json
 import pytest
 from django.core.management import call_command
 
-from djqueue.models import Message
+from djqueue.models import Message, Revocation
 from example_project.demo.tasks import fail
 
 from .conftest import wait_until
@@ -57,11 +57,14 @@ def test_no_reply_is_exit_status_69() -> None:
 def test_bad_input_is_a_clear_error() -> None:
     assert celery("control", "revoke", "some-id", "--terminate", "--signal", "SIGNOPE") == (
         64, "", "Error: Unknown signal 'SIGNOPE'\n")
+    status, _, err = celery("control", "revoke", "i" * 256)
+    assert (status, err) == (64, f"Error: The task id {'i' * 40!r}… is 256 characters long; at "
+                                 "most 255 fit\n")
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match="invalid JSON list value"):
         celery("call", "tasks.add", "--args={}")
-    assert not Message.objects.exists()
+    assert not Message.objects.exists() and not Revocation.objects.exists()
 
 
 def test_call_and_result(start_worker) -> None:
