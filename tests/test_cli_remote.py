@@ -8,7 +8,7 @@ import json
 import pytest
 from django.core.management import call_command
 
-from djqueue.models import Message, Revocation
+from djqueue.models import ControlCommand, Message, Revocation
 from example_project.demo.tasks import fail
 
 from .conftest import wait_until
@@ -62,9 +62,18 @@ def test_bad_input_is_a_clear_error() -> None:
                                  "most 255 fit\n")
     from django.core.management.base import CommandError
 
+    for limits in (["inf"], ["nan"], ["-1"], ["1e9999"], ["soon"], ["1", "1e10"]):
+        with pytest.raises(CommandError, match="time limit must be"):
+            celery("control", "time_limit", "tasks.add", *limits)
+    assert celery("control", "time_limit", "tasks.add", "5", "2") == (
+        64, "", "Error: the soft time limit (5s) must not be longer than the hard one (2s)\n")
+    for queue in ("", "q" * 201):
+        with pytest.raises(CommandError, match="queue name"):
+            celery("control", "add_consumer", queue)
+    assert not Revocation.objects.exists() and not ControlCommand.objects.exists()
     with pytest.raises(CommandError, match="invalid JSON list value"):
         celery("call", "tasks.add", "--args={}")
-    assert not Message.objects.exists() and not Revocation.objects.exists()
+    assert not Message.objects.exists()
 
 
 def test_call_and_result(start_worker) -> None:
