@@ -7,22 +7,35 @@ check revocations when they claim messages and about once a second for what they
 
 from __future__ import annotations
 
+import logging
 import signal as signals
 from collections.abc import Iterable
 
 from . import identifiers
 from .models import Revocation
 
+logger = logging.getLogger("djqueue.revocation")
 
-def signal_number(name: str | int) -> int:
-    """``"SIGTERM"``, ``"TERM"`` or ``15`` -> 15; raises ValueError for an unknown signal."""
-    if isinstance(name, int):
-        return int(signals.Signals(name))
-    text = name.upper()
+
+def signal_number(name: str | int, *, default: int | None = None) -> int:
+    """``"SIGTERM"``, ``"TERM"`` or ``15`` -> 15; raises ValueError for an unknown signal.
+
+    With ``default``, an unknown signal gives ``default`` and a warning instead: for a name read
+    from a revocation row, which anything with access to the database may have written. The
+    task was still revoked and asked to stop, so the worker stops it the usual way rather than
+    leave it running (or, as an uncaught error, stop the whole worker).
+    """
     try:
+        if isinstance(name, int):
+            return int(signals.Signals(name))
+        text = name.upper()
         return int(signals.Signals[text if text.startswith("SIG") else f"SIG{text}"])
-    except KeyError:
-        raise ValueError(f"Unknown signal {name!r}") from None
+    except (KeyError, ValueError, AttributeError):
+        if default is None:
+            raise ValueError(f"Unknown signal {name!r}") from None
+        logger.warning("Unknown signal %r in a revocation; sending %s instead.", name,
+                       signals.Signals(default).name)
+        return default
 
 
 def revoke(

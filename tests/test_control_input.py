@@ -1,5 +1,5 @@
 """Remote-control input the workers must refuse, against real worker processes: each bad argument
-gets an error reply and changes nothing, and the worker carries on."""
+gets an error reply and changes nothing, and no bad argument or row stops a worker."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from djqueue import states
 from djqueue.application import app
 from djqueue.control_arguments import MAX_POOL
 from djqueue.exceptions import TimeLimitExceeded
@@ -15,7 +16,7 @@ from djqueue.models import RateLimitOverride, Revocation, WorkerNode
 from example_project.demo.tasks import sleep
 from tasks import add
 
-from .conftest import WorkerProcess
+from .conftest import WorkerProcess, wait_until
 
 TIMEOUT = 5.0
 NODE = "alpha@test"
@@ -107,4 +108,19 @@ def test_bad_task_ids_and_flags_are_refused(start_worker) -> None:
     for flag in ["yes", 1, None]:
         refused("conf", with_defaults=flag)
     assert not Revocation.objects.exists()
+    still_working(worker)
+
+
+def test_a_revocation_with_an_unknown_signal_terminates_with_sigterm(start_worker) -> None:
+    """``revoke()`` refuses an unknown signal, but a row may come from elsewhere: the worker stops
+    the task with SIGTERM and says so, and keeps working."""
+    worker = start_worker("-c", "1", "-n", NODE)
+    running = sleep.delay(30)
+    inspect = app.control.inspect(NODE, TIMEOUT)
+    wait_until(lambda: [t["id"] for t in (inspect.active() or {}).get(NODE, [])] == [running.id],
+               what="the task running")
+    Revocation.objects.create(task_id=running.id, terminate=True, signal="SIGFOO")
+    wait_until(lambda: running.state == states.REVOKED, what="the task terminated")
+    assert "Unknown signal 'SIGFOO' in a revocation; sending SIGTERM instead." in worker.log()
+    assert "signal 15 (SIGTERM)" in running.result.args[0]
     still_working(worker)

@@ -351,7 +351,7 @@ class PreforkPool(Pool):
         for child in self._children:
             if child.jobs and child.jobs[0].message_id == message_id:
                 child.revoked = True
-                os.kill(child.process.pid, signal_number(signame))
+                os.kill(child.process.pid, signal_number(signame, default=signal.SIGTERM))
                 return True
         return False
 
