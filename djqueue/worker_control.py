@@ -9,7 +9,8 @@ answers when its task ends. On PostgreSQL, a NOTIFY on the command channel could
 once; until then this poll is the only way commands arrive.
 A handler checks every argument first (:mod:`djqueue.control_arguments`), then returns
 ``{"ok": message}`` or raises :class:`ControlError` (replied as ``{"error": …}``); inspection
-handlers return their data. Any other exception is logged and replied as an error.
+handlers return their data. Any other exception is logged and replied as an error: no command
+stops a worker.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from django.db import DatabaseError
 from django.db.models import Max
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -307,15 +309,42 @@ class ControlPanel:
             if command.pk in self._handled:
                 continue
             self._handled.add(command.pk)
-            if command.destination and self.worker.hostname not in command.destination:
+            if not self._addressed(command):
                 continue
             data = self.run(command.name, command.arguments)
             if command.reply:
-                self.worker._with_db_retry(lambda: ControlReply.objects.using(self.worker.using).create(
-                    command_id=command.pk, hostname=self.worker.hostname, data=data))
-        if now >= self._next_cleanup:
-            self._next_cleanup = now + CLEANUP_INTERVAL
+                self._reply(command.pk, data)
+        if moment >= self._next_cleanup:
+            self._next_cleanup = moment + CLEANUP_INTERVAL
             self.worker._with_db_retry(self._cleanup)
+
+    def _addressed(self, command: ControlCommand) -> bool:
+        """Whether ``command`` is for this worker: no destination, or one naming it. A row's
+        destination that is not a node name or a list of them names no worker."""
+        destination = command.destination
+        if not destination:
+            return True
+        if isinstance(destination, str):
+            destination = [destination]
+        if not isinstance(destination, list):
+            logger.error("Control command %s #%s has destination %r, which names no worker; "
+                         "ignored.", command.name, command.pk, destination)
+            return False
+        return self.worker.hostname in destination
+
+    def _reply(self, command_id: int, data: Any) -> None:
+        """Store a reply. One the table cannot hold (a NUL character on PostgreSQL, a value JSON
+        cannot encode) is logged and replaced by an error reply: the worker carries on."""
+        def store(data: Any) -> Callable[[], ControlReply]:
+            return lambda: ControlReply.objects.using(self.worker.using).create(
+                command_id=command_id, hostname=self.worker.hostname, data=data)
+
+        try:
+            self.worker._with_db_retry(store(data))
+        except (DatabaseError, TypeError, ValueError) as exc:
+            logger.exception("The reply to control command #%s could not be stored", command_id)
+            error = f"the reply could not be stored ({type(exc).__name__}): see the worker's log"
+            self.worker._with_db_retry(store({"error": error}))
 
     def _pending(self) -> list[ControlCommand]:
         return list(ControlCommand.objects.using(self.worker.using)

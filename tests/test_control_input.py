@@ -1,18 +1,20 @@
 """Remote-control input the workers must refuse, against real worker processes: each bad argument
-gets an error reply and changes nothing, and no bad argument or row stops a worker."""
+gets an error reply and changes nothing, and no command or row stops a worker."""
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from djqueue import states
 from djqueue.application import app
 from djqueue.control_arguments import MAX_POOL
 from djqueue.exceptions import TimeLimitExceeded
-from djqueue.models import RateLimitOverride, Revocation, WorkerNode
+from djqueue.models import ControlCommand, ControlReply, RateLimitOverride, Revocation, WorkerNode
 from example_project.demo.tasks import sleep
 from tasks import add
 
@@ -123,4 +125,32 @@ def test_a_revocation_with_an_unknown_signal_terminates_with_sigterm(start_worke
     wait_until(lambda: running.state == states.REVOKED, what="the task terminated")
     assert "Unknown signal 'SIGFOO' in a revocation; sending SIGTERM instead." in worker.log()
     assert "signal 15 (SIGTERM)" in running.result.args[0]
+    still_working(worker)
+
+
+def test_bad_command_rows_do_not_stop_a_worker(start_worker) -> None:
+    worker = start_worker("-c", "1", "-n", NODE)
+    soon = timezone.now() + datetime.timedelta(seconds=30)
+    nowhere = ControlCommand.objects.create(name="ping", destination=5, reply=True,
+                                            expires_at=soon)
+    text = ControlCommand.objects.create(name="ping", arguments="text", reply=True,
+                                         expires_at=soon)
+    wait_until(lambda: ControlReply.objects.filter(command_id=text.pk).exists(), what="a reply")
+    assert ControlReply.objects.get(command_id=text.pk).data["error"].startswith(
+        "bad arguments for ping")
+    still_working(worker)
+    assert not ControlReply.objects.filter(command_id=nowhere.pk).exists()
+    assert "which names no worker; ignored." in worker.log()
+
+
+def test_a_reply_the_table_cannot_hold_is_an_error_reply(start_worker) -> None:
+    """A setting with a NUL character: PostgreSQL's jsonb cannot hold ``inspect conf``'s reply.
+    The worker replies with an error instead, logs why, and carries on."""
+    worker = start_worker("-c", "1", "-n", NODE, settings={"CELERY_CACHE_BACKEND": "ca\x00che"})
+    reply = answer("conf")
+    if connection.vendor == "postgresql":
+        assert reply == {"error": "the reply could not be stored (DataError): see the worker's log"}
+        assert "The reply to control command" in worker.log()
+    else:
+        assert reply["CELERY_CACHE_BACKEND"] == "ca\x00che"
     still_working(worker)
