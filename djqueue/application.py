@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, overload
 from django.apps import apps as django_apps
 from django.utils import timezone
 
-from . import publishing, routing
+from . import identifiers, publishing, routing
 from .publishing import MessageHead, NewMessage
 from .backends import ResultBackend, backend_from_setting, backend_key
 from .conf import Settings
@@ -193,6 +193,9 @@ class App:
         ``task``'s own options (queue, priority, expires, serializer) apply where the call gives
         none; ``batch`` saves reading the settings again for each message of a group.
         """
+        # Names and ids are checked before any SQL, alike on every database (PostgreSQL would
+        # refuse what SQLite stores); a group's calls that reuse this head are not checked again.
+        identifiers.check("task name", name, identifiers.MAX_TASK_NAME)
         args, kwargs = list(args or ()), dict(kwargs or {})
         batch = batch or self.batch()
         time_limit = soft_time_limit = None
@@ -235,6 +238,9 @@ class App:
             default_priority=batch.priority,
         )
         routing.ensure_known(queue_name, self.conf)
+        identifiers.check("queue name", queue_name, identifiers.MAX_QUEUE)
+        if task_id:
+            task_id = identifiers.check("task id", str(task_id), identifiers.MAX_TASK_ID)
         payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
         if countdown is not None or eta is not None:
             payload["eta"] = available_at.isoformat()

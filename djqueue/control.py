@@ -24,7 +24,7 @@ from django.db.models import DateTimeField, ExpressionWrapper
 from django.db.models.functions import Now
 
 from . import broker, revocation
-from .exceptions import DjqueueError
+from .exceptions import DjqueueError, InvalidRateLimit
 from .models import ControlCommand, ControlReply, RateLimitOverride
 from .monitor import live_workers
 from .notify import CONTROL_CHANNEL
@@ -39,10 +39,20 @@ logger = logging.getLogger("djqueue.control")
 COMMAND_TTL = 10.0
 #: How often the sender looks for replies.
 REPLY_POLL_INTERVAL = 0.05
+#: The longest rate limit a ``djqueue_rate_limit_override`` row holds.
+RATE_LIMIT_LENGTH: int = RateLimitOverride._meta.get_field("rate_limit").max_length  # type: ignore[assignment]
 
 def normalize_rate(rate: str | float | int | None) -> str:
-    """The stored form of a valid rate: ``""`` for no limit, otherwise the string as given."""
-    return "" if parse_rate(rate) == 0 else str(rate).replace(" ", "")
+    """The stored form of a valid rate: ``""`` for no limit, otherwise the string as given.
+
+    Raises :class:`~djqueue.exceptions.InvalidRateLimit` for a rate :func:`parse_rate` refuses
+    or one longer than the column that stores it.
+    """
+    stored = "" if parse_rate(rate) == 0 else str(rate).replace(" ", "")
+    if len(stored) > RATE_LIMIT_LENGTH:
+        raise InvalidRateLimit(f"Invalid rate limit {stored[:20]!r}…: longer than "
+                               f"{RATE_LIMIT_LENGTH} characters")
+    return stored
 
 
 def store_rate_limit(task_name: str, rate: str | float | int | None, using: str) -> str:

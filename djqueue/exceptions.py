@@ -17,6 +17,11 @@ class InvalidRateLimit(ImproperlyConfigured, ValueError):
     """A rate limit that is not ``"N/s"``, ``"N/m"``, ``"N/h"``, a number, ``None`` or 0."""
 
 
+class InvalidIdentifier(DjqueueError, ValueError):
+    """A task id, task name or queue name the broker's tables cannot hold: one with a NUL
+    character, or longer than its column (see :mod:`djqueue.identifiers`)."""
+
+
 class NotRegistered(DjqueueError, KeyError):
     """No task of that name is registered in this process."""
 

@@ -10,6 +10,7 @@ the worker hands it back to the database with a later ``available_at`` (see
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -38,14 +39,21 @@ def parse_rate(value: object) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value < 0:
             raise InvalidRateLimit(f"Invalid rate limit {value!r}: must not be negative")
-        return float(value)
-    match = _RATE.match(str(value)) if isinstance(value, str) else None
-    if match is None:
-        raise InvalidRateLimit(
-            f"Invalid rate limit {value!r}: expected N/s, N/m, N/h or a number (per second)"
-        )
-    number, unit = match.groups()
-    return float(number) / _UNITS[unit or "s"]
+        try:
+            rate = float(value)
+        except OverflowError:  # an int beyond floats
+            rate = math.inf
+    else:
+        match = _RATE.match(str(value)) if isinstance(value, str) else None
+        if match is None:
+            raise InvalidRateLimit(
+                f"Invalid rate limit {value!r}: expected N/s, N/m, N/h or a number (per second)"
+            )
+        number, unit = match.groups()
+        rate = float(number) / _UNITS[unit or "s"]
+    if not math.isfinite(rate):
+        raise InvalidRateLimit(f"Invalid rate limit {str(value)[:20]!r}: must be a finite number")
+    return rate
 
 
 class TokenBucket:

@@ -7,8 +7,10 @@ node, and stores a reply row when the sender waits for one. Handlers run in the 
 thread, between loop iterations, so they may change the worker. A worker busy in the ``solo`` pool
 answers when its task ends. On PostgreSQL, a NOTIFY on the command channel could wake the loop at
 once; until then this poll is the only way commands arrive.
-A handler returns ``{"ok": message}`` or raises :class:`ControlError` (replied as ``{"error": …}``);
-inspection handlers return their data.
+A handler checks every argument first (:mod:`djqueue.control_arguments`), then returns
+``{"ok": message}`` or raises :class:`ControlError` (replied as ``{"error": …}``); inspection
+handlers return their data. Any other exception is logged and replied as an error: no command
+stops a worker.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from django.db import DatabaseError
 from django.db.models import Max
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import broker
+from . import control_arguments as check
 from .control import db_now_plus, normalize_rate, store_rate_limit
+from .control_arguments import ControlError
 from .conf import DEFAULTS
 from .models import ControlCommand, ControlReply, Message, RateLimitOverride, Revocation, WorkerNode
 from .serialization import loads
@@ -49,18 +54,7 @@ CLEANUP_INTERVAL = 60.0
 LIST_LIMIT = 1000
 
 
-class ControlError(Exception):
-    """A command that cannot be carried out; the sender gets ``{"error": str(exc)}``."""
-
-
 # Helpers for the handlers.
-
-def _task(worker: Worker, task_name: str) -> Any:
-    task = worker.app.tasks.get(task_name)
-    if task is None:
-        raise ControlError(f"unknown task {task_name!r}")
-    return task
-
 
 def _request_info(worker: Worker, message_id: int, task_id: str, task_name: str, queue: str,
                   priority: int, content_type: str, body: str) -> dict[str, Any]:
@@ -109,24 +103,21 @@ def ping(worker: Worker) -> dict[str, str]:
 
 
 def rate_limit(worker: Worker, task_name: str, rate_limit: str | float | None) -> dict[str, str]:
-    task = _task(worker, task_name)
+    task = check.task_name(worker.app.tasks, task_name)
     try:
         stored = normalize_rate(rate_limit)
     except ValueError as exc:
         raise ControlError(str(exc)) from None
+    store_rate_limit(task_name, stored, worker.using)  # first: if it fails, nothing changed
     task.rate_limit = stored or None
-    store_rate_limit(task_name, stored, worker.using)
     logger.info("New rate limit for tasks of type %s: %s.", task_name, stored or "none")
     return {"ok": "new rate limit set successfully" if stored else "rate limit disabled successfully"}
 
 
 def time_limit(worker: Worker, task_name: str, soft: float | None = None,
                hard: float | None = None) -> dict[str, str]:
-    task = _task(worker, task_name)
-    try:
-        soft, hard = (None if v is None else float(v) for v in (soft, hard))
-    except (TypeError, ValueError):
-        raise ControlError(f"time limits must be numbers of seconds, not {soft!r}/{hard!r}") from None
+    task = check.task_name(worker.app.tasks, task_name)
+    soft, hard = check.time_limits(soft, hard)
     task.soft_time_limit, task.time_limit = soft, hard
     logger.info("New time limits for tasks of type %s: soft=%s hard=%s", task_name, soft, hard)
     return {"ok": "time limits set successfully"}
@@ -134,13 +125,13 @@ def time_limit(worker: Worker, task_name: str, soft: float | None = None,
 
 def revoke(worker: Worker, task_ids: list[str]) -> dict[str, str]:
     # The revocation rows were written by the sender; look at what this worker holds right now.
+    task_ids = check.task_ids(task_ids)
     worker._next_revocation_check = 0.0
     return {"ok": f"tasks {', '.join(task_ids)} flagged as revoked"}
 
 
 def add_consumer(worker: Worker, queue: str) -> dict[str, str]:
-    if not queue or not isinstance(queue, str):
-        raise ControlError(f"invalid queue name {queue!r}")
+    queue = check.queue(queue)
     if queue in worker.queues:
         return {"ok": f"already consuming from {queue!r}"}
     worker.queues.append(queue)
@@ -151,6 +142,7 @@ def add_consumer(worker: Worker, queue: str) -> dict[str, str]:
 
 
 def cancel_consumer(worker: Worker, queue: str) -> dict[str, str]:
+    queue = check.queue(queue)
     if queue not in worker.queues:
         raise ControlError(f"not consuming from {queue!r}")
     worker.queues.remove(queue)
@@ -172,14 +164,19 @@ def _resize(worker: Worker, concurrency: int) -> None:
 
 
 def pool_grow(worker: Worker, n: int = 1) -> dict[str, str]:
-    _resize(worker, worker.concurrency + int(n))
+    n = check.count(n)
+    if worker.concurrency + n > check.MAX_POOL:
+        raise ControlError(f"cannot grow the pool beyond {check.MAX_POOL} "
+                           f"(it has {worker.concurrency})")
+    _resize(worker, worker.concurrency + n)
     return {"ok": f"pool will grow (to {worker.concurrency})"}
 
 
 def pool_shrink(worker: Worker, n: int = 1) -> dict[str, str]:
-    if worker.concurrency - int(n) < 1:
+    n = check.count(n)
+    if worker.concurrency - n < 1:
         raise ControlError(f"cannot shrink the pool below 1 (it has {worker.concurrency})")
-    _resize(worker, worker.concurrency - int(n))
+    _resize(worker, worker.concurrency - n)
     return {"ok": f"pool will shrink (to {worker.concurrency})"}
 
 
@@ -239,6 +236,7 @@ def active_queues(worker: Worker) -> list[dict[str, str]]:
 
 def conf(worker: Worker, with_defaults: bool = False) -> dict[str, Any]:
     """The worker's queue settings (non-defaults only unless asked); passwords in URLs hidden."""
+    with_defaults = check.flag(with_defaults, "with_defaults")
     settings = worker.app.conf
     shown = {}
     for name in sorted(DEFAULTS):
@@ -249,6 +247,7 @@ def conf(worker: Worker, with_defaults: bool = False) -> dict[str, Any]:
 
 
 def query_task(worker: Worker, ids: list[str]) -> dict[str, Any]:
+    ids = check.task_ids(ids, stored=False)
     held = _held(worker)
     return {task_id: list(held[task_id]) for task_id in ids if task_id in held}
 
@@ -310,15 +309,42 @@ class ControlPanel:
             if command.pk in self._handled:
                 continue
             self._handled.add(command.pk)
-            if command.destination and self.worker.hostname not in command.destination:
+            if not self._addressed(command):
                 continue
             data = self.run(command.name, command.arguments)
             if command.reply:
-                self.worker._with_db_retry(lambda: ControlReply.objects.using(self.worker.using).create(
-                    command_id=command.pk, hostname=self.worker.hostname, data=data))
-        if now >= self._next_cleanup:
-            self._next_cleanup = now + CLEANUP_INTERVAL
+                self._reply(command.pk, data)
+        if moment >= self._next_cleanup:
+            self._next_cleanup = moment + CLEANUP_INTERVAL
             self.worker._with_db_retry(self._cleanup)
+
+    def _addressed(self, command: ControlCommand) -> bool:
+        """Whether ``command`` is for this worker: no destination, or one naming it. A row's
+        destination that is not a node name or a list of them names no worker."""
+        destination = command.destination
+        if not destination:
+            return True
+        if isinstance(destination, str):
+            destination = [destination]
+        if not isinstance(destination, list):
+            logger.error("Control command %s #%s has destination %r, which names no worker; "
+                         "ignored.", command.name, command.pk, destination)
+            return False
+        return self.worker.hostname in destination
+
+    def _reply(self, command_id: int, data: Any) -> None:
+        """Store a reply. One the table cannot hold (a NUL character on PostgreSQL, a value JSON
+        cannot encode) is logged and replaced by an error reply: the worker carries on."""
+        def store(data: Any) -> Callable[[], ControlReply]:
+            return lambda: ControlReply.objects.using(self.worker.using).create(
+                command_id=command_id, hostname=self.worker.hostname, data=data)
+
+        try:
+            self.worker._with_db_retry(store(data))
+        except (DatabaseError, TypeError, ValueError) as exc:
+            logger.exception("The reply to control command #%s could not be stored", command_id)
+            error = f"the reply could not be stored ({type(exc).__name__}): see the worker's log"
+            self.worker._with_db_retry(store({"error": error}))
 
     def _pending(self) -> list[ControlCommand]:
         return list(ControlCommand.objects.using(self.worker.using)

@@ -8,7 +8,7 @@ import json
 import pytest
 from django.core.management import call_command
 
-from djqueue.models import Message
+from djqueue.models import ControlCommand, Message, Revocation
 from example_project.demo.tasks import fail
 
 from .conftest import wait_until
@@ -57,8 +57,20 @@ def test_no_reply_is_exit_status_69() -> None:
 def test_bad_input_is_a_clear_error() -> None:
     assert celery("control", "revoke", "some-id", "--terminate", "--signal", "SIGNOPE") == (
         64, "", "Error: Unknown signal 'SIGNOPE'\n")
+    status, _, err = celery("control", "revoke", "i" * 256)
+    assert (status, err) == (64, f"Error: The task id {'i' * 40!r}… is 256 characters long; at "
+                                 "most 255 fit\n")
     from django.core.management.base import CommandError
 
+    for limits in (["inf"], ["nan"], ["-1"], ["1e9999"], ["soon"], ["1", "1e10"]):
+        with pytest.raises(CommandError, match="time limit must be"):
+            celery("control", "time_limit", "tasks.add", *limits)
+    assert celery("control", "time_limit", "tasks.add", "5", "2") == (
+        64, "", "Error: the soft time limit (5s) must not be longer than the hard one (2s)\n")
+    for queue in ("", "q" * 201):
+        with pytest.raises(CommandError, match="queue name"):
+            celery("control", "add_consumer", queue)
+    assert not Revocation.objects.exists() and not ControlCommand.objects.exists()
     with pytest.raises(CommandError, match="invalid JSON list value"):
         celery("call", "tasks.add", "--args={}")
     assert not Message.objects.exists()

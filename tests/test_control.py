@@ -150,6 +150,7 @@ def test_replies_need_a_committed_command(transactional_db) -> None:
 def test_worker_side_errors_and_cleanup() -> None:
     """In-process: commands this worker cannot run get error replies; old rows are deleted."""
     import datetime
+    import time
 
     from django.utils import timezone
 
@@ -168,7 +169,8 @@ def test_worker_side_errors_and_cleanup() -> None:
                                         expires_at=soon)
     other = ControlCommand.objects.create(name="ping", destination=["else@test"], reply=True,
                                           expires_at=soon)
-    worker._control._next_poll = worker._control._next_cleanup = 0.0  # both due now
+    worker._control._next_poll = 0.0  # both due now
+    worker._control._next_cleanup = time.monotonic()
     worker.loop()
     replies = {r.command_id: r.data for r in ControlReply.objects.all()}
     assert replies == {

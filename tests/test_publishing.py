@@ -11,11 +11,14 @@ import psycopg
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from djqueue import group
 from djqueue.application import app
-from djqueue.exceptions import EncodeError
-from djqueue.models import Message
+from djqueue.canvas import signature
+from djqueue.exceptions import EncodeError, InvalidIdentifier
+from djqueue.models import Message, Revocation
+from djqueue.revocation import revoke
 from djqueue.publishing import COPY_CHUNK, NOTIFY_CHANNEL, new_task_ids
 from djqueue.sql import PREPARE_AFTER
 from djqueue.serialization import dumps, loads
@@ -53,21 +56,30 @@ def test_new_task_ids_are_distinct_version_4_uuids() -> None:
         assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
-def refuse_task_id(task_id: str) -> None:
-    """Make the database refuse a row with ``task_id`` (PostgreSQL: it is too long)."""
-    if connection.vendor == "sqlite":
-        with connection.cursor() as cursor:
+@pytest.fixture
+def refused_task_id() -> Iterator[str]:
+    """A task id the database refuses a row with (a CHECK constraint, a trigger on SQLite)."""
+    refused = "refused-id"
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
             cursor.execute(
                 "CREATE TEMP TRIGGER refuse BEFORE INSERT ON djqueue_message "
-                f"WHEN NEW.task_id = '{task_id}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                f"WHEN NEW.task_id = '{refused}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
             )
+        else:
+            cursor.execute("ALTER TABLE djqueue_message ADD CONSTRAINT refuse "
+                           f"CHECK (task_id <> '{refused}')")
+    yield refused
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("DROP TRIGGER refuse")
+        else:
+            cursor.execute("ALTER TABLE djqueue_message DROP CONSTRAINT refuse")
 
 
-def test_group_outside_a_transaction_commits_as_a_whole() -> None:
-    refused = "x" * 300
-    refuse_task_id(refused)
+def test_group_outside_a_transaction_commits_as_a_whole(refused_task_id: str) -> None:
     with pytest.raises(DatabaseError):
-        group(add.s(1, 1), add.s(2, 2).set(task_id=refused)).apply_async()
+        group(add.s(1, 1), add.s(2, 2).set(task_id=refused_task_id)).apply_async()
     assert not Message.objects.exists()
     assert connection.get_autocommit()  # the batch's own transaction is over
     result = group(add.s(i, i) for i in range(50)).apply_async()
@@ -127,6 +139,41 @@ def test_a_bad_argument_after_rows_were_sent_inserts_nothing() -> None:
         with pytest.raises(EncodeError), transaction.atomic():
             group(calls).apply_async()
     assert Message.objects.count() == 1
+
+
+def test_names_and_ids_the_tables_cannot_hold_are_refused_alike() -> None:
+    """A NUL character, or a task id, task name or queue name longer than its column: PostgreSQL
+    refused them (each its own way), SQLite stored them. Now both refuse them alike, before any
+    SQL; a group's rows are built while they are sent on PostgreSQL (a COPY, rolled back)."""
+    nul_route = override_settings(CELERY_ROUTES={"tasks.add": {"queue": "q\x00"}})
+    single = [
+        ("task name", lambda: app.send_task("tasks.a\x00dd", (1, 1))),
+        ("task name", lambda: app.send_task("t" * 256)),
+        ("task name", lambda: signature("tasks.a\x00dd").delay(1, 1)),
+        ("queue name", lambda: add.apply_async((1, 1), queue="q\x00")),
+        ("queue name", lambda: add.apply_async((1, 1), queue="q" * 201)),
+        ("queue name", nul_route(lambda: add.delay(1, 1))),
+        ("task id", lambda: add.apply_async((1, 1), task_id="i" * 256)),
+        ("task id", lambda: app.send_task("tasks.add", task_id="i\x00")),
+        ("task id", lambda: app.control.revoke("i" * 256)),
+        ("task id", lambda: revoke(["ok", "i\x00"])),
+    ]
+    groups = [
+        ("task id", lambda: group(add.s(1, 1), add.s(2, 2).set(task_id="i" * 256)).delay()),
+        ("task name", lambda: group(signature("t\x00", (i,)) for i in range(3)).delay()),
+        ("queue name", nul_route(lambda: group(add.s(i, i) for i in range(3)).delay())),
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        for what, call in single + (groups if connection.vendor == "sqlite" else []):
+            with pytest.raises(InvalidIdentifier, match=what):
+                call()
+    assert [q["sql"] for q in queries.captured_queries] == []
+    for what, call in groups:
+        with pytest.raises(InvalidIdentifier, match=what):
+            call()
+    assert not Message.objects.exists() and not Revocation.objects.exists()
+    add.apply_async((1, 1), queue="q" * 200, task_id="i" * 255)  # as long as the columns allow
+    assert Message.objects.get().task_id == "i" * 255
 
 
 def test_routing_by_a_function_is_asked_for_every_call_of_a_group() -> None:

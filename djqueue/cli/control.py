@@ -3,11 +3,13 @@ revocations, shutdown)."""
 
 from __future__ import annotations
 
-from argparse import ArgumentParser
+from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any, TextIO
 
+from .. import control_arguments
 from ..application import app
 from ..control import merge_replies
+from ..control_arguments import ControlError
 from ..exceptions import DjqueueError
 from .arguments import positive_int
 from .remote import add_remote_options, print_replies, usage_error
@@ -16,7 +18,19 @@ HELP = "Send a remote-control command to the workers."
 
 
 def _seconds(value: str) -> float | None:
-    return None if value.lower() in {"none", ""} else float(value)
+    """A time limit as the workers take it (``none``: no limit)."""
+    try:
+        return control_arguments.seconds(None if value.lower() in {"none", ""} else value,
+                                         "time limit")
+    except ControlError as exc:
+        raise ArgumentTypeError(str(exc)) from None
+
+
+def _queue(value: str) -> str:
+    try:
+        return control_arguments.queue(value)
+    except ControlError as exc:
+        raise ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: ArgumentParser) -> None:
@@ -34,7 +48,7 @@ def add_arguments(parser: ArgumentParser) -> None:
     revoke.add_argument("--signal", default="SIGTERM", help="Signal for --terminate (default SIGTERM).")
     for name, text in (("add_consumer", "Start consuming from a queue."),
                        ("cancel_consumer", "Stop consuming from a queue.")):
-        commands.add_parser(name, help=text).add_argument("queue")
+        commands.add_parser(name, help=text).add_argument("queue", type=_queue)
     for name, text in (("pool_grow", "Add pool processes/threads."),
                        ("pool_shrink", "Remove pool processes/threads.")):
         commands.add_parser(name, help=text).add_argument("n", type=positive_int, nargs="?", default=1)
@@ -58,6 +72,7 @@ def _send(options: dict[str, Any]) -> list[dict[str, Any]] | None:
     if command == "rate_limit":
         return control.rate_limit(options["task_name"], options["rate_limit"], **remote)
     if command == "time_limit":
+        control_arguments.time_limits(options["soft"], options["hard"])  # soft ≤ hard
         return control.time_limit(options["task_name"], options["soft"], options["hard"], **remote)
     if command == "revoke":
         return control.revoke(options["task_ids"], terminate=options["terminate"],

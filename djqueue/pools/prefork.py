@@ -379,7 +379,7 @@ class PreforkPool(Pool):
             if child.jobs and child.jobs[0].message_id == message_id:
                 child.revoked = True
                 try:
-                    os.kill(child.process.pid, signal_number(signame))
+                    os.kill(child.process.pid, signal_number(signame, default=signal.SIGTERM))
                 except ProcessLookupError:  # it died meanwhile: wait() reports its job as lost
                     child.revoked = False
                     return False
