@@ -3,10 +3,14 @@ the real database, and the admin."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from django.test import Client, override_settings
 from django.urls import reverse
 
 from djqueue import states
+from djqueue.cli.logs import configure_logging
 from djqueue.models import Message, TaskResult
 from tests import fault_tasks as ft
 from tasks import add
@@ -57,3 +61,19 @@ def test_a_lone_surrogate_with_the_cache_backend(start_worker, redis_available) 
         assert "ValueError: bad \ufffd in c1" in failed.traceback
         assert ft.surrogate_result.delay("c2").get(timeout=10) == "odd \ufffd in c2"
     assert not TaskResult.objects.exists()
+
+
+def test_a_log_file_keeps_a_line_with_a_lone_surrogate(tmp_path: Path) -> None:
+    """A task's own log line may carry one (a file name): ``--logfile`` writes it escaped, as
+    stderr does, instead of dropping the line with '--- Logging error ---'."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    configure_logging("INFO", str(tmp_path / "worker.log"))
+    try:
+        logging.getLogger("djqueue.worker").error("cannot open \udcff.txt")
+    finally:
+        for handler in set(root.handlers) - set(handlers):
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+    assert "cannot open \\udcff.txt" in (tmp_path / "worker.log").read_text()
