@@ -332,8 +332,14 @@ def lost(job: Job, reason: str, serializer: str) -> Outcome:
 def refused(
     message: Claimed, registry: Container[str], serializer: str
 ) -> Callable[[Job], Outcome] | None:
-    """For a claimed message that must not run (revoked, expired, or of a task this worker does
-    not have), log why and return what makes its outcome from its job; None for one that runs."""
+    """For a claimed message that must not run (its text unreadable, revoked, expired, or of a
+    task this worker does not have), log why and return what makes its outcome from its job;
+    None for one that runs."""
+    if message.unreadable:  # set aside by the claim: kept so even if revoked or expired
+        logger.error("Message %s[%s] set aside (state 'rejected'), not run: %s",
+                     message.task_name, message.task_id, message.unreadable)
+        return lambda job: unrun(job, DecodeError(message.unreadable), serializer,
+                                 action="reject")
     if message.revoked or message.expired:
         why = "revoked" if message.revoked else "expired"
         logger.info("Discarding %s task: %s[%s]", why, message.task_name, message.task_id)
