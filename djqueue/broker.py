@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -349,6 +349,21 @@ def reject(using: str, ids: Sequence[int], error: str, owner: int | None = None)
         f"WHERE {where}{mine} RETURNING task_id",
         [error, *params, *mine_params],
     )]
+
+
+def set_aside_unreadable(
+    using: str, message_id: int, error: str, texts: Mapping[str, str], owner: int | None = None
+) -> None:
+    """Set aside a message whose ``texts`` columns are not valid UTF-8 (SQLite keeps any bytes),
+    storing them as given (decoded with U+FFFD for the invalid bytes) in the same statement."""
+    sets = "".join(f", {column} = %s" for column in texts)
+    mine, mine_params = _owned(owner)
+    _update(
+        using,
+        f"UPDATE {TABLE} SET state = 'rejected', lease_until = NULL, error = %s{sets} "
+        f"WHERE id = %s{mine}",
+        [error, *texts.values(), message_id, *mine_params],
+    )
 
 
 def purge(using: str, queues: Sequence[str]) -> int:

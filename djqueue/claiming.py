@@ -4,8 +4,9 @@ Claims are batches taken in one statement. On PostgreSQL the candidate rows are 
 ``FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on each other nor take the same row;
 on SQLite the single ``UPDATE … RETURNING`` runs under the database's one write lock, which gives
 the same guarantee. The same statement marks started the messages the worker's pool takes at once
-(:class:`StartNow`), so those cost one row update, not two. Every other move of a message is in
-:mod:`djqueue.broker`.
+(:class:`StartNow`), so those cost one row update, not two. SQLite's claim returns its text as
+bytes, decoded here: a row that is not valid UTF-8 is set aside instead of failing every claim.
+Every other move of a message is in :mod:`djqueue.broker`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .broker import REVOKED_TABLE, TABLE, lease_sql, now_param, retry_if_locked, vendor
+from django.db import transaction
+
+from .broker import (
+    REVOKED_TABLE, TABLE, lease_sql, now_param, retry_if_locked, set_aside_unreadable, vendor,
+)
 from .sql import execute as sql_execute
 
 
@@ -35,6 +40,8 @@ class Claimed:
     expired: bool
     revoked: bool
     started: bool = False  # marked started by the claim itself (see StartNow)
+    #: Why its text could not be read (SQLite: not valid UTF-8); the claim set it aside.
+    unreadable: str = ""
 
 
 @dataclass(slots=True)
@@ -67,9 +74,10 @@ def claim_statement(
 ) -> tuple[str, list[object]]:
     """The statement that reserves up to ``limit`` ready messages from ``queues`` (highest
     priority first, then oldest), marking started those ``start`` says, as ``(sql, params)``;
-    its rows are read with :func:`claimed_from_rows`. ``before`` are ``(sql, params)`` of
-    statements (data-modifying ones, on PostgreSQL) to run first in the same statement, as
-    ``WITH`` queries ``w0``, ``w1``…: :mod:`djqueue.rounds` sends a worker's whole round so.
+    on PostgreSQL its rows are read with :func:`claimed_from_rows` (on SQLite :func:`claim`
+    runs it, to decode their text first). ``before`` are ``(sql, params)`` of statements
+    (data-modifying ones, on PostgreSQL) to run first in the same statement, as ``WITH``
+    queries ``w0``, ``w1``…: :mod:`djqueue.rounds` sends a worker's whole round so.
     ``confirm`` (PostgreSQL) names one of them whose rows start with a message id: each is also
     returned, as a row whose other columns are NULL.
     """
@@ -84,15 +92,28 @@ def claim_statement(
             [p for _, part_params in before for p in part_params] + params)
 
 
-#: What a claim returns per message: the fields of :class:`Claimed`, in order.
-_RETURNING = (
-    f"RETURNING {TABLE}.id, {TABLE}.task_id, {TABLE}.task_name, queue, priority, "
-    "content_type, body, retries, deliveries, time_limit, soft_time_limit, "
+_FLAGS = (
     "(expires IS NOT NULL AND expires <= {now}), "
     f"EXISTS (SELECT 1 FROM {REVOKED_TABLE} r WHERE r.task_id = {TABLE}.task_id), "
     f"{TABLE}.state = 'started'"
 )
-#: How many columns that is.
+#: What a claim returns per message: the fields of :class:`Claimed`, in order.
+_RETURNING = (
+    f"RETURNING {TABLE}.id, {TABLE}.task_id, {TABLE}.task_name, queue, priority, "
+    "content_type, body, retries, deliveries, time_limit, soft_time_limit, " + _FLAGS
+)
+#: SQLite's: the text columns as bytes, which :func:`_decoded` decodes. SQLite keeps any bytes in
+#: a text column (only SQL from outside djqueue writes some that are not UTF-8), and sqlite3 then
+#: failed the whole claim, at every poll: no message of the queue ran again. ``queue`` is not
+#: among them: the claim matched it byte for byte with one of the worker's queue names.
+_SQLITE_RETURNING = (
+    f"RETURNING {TABLE}.id, CAST({TABLE}.task_id AS BLOB), CAST({TABLE}.task_name AS BLOB), "
+    "queue, priority, CAST(content_type AS BLOB), CAST(body AS BLOB), retries, deliveries, "
+    "time_limit, soft_time_limit, " + _FLAGS
+)
+#: Where those are in a row, and their columns.
+_TEXT_FIELDS = ((1, "task_id"), (2, "task_name"), (5, "content_type"), (6, "body"))
+#: How many columns a claimed row has.
 _COLUMNS = 14
 
 
@@ -161,7 +182,7 @@ def _sqlite_claim(
         f"started_at = CASE WHEN {go} THEN %s ELSE NULL END, "
         f"deliveries = deliveries + CASE WHEN {go} THEN 1 ELSE 0 END, "
         f"acks_late = ({go}) AND {late} "
-        f"FROM c WHERE {TABLE}.id = c.id " + _RETURNING.format(now="%s")
+        f"FROM c WHERE {TABLE}.id = c.id " + _SQLITE_RETURNING.format(now="%s")
     )
     params = [*queues, now, limit, worker, owner, lease_until, *go_params, *go_params, now,
               *go_params, *go_params, *late_params, now]
@@ -198,6 +219,38 @@ def claimed_from_rows(rows: Sequence[Sequence[object]]) -> list[Claimed]:
     return claimed
 
 
+def _decoded(using: str, rows: Sequence[Sequence[object]], owner: int | None) -> list[Claimed]:
+    """Claimed messages from the rows of SQLite's claim, whose text columns are bytes.
+
+    A message whose text is not valid UTF-8 is set aside at once, its text stored again decoded
+    with U+FFFD in place of the invalid bytes (in the same statement: it never runs in that
+    shape), so that the admin can show it; it comes back ``unreadable``, for the worker to fail
+    its task with the reason.
+    """
+    decoded, unreadable = [], {}
+    for row in rows:
+        values = list(row)
+        invalid: dict[str, str] = {}
+        for index, column in _TEXT_FIELDS:
+            raw: bytes = values[index]  # type: ignore[assignment]
+            try:
+                values[index] = raw.decode()
+            except UnicodeDecodeError:
+                values[index] = invalid[column] = raw.decode(errors="replace")
+        if invalid:
+            which = " and ".join(invalid)
+            reason = (f"{which} {'is' if len(invalid) == 1 else 'are'} not valid UTF-8 (stored "
+                      f"again with U+FFFD in place of the invalid bytes, to be shown)")
+            set_aside_unreadable(using, values[0], reason, invalid, owner)  # type: ignore[arg-type]
+            unreadable[values[0]] = reason
+        decoded.append(values)
+    claimed = claimed_from_rows(decoded)
+    if unreadable:
+        for message in claimed:
+            message.unreadable = unreadable.get(message.id, "")
+    return claimed
+
+
 def claim(
     using: str,
     queues: Sequence[str],
@@ -215,8 +268,17 @@ def claim(
     if limit <= 0 or not queues:
         return []
     sql, params = claim_statement(using, queues, limit, worker, owner, lease_seconds, start)
+    if vendor(using) == "postgresql":
 
-    def run() -> list[Claimed]:
-        return claimed_from_rows(sql_execute(using, sql, params, fetch=True))
+        def run() -> list[Claimed]:
+            return claimed_from_rows(sql_execute(using, sql, params, fetch=True))
+
+    else:
+
+        def run() -> list[Claimed]:
+            # One transaction with what _decoded sets aside: rows claimed but not handed back
+            # would wait for their lease to run out.
+            with transaction.atomic(using=using, savepoint=False):
+                return _decoded(using, sql_execute(using, sql, params, fetch=True), owner)
 
     return retry_if_locked(using, run)

@@ -25,7 +25,9 @@ from .exceptions import (
     DecodeError, EncodeError, NotRegistered, Retry, SoftTimeLimitExceeded, TaskRevokedError,
     TimeLimitExceeded, WorkerLostError,
 )
-from .serialization import CONTENT_TYPES, dumps, exception_to_data, loads, safe_repr
+from .serialization import (
+    CONTENT_TYPES, dumps, exception_to_data, loads, readable, readable_json, safe_repr,
+)
 
 if TYPE_CHECKING:
     from .claiming import Claimed
@@ -103,13 +105,23 @@ def job_from_wire(fields: tuple[Any, ...]) -> Job:
     return Job(*fields)
 
 
+# What a task leaves behind (its value, exception, traceback, the reprs) is stored, logged and
+# shown in the admin as text: it is made readable here, whatever the result backend, so no lone
+# surrogate reaches a UTF-8 column or a log file (see serialization.readable).
+
+
 def _short_repr(value: Any) -> str:
-    text = safe_repr(value)
+    text = readable(safe_repr(value))
     return text if len(text) <= REPR_LIMIT else text[: REPR_LIMIT - 3] + "..."
 
 
+def _encode(value: Any, serializer: str) -> tuple[str, str]:
+    content_type, text = dumps(value, serializer)
+    return content_type, readable_json(text) if serializer == "json" else text
+
+
 def _encode_exception(exc: BaseException, serializer: str) -> tuple[str, str]:
-    return dumps(exception_to_data(exc), serializer)
+    return _encode(exception_to_data(exc), serializer)
 
 
 _last_task_end = 0.0
@@ -229,7 +241,7 @@ def _execute(job: Job) -> Outcome:
         outcome.store = not ignore_result
         if outcome.store:
             try:
-                outcome.content_type, outcome.result = dumps(value, result_serializer)
+                outcome.content_type, outcome.result = _encode(value, result_serializer)
             except EncodeError as exc:
                 _failed(outcome, exc, result_serializer)
     finally:
@@ -241,7 +253,7 @@ def _execute(job: Job) -> Outcome:
 
 def _failed(outcome: Outcome, exc: BaseException, serializer: str) -> None:
     outcome.state = states.FAILURE
-    outcome.traceback = traceback.format_exc()
+    outcome.traceback = readable(traceback.format_exc())
     outcome.content_type, outcome.result = _encode_exception(exc, serializer)
     outcome.result_repr = _short_repr(exc)
 
@@ -254,7 +266,7 @@ def _retrying(outcome: Outcome, retry: Retry, payload: dict[str, Any], serialize
     reason = retry.exc if retry.exc is not None else retry
     outcome.content_type, outcome.result = _encode_exception(reason, serializer)
     outcome.result_repr = _short_repr(reason)
-    outcome.traceback = traceback.format_exc() if retry.exc is not None else None
+    outcome.traceback = readable(traceback.format_exc()) if retry.exc is not None else None
     if retry.call_args is not None or retry.call_kwargs is not None:
         new_payload = dict(payload)
         if retry.call_args is not None:
@@ -330,8 +342,14 @@ def lost(job: Job, reason: str, serializer: str, max_deliveries: int | None = No
 def refused(
     message: Claimed, registry: Container[str], serializer: str
 ) -> Callable[[Job], Outcome] | None:
-    """For a claimed message that must not run (revoked, expired, or of a task this worker does
-    not have), log why and return what makes its outcome from its job; None for one that runs."""
+    """For a claimed message that must not run (its text unreadable, revoked, expired, or of a
+    task this worker does not have), log why and return what makes its outcome from its job;
+    None for one that runs."""
+    if message.unreadable:  # set aside by the claim: kept so even if revoked or expired
+        logger.error("Message %s[%s] set aside (state 'rejected'), not run: %s",
+                     message.task_name, message.task_id, message.unreadable)
+        return lambda job: unrun(job, DecodeError(message.unreadable), serializer,
+                                 action="reject")
     if message.revoked or message.expired:
         why = "revoked" if message.revoked else "expired"
         logger.info("Discarding %s task: %s[%s]", why, message.task_name, message.task_id)

@@ -14,6 +14,7 @@ import decimal
 import json
 import json.encoder
 import pickle
+import re
 import sys
 import uuid
 from collections.abc import Callable, Iterable
@@ -83,6 +84,42 @@ def _json_encoder() -> Callable[[Any], str]:
 encode_json = _json_encoder()
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def readable(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD.
+
+    A Python str may hold surrogate code points (an exception's message may carry one, e.g. a
+    file name ``os.fsdecode`` could not decode); UTF-8 cannot. PostgreSQL refused the round's
+    result document that held one, SQLite stored bytes that no read could decode again, and a
+    log file may drop the line. Free for ASCII text (``isascii()`` reads a flag of the str); two
+    surrogates that form a pair become the character they stand for.
+    """
+    if text.isascii() or not _SURROGATES.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def readable_json(text: str) -> str:
+    """JSON text as :func:`dumps` writes it, with no lone surrogate in its strings (see
+    :func:`readable`). That text is ASCII, a surrogate a ``\\udXXX`` escape in it: only a text
+    with such an escape (characters beyond U+FFFF have them too) is decoded and encoded again."""
+    if "\\ud" not in text:
+        return text
+    return encode_json(_readable_value(json.loads(text)))
+
+
+def _readable_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return readable(value)
+    if isinstance(value, list):
+        return [_readable_value(item) for item in value]
+    if isinstance(value, dict):
+        return {readable(key): _readable_value(item) for key, item in value.items()}
+    return value
+
+
 def serializer_names() -> list[str]:
     return list(CONTENT_TYPES)
 
@@ -140,6 +177,8 @@ def exception_to_data(exc: BaseException) -> dict[str, Any]:
 
 
 def _safe_arg(arg: Any) -> Any:
+    if isinstance(arg, str):  # the usual message: kept readable whatever the serializer
+        return readable(arg)
     try:
         json.dumps(arg, default=_default)
     except Exception:  # noqa: BLE001 - not JSON (TypeError), too deep (RecursionError), …

@@ -172,3 +172,17 @@ def deep_error(key: str) -> None:
     for _ in range(100_000):
         nested = [nested]
     raise ValueError(nested)
+
+
+@task
+def surrogate_in_error(key: str) -> None:
+    """Fails with a lone surrogate in its message, which no UTF-8 text can hold (a file name
+    decoded with ``surrogateescape`` carries such characters)."""
+    note(key)
+    raise ValueError(f"bad \ud800 in {key}")
+
+
+@task
+def surrogate_result(key: str) -> str:
+    note(key)
+    return f"odd \udcff in {key}"

@@ -18,8 +18,11 @@ def loglevel(value: str) -> str:
 
 
 def configure_logging(level: str, logfile: str | None) -> None:
+    # A log file escapes what it cannot encode, as stderr does: a lone surrogate in a task's own
+    # log line (a file name os.fsdecode could not decode) would otherwise lose the line.
     handler: logging.Handler = (
-        logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stderr)
+        logging.FileHandler(logfile, errors="backslashreplace") if logfile
+        else logging.StreamHandler(sys.stderr)
     )
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
