@@ -18,6 +18,8 @@ from django.db import connection
 
 from djqueue.application import app
 
+from .pg_cluster import PrivatePostgres, private_cluster, server_bindir
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -157,6 +159,19 @@ def _process_starter(
     yield start
     for process in started:
         process.kill()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL cluster of the test's own (tests/pg_cluster.py), to stop and start at will.
+    Skipped where the server binaries are missing; under CI=true that is a failure."""
+    bindir = server_bindir()
+    if bindir is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL server binaries are missing on a CI machine")
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    with private_cluster(bindir) as server:
+        yield server
 
 
 def executions(record_file: Path) -> collections.Counter[str]:

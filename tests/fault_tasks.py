@@ -186,3 +186,39 @@ def surrogate_in_error(key: str) -> None:
 def surrogate_result(key: str) -> str:
     note(key)
     return f"odd \udcff in {key}"
+
+
+# For tests/test_reliability.py.
+
+
+@task(acks_late=True)
+def quick_late(key: str) -> str:
+    """``quick`` with acks_late: a run cut short by a dead process runs again."""
+    note(key)
+    return key
+
+
+@task(acks_late=True)
+def crash_late(key: str) -> None:
+    """A crash loop: every run of it kills its pool process, and acks_late puts it back."""
+    note(key)
+    os._exit(1)
+
+
+def runs_so_far(key: str) -> int:
+    """How many times ``key`` was noted in DJQUEUE_RECORD_FILE."""
+    with open(os.environ["DJQUEUE_RECORD_FILE"]) as lines:
+        return sum(1 for line in lines if line.split()[0] == key)
+
+
+@task(bind=True, acks_late=True, max_retries=1)
+def crash_retry_crash(self, key: str, crashes: int) -> int:
+    """Kills its pool process on its first ``crashes`` runs, then retries itself, then kills its
+    pool process ``crashes`` more times, then succeeds; returns its number of runs."""
+    before = runs_so_far(key)
+    note(key)
+    if before < crashes or crashes < before < 2 * crashes + 1:
+        os._exit(1)
+    if before == crashes:
+        raise self.retry(countdown=0)
+    return before + 1

@@ -1,85 +1,21 @@
 """A PostgreSQL server restarted under a working worker: nothing lost, nothing run twice.
 
-The test starts its own PostgreSQL cluster (initdb into a temporary directory, a free port), so
-restarting it disturbs nobody else. It needs the PostgreSQL server binaries; where they are missing
-it is skipped with that reason (and fails under CI=true, where they must be present).
+The test starts its own PostgreSQL cluster (``private_postgres``, tests/pg_cluster.py: initdb into a
+temporary directory, a free port), so restarting it disturbs nobody else. It needs the PostgreSQL
+server binaries; where they are missing it is skipped with that reason (and fails under CI=true,
+where they must be present).
 """
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import socket
 import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, executions, wait_until
+from .conftest import executions, wait_until
+from .pg_cluster import manage as _manage
 
 TASKS = 300
-
-
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class PrivatePostgres:
-    def __init__(self, bindir: Path, datadir: Path, port: int) -> None:
-        self.bindir, self.datadir, self.port = bindir, datadir, port
-        self.url = f"postgres://postgres@127.0.0.1:{port}/postgres"
-
-    def pg_ctl(self, *args: str) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.datadir}"
-        command = [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "-o", options,
-                   "-l", str(self.datadir / "server.log"), *args]
-        if os.geteuid() == 0:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
-    bindir = _pg_bin()
-    if bindir is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL server binaries are missing on a CI machine")
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    base = Path(tempfile.mkdtemp(prefix="djqueue-pg-"))
-    datadir = base / "data"
-    datadir.mkdir()
-    initdb = [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust"]
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-        shutil.chown(datadir, "postgres")
-        initdb = ["runuser", "-u", "postgres", "--", *initdb]
-    subprocess.run(initdb, check=True, capture_output=True, timeout=120)
-    server = PrivatePostgres(bindir, datadir, _free_port())
-    server.pg_ctl("start")
-    try:
-        yield server
-    finally:
-        try:
-            server.pg_ctl("stop", "-m", "immediate")
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
-
-
-def _manage(url: str, *args: str, env: dict[str, str]) -> str:
-    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env={**env, "DATABASE_URL": url}, check=True)
-    return done.stdout
 
 
 def test_server_restart_mid_drain(start_worker, worker_env, record_file, fault_report,

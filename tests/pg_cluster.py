@@ -1,0 +1,89 @@
+"""A private PostgreSQL cluster: initdb into a temporary directory, served on a free port, so a
+test (or bench/soak.py) can stop, start and restart it without disturbing anyone else.
+
+Standard library only: bench/soak.py uses it outside pytest. The ``private_postgres`` fixture in
+conftest.py skips (or, under CI=true, fails) where the server binaries are missing.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def server_bindir() -> Path | None:
+    """Where the newest installed PostgreSQL server's initdb and pg_ctl are, if any."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(found[-1]).parent if found else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its programs as the postgres user there."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+class PrivatePostgres:
+    def __init__(self, bindir: Path, datadir: Path, port: int) -> None:
+        self.bindir, self.datadir, self.port = bindir, datadir, port
+        self.url = f"postgres://postgres@127.0.0.1:{port}/postgres"
+
+    def pg_ctl(self, *args: str) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.datadir}"
+        command = [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "-o", options,
+                   "-l", str(self.datadir / "server.log"), *args]
+        subprocess.run(_as_postgres(command), check=True, capture_output=True, timeout=60)
+
+    def stop(self) -> None:
+        """An outage: the server shuts down at once, closing every client's connection."""
+        self.pg_ctl("stop", "-m", "fast")
+
+    def start(self) -> None:
+        self.pg_ctl("start")
+
+
+@contextmanager
+def private_cluster(bindir: Path) -> Iterator[PrivatePostgres]:
+    """A new cluster, started; stopped and removed at the end."""
+    base = Path(tempfile.mkdtemp(prefix="djqueue-pg-"))
+    datadir = base / "data"
+    datadir.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(datadir, "postgres")
+    initdb = [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust"]
+    subprocess.run(_as_postgres(initdb), check=True, capture_output=True, timeout=120)
+    server = PrivatePostgres(bindir, datadir, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        try:
+            server.pg_ctl("stop", "-m", "immediate")
+        except subprocess.CalledProcessError:
+            pass  # already stopped
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def manage(url: str, *args: str, env: dict[str, str], timeout: float = 120) -> str:
+    """``manage.py *args`` against the database at ``url``; returns its standard output."""
+    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**env, "DATABASE_URL": url},
+                          check=True)
+    return done.stdout
