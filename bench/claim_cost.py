@@ -29,7 +29,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from psycopg import ClientCursor  # noqa: E402
 
-from djqueue import broker, claiming, sql  # noqa: E402
+from djqueue.broker import statements as broker, claim as claiming, sql  # noqa: E402
 from djqueue.models import Message  # noqa: E402
 
 ROWS = int(os.environ.get("BENCH_CLAIM_ROWS", 1_000_000))

@@ -50,7 +50,7 @@ def hold(settings: str, worker_modules: bool) -> None:
     connection.ensure_connection()
     if worker_modules:
         import djqueue.management.commands.celery
-        import djqueue.worker  # noqa: F401
+        import djqueue.worker.loop  # noqa: F401
     connections.close_all()
     gc.freeze()
     for _ in range(2):

@@ -10,8 +10,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "App": "djqueue.application",
-    "app": "djqueue.application",
+    "App": "djqueue.client.base",
+    "app": "djqueue.client.base",
     "AsyncResult": "djqueue.result",
     "EagerResult": "djqueue.result",
     "GroupResult": "djqueue.result",
@@ -19,7 +19,7 @@ _EXPORTS = {
     "group": "djqueue.canvas",
     "signature": "djqueue.canvas",
     "subtask": "djqueue.canvas",
-    "Task": "djqueue.task_class",
+    "Task": "djqueue.client.task",
     "shared_task": "djqueue.decorators",
     "task": "djqueue.decorators",
     "states": "djqueue.states",

@@ -10,6 +10,6 @@ class DjqueueConfig(AppConfig):
         from django.core import checks
 
         from . import checks as _settings_checks  # noqa: F401 - registers the settings checks
-        from .beat_checks import check_beat_settings
+        from .beat.checks import check_beat_settings
 
         checks.register(check_beat_settings, "djqueue")

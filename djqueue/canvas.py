@@ -13,14 +13,14 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import publishing
-from .publishing import NewMessage, new_task_ids
+from .client import publishing
+from .client.publishing import NewMessage, new_task_ids
 from .result import AsyncResult, GroupResult
 from .serialization import dumps
 
 if TYPE_CHECKING:
-    from .application import App, Batch
-    from .task_class import Task
+    from .client.base import App, Batch
+    from .client.task import Task
 
 #: Call options that :meth:`App.build_message` takes by name; any other option travels in the
 #: message's ``options``.
@@ -46,7 +46,7 @@ class Signature:
         app: App | None = None,
     ) -> None:
         if app is None:
-            from .application import app as default_app
+            from .client.base import app as default_app
 
             app = getattr(task, "app", default_app)
         self.app = app
@@ -198,7 +198,7 @@ class group:  # noqa: N801 - Celery's name
             # Signatures are kept as given, as Celery does: copying each costs more than sending.
             self.tasks = [t if isinstance(t, Signature) else signature(t, app=app) for t in tasks]
         if app is None:
-            from .application import app as default_app
+            from .client.base import app as default_app
 
             app = self.tasks[0].app if self.tasks else default_app
         self.app = app

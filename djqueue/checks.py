@@ -14,17 +14,17 @@ from django.conf import settings
 from django.core import checks
 from django.db import connections
 
-from . import annotations, routing
+from .client import annotations, routing
 from .conf import ALIASES, CELERY_PREFIXES, DEFAULTS, Settings
 from .exceptions import ImproperlyConfigured
-from .ratelimit import parse_rate, task_rate
+from .client.rates import parse_rate, task_rate
 from .serialization import CONTENT_TYPES
 
 SERIALIZERS = ", ".join(CONTENT_TYPES)
 
 
 def _conf() -> Settings:
-    from .application import app
+    from .client.base import app
 
     return app.conf
 
@@ -103,7 +103,7 @@ def check_serializers(**kwargs: Any) -> list[checks.CheckMessage]:
 
 def _tasks(messages: list[checks.CheckMessage]) -> list[Any]:
     """The registered tasks (with annotations applied); problems go into ``messages``."""
-    from .application import app
+    from .client.base import app
 
     try:
         names = list(app.tasks)
@@ -149,7 +149,7 @@ def check_backend_and_broker(**kwargs: Any) -> list[checks.CheckMessage]:
     """E005 unknown result backend, E006 a database that cannot be the broker, E008 a cache alias
     that CACHES lacks, E011 an unknown time zone."""
     from .backends import CacheBackend, backend_class
-    from .broker import SUPPORTED_VENDORS
+    from .broker.statements import SUPPORTED_VENDORS
 
     conf, messages = _conf(), []
     try:
@@ -228,7 +228,7 @@ def check_routing(**kwargs: Any) -> list[checks.CheckMessage]:
 def check_worker(**kwargs: Any) -> list[checks.CheckMessage]:
     """E012: worker settings that the worker would refuse (pool, concurrency, prefetch, batch
     window)."""
-    from .pools import POOLS
+    from .worker.pools import POOLS
 
     conf, messages = _conf(), []
     if conf.CELERYD_POOL not in POOLS:

@@ -1,6 +1,6 @@
 """``from djqueue.decorators import task``: the import path Celery's first-steps guide uses."""
 
-from .application import app
+from .client.base import app
 
 task = app.task
 shared_task = app.task

@@ -19,7 +19,7 @@ class InvalidRateLimit(ImproperlyConfigured, ValueError):
 
 class InvalidIdentifier(DjqueueError, ValueError):
     """A task id, task name or queue name the broker's tables cannot hold: one with a NUL
-    character, or longer than its column (see :mod:`djqueue.identifiers`)."""
+    character, or longer than its column (see :mod:`djqueue.client.identifiers`)."""
 
 
 class NotRegistered(DjqueueError, KeyError):

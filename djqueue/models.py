@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from . import states
-from .beat_models import BeatState, PeriodicTask, PeriodicTaskRun  # noqa: F401 - beat's models
+from .beat.models import BeatState, PeriodicTask, PeriodicTaskRun  # noqa: F401 - beat's models
 
 
 class Message(models.Model):

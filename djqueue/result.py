@@ -13,7 +13,7 @@ from .exceptions import TimeoutError
 from .serialization import exception_from_data, is_exception_data, loads
 
 if TYPE_CHECKING:
-    from .application import App
+    from .client.base import App
     from .backends import ResultRecord
 
 
@@ -25,7 +25,7 @@ class AsyncResult:
 
     def __init__(self, id: str, app: App | None = None, task_name: str | None = None) -> None:
         if app is None:
-            from .application import app as default_app
+            from .client.base import app as default_app
 
             app = default_app
         self.id = str(id)
@@ -121,7 +121,7 @@ class AsyncResult:
 
     def revoke(self, terminate: bool = False, signal: str | int = "SIGTERM") -> None:
         """Make sure the task never runs; with ``terminate`` also stop it if it is running."""
-        from .revocation import revoke
+        from .client.revocation import revoke
 
         revoke(self.id, terminate=terminate, signal=signal, using=self.app.conf.broker_alias)
 
@@ -196,7 +196,7 @@ class GroupResult:
         self, id: str | None = None, results: Iterable[AsyncResult] = (), app: App | None = None
     ) -> None:
         if app is None:
-            from .application import app as default_app
+            from .client.base import app as default_app
 
             app = default_app
         self.id = str(id or uuid.uuid4())

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from djqueue.application import app
+from djqueue.client.base import app
 
 from .pg_cluster import PrivatePostgres, private_cluster, server_bindir
 

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from djqueue import states
-from djqueue.application import app
+from djqueue.client.base import app
 from djqueue.backends import ResultRecord
 from djqueue.models import ControlCommand, Message, Revocation, TaskResult, WorkerNode
 from djqueue.serialization import dumps

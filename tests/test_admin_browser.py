@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from djqueue import states
-from djqueue.application import app
+from djqueue.client.base import app
 from djqueue.backends import ResultRecord
 from djqueue.models import TaskResult
 from djqueue.serialization import dumps

@@ -20,13 +20,13 @@ from django.test import override_settings
 from django.utils import timezone
 
 from djqueue import states
-from djqueue.application import app
+from djqueue.client.base import app
 from djqueue.backends import ResultBackend, ResultRecord
 from djqueue.backends.cache import CacheBackend
 from djqueue.backends.database import DatabaseBackend
 from djqueue.exceptions import ImproperlyConfigured
 from djqueue.models import TaskResult
-from djqueue.worker import Worker
+from djqueue.worker.loop import Worker
 from example_project.demo.tasks import fail, record
 from tasks import add
 

@@ -9,9 +9,9 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.test import override_settings
 
-from djqueue.application import app
-from djqueue.beat import Beat
-from djqueue.beat_checks import check_beat_settings
+from djqueue.client.base import app
+from djqueue.beat.scheduler import Beat
+from djqueue.beat.checks import check_beat_settings
 from djqueue.models import BeatState, Message, PeriodicTask, PeriodicTaskRun
 from djqueue.schedules import crontab
 from djqueue.serialization import loads

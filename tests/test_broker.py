@@ -10,15 +10,15 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from djqueue import states
-from djqueue import broker, claiming
-from djqueue.application import app
-from djqueue.execution import execute
+from djqueue.broker import statements as broker, claim as claiming
+from djqueue.client.base import app
+from djqueue.worker.execution import execute
 from djqueue.exceptions import (
     DecodeError, EncodeError, NotRegistered, ResultBackendNotConfigured, TaskRevokedError,
 )
 from djqueue.models import Message, TaskResult
 from djqueue.result import AsyncResult
-from djqueue.worker import Worker
+from djqueue.worker.loop import Worker
 from example_project.demo.tasks import DemoError, fail
 from tasks import add
 

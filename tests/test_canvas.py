@@ -12,12 +12,12 @@ from django.utils import timezone
 
 import djqueue
 from djqueue import states
-from djqueue.application import app
+from djqueue.client.base import app
 from djqueue.canvas import Signature, group, signature
 from djqueue.exceptions import TimeoutError
 from djqueue.models import Message
 from djqueue.result import EagerResult, GroupResult
-from djqueue.worker import Worker
+from djqueue.worker.loop import Worker
 from example_project.demo.tasks import DemoError, fail
 from tasks import add
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from djqueue import broker, claiming
+from djqueue.broker import statements as broker, claim as claiming
 from tasks import add
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -57,9 +57,9 @@ def test_hot_statements_are_prepared_on_postgresql() -> None:
     that cannot keep them."""
     from django.db import connection
 
-    from djqueue.application import app
-    from djqueue.sql import PREPARE_AFTER
-    from djqueue.worker import Worker
+    from djqueue.client.base import app
+    from djqueue.broker.sql import PREPARE_AFTER
+    from djqueue.worker.loop import Worker
 
     if connection.vendor != "postgresql":
         pytest.skip("prepared statements are PostgreSQL's")
@@ -94,7 +94,8 @@ def test_a_bloated_message_table_is_vacuumed() -> None:
 
     from django.db import connection
 
-    from djqueue import group, vacuum
+    from djqueue import group
+    from djqueue.broker import vacuum
     from djqueue.models import Message
 
     if connection.vendor != "postgresql":
@@ -118,7 +119,8 @@ def test_a_worker_turning_idle_after_a_burst_vacuums_at_once(start_worker) -> No
 
     from django.db import connection
 
-    from djqueue import group, states, vacuum
+    from djqueue import group, states
+    from djqueue.broker import vacuum
     from djqueue.models import TaskResult
 
     if connection.vendor != "postgresql":
@@ -152,7 +154,7 @@ def test_the_worker_process_plans_without_sequential_scans_but_tasks_do_not(star
     from django.db import connection, connections
     from django.db.backends.signals import connection_created
 
-    from djqueue import sql
+    from djqueue.broker import sql
     from tests import fault_tasks
 
     if connection.vendor != "postgresql":
@@ -174,7 +176,7 @@ def test_the_worker_process_plans_without_sequential_scans_but_tasks_do_not(star
         thread.join()
         assert elsewhere == ["on auto on"]  # another thread's session is left alone
     finally:
-        connection_created.disconnect(dispatch_uid=f"djqueue.sql.steer.{os.getpid()}")
+        connection_created.disconnect(dispatch_uid=f"djqueue.broker.sql.steer.{os.getpid()}")
         connection.close()
     start_worker("-c", "1")
     # tasks run in children
@@ -186,7 +188,7 @@ def test_ids_and_names_are_in_byte_order_on_postgresql() -> None:
     (cheaper for every insert), and a revoked id still matches its message in the claim."""
     from django.db import connection
 
-    from djqueue.revocation import revoke
+    from djqueue.client.revocation import revoke
 
     if connection.vendor != "postgresql":
         pytest.skip("column collations are PostgreSQL's")

@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from djqueue.application import App, app
+from djqueue.client.base import App, app
 from djqueue.conf import ALIASES, DEFAULTS
 
 from .conftest import ROOT

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from djqueue import states
-from djqueue.application import app
-from djqueue.control import parse_rate
+from djqueue.client.base import app
+from djqueue.client.control import parse_rate
 from djqueue.exceptions import DjqueueError
 from djqueue.models import ControlCommand, RateLimitOverride
 from example_project.demo.tasks import record, sleep
@@ -155,7 +155,7 @@ def test_worker_side_errors_and_cleanup() -> None:
     from django.utils import timezone
 
     from djqueue.models import ControlReply
-    from djqueue.worker import Worker
+    from djqueue.worker.loop import Worker
 
     worker = Worker(app, pool="solo", poll_interval=0, hostname="solo@test")
     worker.start()

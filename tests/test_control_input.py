@@ -11,8 +11,8 @@ from django.db import connection
 from django.utils import timezone
 
 from djqueue import states
-from djqueue.application import app
-from djqueue.control_arguments import MAX_POOL
+from djqueue.client.base import app
+from djqueue.worker.control_arguments import MAX_POOL
 from djqueue.exceptions import TimeLimitExceeded
 from djqueue.models import ControlCommand, ControlReply, RateLimitOverride, Revocation, WorkerNode
 from example_project.demo.tasks import sleep

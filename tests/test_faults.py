@@ -14,7 +14,7 @@ import pytest
 from django.db import connection, transaction
 
 from djqueue import states
-from djqueue.application import app
+from djqueue.client.base import app
 from djqueue.exceptions import (
     EncodeError, SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerLostError,
 )

@@ -76,8 +76,8 @@ def test_idle_worker_sleeps_only_until_a_delayed_message_is_due(start_worker) ->
 def test_control_commands_are_announced_to_listeners() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
-    from djqueue.application import app
-    from djqueue.notify import Listener
+    from djqueue.client.base import app
+    from djqueue.broker.listen import Listener
 
     listener = Listener("default", ["celery"])
     listener.open()

@@ -12,12 +12,14 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from djqueue import broker, claiming, heartbeat, states
-from djqueue.application import app
-from djqueue.execution import Job, execute, lost
+from djqueue.broker import statements as broker, claim as claiming
+from djqueue.worker import heartbeat
+from djqueue import states
+from djqueue.client.base import app
+from djqueue.worker.execution import Job, execute, lost
 from djqueue.models import Message, TaskResult
 from djqueue.result import AsyncResult
-from djqueue.worker import Worker
+from djqueue.worker.loop import Worker
 from example_project.demo.tasks import record
 from tasks import add
 

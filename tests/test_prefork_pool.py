@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from djqueue.execution import Job, Outcome
-from djqueue.pools.prefork import MAX_CHILD_QUEUE, PreforkPool
+from djqueue.worker.execution import Job, Outcome
+from djqueue.worker.pools.prefork import MAX_CHILD_QUEUE, PreforkPool
 
 ROOT = Path(__file__).resolve().parent.parent
 

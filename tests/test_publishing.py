@@ -14,13 +14,13 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from djqueue import group
-from djqueue.application import app
+from djqueue.client.base import app
 from djqueue.canvas import signature
 from djqueue.exceptions import EncodeError, InvalidIdentifier
 from djqueue.models import Message, Revocation
-from djqueue.revocation import revoke
-from djqueue.publishing import COPY_CHUNK, NOTIFY_CHANNEL, new_task_ids
-from djqueue.sql import PREPARE_AFTER
+from djqueue.client.revocation import revoke
+from djqueue.client.publishing import COPY_CHUNK, NOTIFY_CHANNEL, new_task_ids
+from djqueue.broker.sql import PREPARE_AFTER
 from djqueue.serialization import dumps, loads
 from tasks import add
 

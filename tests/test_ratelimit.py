@@ -11,11 +11,12 @@ from django.test import override_settings
 from django.utils import timezone
 
 from djqueue import states
-from djqueue.application import app
+from djqueue.client.base import app
 from djqueue.exceptions import ImproperlyConfigured
 from djqueue.models import Message
-from djqueue.ratelimit import RateLimiter, TokenBucket, parse_rate
-from djqueue.worker import Worker
+from djqueue.client.rates import parse_rate
+from djqueue.worker.throttle import RateLimiter, TokenBucket
+from djqueue.worker.loop import Worker
 from example_project.demo.tasks import record
 from tasks import add
 

@@ -9,7 +9,7 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from djqueue import broker, claiming
+from djqueue.broker import statements as broker, claim as claiming
 from djqueue.models import Message
 from tasks import add
 

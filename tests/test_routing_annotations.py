@@ -8,10 +8,10 @@ import pytest
 from django.test import override_settings
 
 from djqueue import states
-from djqueue.application import app
+from djqueue.client.base import app
 from djqueue.exceptions import ImproperlyConfigured, QueueNotFound
 from djqueue.models import Message
-from djqueue.worker import Worker
+from djqueue.worker.loop import Worker
 from example_project.demo.tasks import record
 from tasks import add
 

@@ -14,13 +14,13 @@ import pytest
 from django.test import override_settings
 
 from djqueue import states
-from djqueue.application import App, app
+from djqueue.client.base import App, app
 from djqueue.exceptions import ContentDisallowed
 from djqueue.models import Message, TaskResult
 from djqueue.result import EagerResult
 from djqueue.serialization import CONTENT_TYPES
-from djqueue.task_class import Task
-from djqueue.worker import Worker
+from djqueue.client.task import Task
+from djqueue.worker.loop import Worker
 from example_project.demo.tasks import DemoError, fail, record
 from tasks import add
 
@@ -154,7 +154,7 @@ def test_track_started_setting() -> None:
 @pytest.mark.parametrize("spelling", ["CELERY_ACKS_LATE", "CELERY_TASK_ACKS_LATE"])
 def test_acks_late_setting_reaches_the_job(spelling: str) -> None:
     worker = Worker(app, pool="solo")
-    from djqueue import claiming
+    from djqueue.broker import claim as claiming
 
     add.delay(1, 1)
     claimed = claiming.claim("default", ["celery"], 1, "t", None, 60)[0]

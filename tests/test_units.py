@@ -10,9 +10,9 @@ import pytest
 from django.test import override_settings
 
 from djqueue import states
-from djqueue.application import App
+from djqueue.client.base import App
 from djqueue.exceptions import ContentDisallowed, DecodeError, EncodeError, RemoteTaskError
-from djqueue.routing import route
+from djqueue.client.routing import route
 from djqueue.serialization import dumps, exception_from_data, exception_to_data, loads
 
 
@@ -143,10 +143,10 @@ def test_settings_defaults_aliases_and_overrides() -> None:
 def test_public_names_are_the_objects_not_modules() -> None:
     """``from djqueue import app, task`` must give the App and the decorator even after the modules
     defining them were imported (a submodule of the same name would shadow them)."""
-    import djqueue.application
+    import djqueue.client.base
     import djqueue.decorators
     from djqueue import App, AsyncResult, app, group, shared_task, signature, task
 
-    assert isinstance(app, App) and app is djqueue.application.app
+    assert isinstance(app, App) and app is djqueue.client.base.app
     assert task is djqueue.decorators.task and shared_task is djqueue.decorators.shared_task
     assert callable(group) and callable(signature) and isinstance(AsyncResult, type)

@@ -12,7 +12,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from ..monitor import capped_count, distinct_values
+from ..broker.monitor import capped_count, distinct_values
 
 
 class CappedPaginator(Paginator):

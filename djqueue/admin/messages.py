@@ -13,8 +13,9 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 
-from .. import broker, monitor, revocation
-from ..application import app
+from ..broker import statements as broker, monitor
+from ..client import revocation
+from ..client.base import app
 from ..models import Message
 from ..serialization import loads
 from .base import ReadOnlyAdmin, distinct_filter, preformatted

@@ -10,7 +10,7 @@ from django.db import models
 from django.http import HttpRequest
 from django.utils.safestring import SafeString
 
-from ..application import app
+from ..client.base import app
 from ..models import TaskResult
 from ..serialization import loads
 from .base import ReadOnlyAdmin, distinct_filter, preformatted

@@ -12,7 +12,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from ..application import app
+from ..client.base import app
 from ..models import RateLimitOverride, Revocation, WorkerNode
 from .base import ReadOnlyAdmin
 

@@ -50,7 +50,7 @@ class DatabaseBackend(ResultBackend):
 
         The rows travel as one JSON document, a list per row (as messages do when published),
         so a batch costs one statement and no model instances; the worker embeds this statement
-        in its round (:mod:`djqueue.rounds`). PostgreSQL reads the document as ``jsonb``, which
+        in its round (:mod:`djqueue.worker.rounds`). PostgreSQL reads the document as ``jsonb``, which
         it parses once: as ``json``, every ``->>`` lexed the row's text again. The last record
         for an id wins (STARTED then SUCCESS in one batch).
         """

@@ -6,8 +6,8 @@ from argparse import ArgumentParser
 from typing import Any, TextIO
 
 from .. import __version__
-from ..application import app
-from ..beat import Beat
+from ..client.base import app
+from ..beat.scheduler import Beat
 from .logs import configure_logging, loglevel
 
 HELP = "Start the periodic-task scheduler (beat)."

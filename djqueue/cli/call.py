@@ -7,7 +7,7 @@ import json
 from argparse import ArgumentParser
 from typing import Any, TextIO
 
-from ..application import app
+from ..client.base import app
 from .remote import usage_error
 
 HELP = "Call a task by name."

@@ -5,7 +5,7 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any, TextIO
 
-from ..application import app
+from ..client.base import app
 
 HELP = "Remove expired task results (older than CELERY_TASK_RESULT_EXPIRES)."
 

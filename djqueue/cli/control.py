@@ -6,10 +6,10 @@ from __future__ import annotations
 from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any, TextIO
 
-from .. import control_arguments
-from ..application import app
-from ..control import merge_replies
-from ..control_arguments import ControlError
+from ..worker import control_arguments
+from ..client.base import app
+from ..client.control import merge_replies
+from ..worker.control_arguments import ControlError
 from ..exceptions import DjqueueError
 from .arguments import positive_int
 from .remote import add_remote_options, print_replies, usage_error

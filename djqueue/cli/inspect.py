@@ -5,7 +5,7 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any, TextIO
 
-from ..application import app
+from ..client.base import app
 from .remote import add_remote_options, print_replies
 
 HELP = "Inspect the workers."

@@ -6,8 +6,8 @@ import sys
 from argparse import ArgumentParser
 from typing import Any, TextIO
 
-from ..application import app
-from ..monitor import queue_names
+from ..client.base import app
+from ..broker.monitor import queue_names
 from .arguments import names
 
 HELP = "Delete all waiting task messages (there is no undo)."

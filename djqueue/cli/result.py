@@ -7,7 +7,7 @@ from argparse import ArgumentParser
 from typing import Any, TextIO
 
 from .. import states
-from ..application import app
+from ..client.base import app
 from ..exceptions import DjqueueError
 
 HELP = "Print the result of a task."

@@ -6,7 +6,7 @@ import json
 from argparse import ArgumentParser
 from typing import Any, TextIO
 
-from ..application import app
+from ..client.base import app
 from .remote import EX_UNAVAILABLE, NO_REPLY, add_remote_options
 
 HELP = "List the workers that are online."

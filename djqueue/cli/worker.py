@@ -5,10 +5,10 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any, TextIO
 
-from ..application import app
-from ..banner import banner
-from ..beat import start_embedded, stop_embedded
-from ..worker import Worker
+from ..client.base import app
+from ..worker.banner import banner
+from ..beat.scheduler import start_embedded, stop_embedded
+from ..worker.loop import Worker
 from .arguments import names, positive_int, positive_seconds
 from .logs import configure_logging, loglevel
 

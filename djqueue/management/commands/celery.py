@@ -8,8 +8,8 @@ from typing import Any
 from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from djqueue import cli
-from djqueue.exceptions import ImproperlyConfigured
+from ... import cli
+from ...exceptions import ImproperlyConfigured
 
 
 class Command(BaseCommand):

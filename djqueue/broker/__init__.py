@@ -1,0 +1,1 @@
+"""The message table: every statement that moves a message, per database vendor."""

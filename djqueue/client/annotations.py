@@ -1,0 +1,96 @@
+"""``CELERY_ANNOTATIONS``: task attributes set from settings.
+
+Forms, as in Celery: a mapping of task name to attributes (``{"tasks.add": {"rate_limit":
+"10/m"}}``), the key ``"*"`` for every task, an object with ``annotate(task)`` returning a mapping
+(or None), a dotted path to such an object (or its class), and a list of any of these.
+
+For each task, the first entry of the list that names it exactly applies, and so does the first
+``"*"`` entry; when both set one attribute, the task's own entry wins.
+
+Annotations are instance attributes laid over the class attributes that ``@task(...)`` options
+set, so taking them away restores the decorator's values. The app re-applies them whenever it
+hands a task out and the setting has changed (``override_settings``, ``app.conf.update``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from django.utils.module_loading import import_string
+
+from ..exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from .task import Task
+
+_APPLIED = "_djqueue_annotations"  # instance attribute: (setting value, names it set)
+
+
+def annotators(setting: Any) -> list[Any]:
+    """The entries of ``CELERY_ANNOTATIONS``, in order, with dotted paths imported."""
+    if setting is None:
+        return []
+    if isinstance(setting, (list, tuple)):
+        return [entry for item in setting for entry in annotators(item)]
+    if isinstance(setting, str):
+        setting = import_string(setting)
+    if isinstance(setting, type):
+        setting = setting()
+    if not isinstance(setting, Mapping) and not callable(getattr(setting, "annotate", None)):
+        raise ImproperlyConfigured(
+            f"CELERY_ANNOTATIONS entry {setting!r} is not a mapping nor an object with annotate(task)"
+        )
+    return [setting]
+
+
+def attributes_for(task: Task, setting: Any) -> dict[str, Any]:
+    """The attributes ``setting`` gives ``task``."""
+    own: Mapping[str, Any] | None = None
+    every: Mapping[str, Any] | None = None
+    for entry in annotators(setting):
+        if isinstance(entry, Mapping):
+            if own is None and task.name in entry:
+                own = entry[task.name]
+            if every is None and "*" in entry:
+                every = entry["*"]
+        elif own is None:
+            own = entry.annotate(task)
+    result: dict[str, Any] = {}
+    for part in (every, own):
+        if part is None:
+            continue
+        if not isinstance(part, Mapping):
+            raise ImproperlyConfigured(
+                f"CELERY_ANNOTATIONS for {task.name!r} must be a mapping of attributes, not {part!r}"
+            )
+        result.update(part)
+    return result
+
+
+def apply(task: Task, setting: Any) -> None:
+    """Make ``task``'s annotated attributes those of ``setting`` (no-op when unchanged)."""
+    previous = task.__dict__.get(_APPLIED)
+    if previous is not None and (previous[0] is setting or previous[0] == setting):
+        return
+    attributes = attributes_for(task, setting)
+    for name in attributes:
+        if name.startswith("_") or not hasattr(type(task), name):
+            raise ImproperlyConfigured(
+                f"CELERY_ANNOTATIONS sets {name!r} on {task.name!r}, which is not a task attribute"
+            )
+    for name in previous[1] if previous else ():
+        task.__dict__.pop(name, None)
+    task.__dict__.update(attributes)
+    task.__dict__[_APPLIED] = (setting, tuple(attributes))
+
+
+def named_tasks(setting: Any) -> set[str]:
+    """Task names that mapping entries of ``setting`` name (for the system checks)."""
+    return {
+        name
+        for entry in annotators(setting)
+        if isinstance(entry, Mapping)
+        for name in entry
+        if name != "*"
+    }

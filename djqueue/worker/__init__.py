@@ -1,0 +1,1 @@
+"""The worker side: the loop, rounds, execution, pools, heartbeat, remote-control handlers."""

@@ -1,0 +1,145 @@
+"""Worker rows and heartbeats, and recovery of the messages of workers that died.
+
+Each worker process has a :class:`~djqueue.models.WorkerNode` row. A background thread beats every
+``timeout / 6`` seconds: it refreshes the row, extends the lease of every message the process
+holds, recovers messages whose lease ran out (their worker stopped beating), following the
+delivery rules in :func:`djqueue.broker.statements.recover_expired_leases`, and vacuums the message table
+when it is bloated (:mod:`djqueue.broker.vacuum`). The thread is separate from the
+worker loop so that a long task in the ``solo`` pool does not look like a dead worker.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from django.db import DatabaseError, connections
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from ..broker import statements as broker
+from .. import states
+from ..backends import ResultRecord
+from ..exceptions import WorkerLostError
+from ..models import WorkerNode
+from ..serialization import dumps, exception_to_data
+from ..broker.vacuum import vacuum_if_bloated
+
+if TYPE_CHECKING:
+    from .loop import Worker
+
+logger = logging.getLogger("djqueue.heartbeat")
+
+THREAD_NAME = "djqueue-heartbeat"
+
+
+def register(worker: Worker) -> int:
+    """Create this process's worker row; returns its id (the ``owner`` of claimed messages)."""
+    node = WorkerNode.objects.using(worker.using).create(
+        hostname=worker.hostname,
+        pid=os.getpid(),
+        queues=",".join(worker.queues),
+        pool=worker.pool_name,
+        concurrency=worker.concurrency,
+        heartbeat_at=Now(),
+    )
+    return node.id
+
+
+def recover(
+    using: str, backend_store: Callable[[list[ResultRecord]], None], serializer: str,
+    max_deliveries: int | None = None,
+) -> int:
+    """Recover messages of dead workers; returns how many started tasks were marked lost."""
+    lost = broker.recover_expired_leases(using, max_deliveries)
+    now = timezone.now()
+    if lost:
+        records = []
+        for message in lost:
+            text = (f"Worker {message.worker or '?'} stopped sending heartbeats while the task "
+                    "ran")
+            if message.acks_late:
+                text += (f"; the task was started {message.deliveries} times and its worker was "
+                         "lost each time: set aside, not run again (DJQUEUE_MAX_DELIVERIES).")
+            else:
+                text += " (at-most-once: not run again)."
+            content_type, result = dumps(exception_to_data(WorkerLostError(text)), serializer)
+            records.append(ResultRecord(message.task_id, states.FAILURE, message.task_name,
+                                        content_type, result, worker=message.worker,
+                                        date_done=now, queue=message.queue))
+            logger.error("Task %s[%s] lost: worker %s stopped sending heartbeats.",
+                         message.task_name, message.task_id, message.worker)
+        backend_store(records)
+    return len(lost)
+
+
+class Heartbeat(threading.Thread):
+    """Beats for one worker until :meth:`stop`."""
+
+    def __init__(self, worker: Worker, fork_lock: threading.Lock) -> None:
+        super().__init__(name=THREAD_NAME, daemon=True)
+        self.worker = worker
+        self.interval = max(worker.heartbeat_timeout / 6, 0.2)
+        self.fork_lock = fork_lock
+        self._stopping = threading.Event()
+        self._poked = threading.Event()
+        self._known_dead = 0  # dead row versions the worker reported with its poke
+
+    def run(self) -> None:
+        while True:
+            self._poked.wait(self.interval)
+            self._poked.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self.beat()
+            except Exception:  # a dead heartbeat would let others take our messages: keep going
+                logger.exception("Heartbeat failed; will try again.")
+
+    def poke(self, dead_rows: int = 0) -> None:
+        """Beat now rather than at the next interval (the worker does when it turns idle after
+        a burst that left ``dead_rows`` dead row versions, so the message table is vacuumed
+        before the next one)."""
+        self._known_dead = dead_rows
+        self._poked.set()
+
+    def beat(self) -> None:
+        """One heartbeat. The connection is closed again before the lock is released, so a pool
+        child forked meanwhile never inherits an open connection of this thread."""
+        worker = self.worker
+        with self.fork_lock:
+            try:
+                # Heartbeats are on the database's clock, as leases are (broker.now_sql).
+                WorkerNode.objects.using(worker.using).filter(pk=worker.node_id).update(
+                    heartbeat_at=Now(),
+                    processed=worker.processed,
+                    active=json.dumps(worker.active_tasks()),
+                )
+                broker.extend_leases(worker.using, worker.node_id, worker.heartbeat_timeout)
+                backend = worker.backend
+                recover(worker.using,
+                        backend.store if backend.enabled else (lambda records: None),
+                        worker.result_serializer, worker.max_deliveries)
+                WorkerNode.objects.using(worker.using).filter(
+                    stopped_at=None, lost_at=None,
+                    heartbeat_at__lt=Now() - datetime.timedelta(seconds=worker.heartbeat_timeout),
+                ).update(lost_at=Now())
+                known_dead, self._known_dead = self._known_dead, 0
+                vacuum_if_bloated(worker.using, known_dead)
+            except DatabaseError as exc:
+                logger.error("Heartbeat failed (database error: %s); will try again.", exc)
+            finally:
+                try:
+                    connections.close_all()
+                except DatabaseError:
+                    pass  # already broken; a new connection is opened for the next beat
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._poked.set()
+        self.join(timeout=10)
