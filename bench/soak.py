@@ -4,8 +4,8 @@
 project's virtualenv, as root or a user that can run PostgreSQL's programs.
 
 (i) kills: 20,000 tasks (every 5th acks_late; 2 ms each, every 4th 50 ms) on PostgreSQL
-    (``BENCH_SOAK_URL``, default postgres://postgres@127.0.0.1:5432/bench_soak, created when
-    missing, its tables emptied), 3 workers x -c 2; every 1-3 s a kill -9 of a random worker main
+    (``BENCH_SOAK_URL``, default postgres://postgres@127.0.0.1:5432/bench_soak, dropped and
+    created afresh), 3 workers x -c 2; every 1-3 s a kill -9 of a random worker main
     process (one time in three) or pool child. A killed worker is started again at once; so is
     one that died by itself, which is counted.
 (ii) outages: 5,000 of the same tasks on a private PostgreSQL cluster (tests/pg_cluster.py),
@@ -255,7 +255,7 @@ def kills_scenario(count: int, workdir: Path, rng: random.Random) -> dict[str, o
             except ProcessLookupError:
                 pass
 
-    ensure_database(URL)
+    fresh_database(URL)
     report = run_scenario(URL, count, lease, fault, workdir)
     report["title"] = (f"(i) kill -9 every 1-3 s ({kills['worker main processes']} of a worker "
                        f"main process, {kills['pool children']} of a pool child); PostgreSQL, "
@@ -285,13 +285,15 @@ def outages_scenario(count: int, workdir: Path, quick: bool) -> dict[str, object
     return report
 
 
-def ensure_database(url: str) -> None:
+def fresh_database(url: str) -> None:
+    """Drop and create the soak's database: its schema is then the checkout's own, whatever
+    revision ran the soak before (a newer one may have added columns an older one cannot fill)."""
     import psycopg
 
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as db:
-        if not db.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            db.execute(f'CREATE DATABASE "{name}"')
+        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        db.execute(f'CREATE DATABASE "{name}"')
 
 
 def show(report: dict[str, object]) -> None:
