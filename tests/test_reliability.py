@@ -340,7 +340,7 @@ SKEW_LEASE = "6"
 
 
 def faketime_library() -> str | None:
-    """libfaketime, from Debian's package faketime (libfaketime)."""
+    """The library of Debian's package libfaketime (which the package faketime brings)."""
     found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
     return found[0] if found else None
 
@@ -353,8 +353,8 @@ def test_clock_skew_between_workers(start_worker, record_file, fault_report) -> 
         pytest.skip("runs in the PostgreSQL pass (SQLite workers share one host's clock)")
     library = faketime_library()
     if library is None:
-        message = ("libfaketime is not installed (Debian package 'faketime'): the clock skew "
-                   "test cannot run")
+        message = ("libfaketime is not installed (Debian packages faketime, libfaketime): "
+                   "the clock skew test cannot run")
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
