@@ -1,7 +1,9 @@
 """A private PostgreSQL cluster: initdb into a temporary directory, served on a free port, so a
 test (or bench/soak.py) can stop, start and restart it without disturbing anyone else.
 
-Standard library only: bench/soak.py uses it outside pytest. The ``private_postgres`` fixture in
+Also the SQL of a trigger that keeps every result written (``RESULT_HISTORY``), for the tests
+and the soak that must tell a result overwritten from one written once. Standard library only:
+bench/soak.py uses it outside pytest. The ``private_postgres`` fixture in
 conftest.py skips (or, under CI=true, fails) where the server binaries are missing.
 """
 
@@ -79,6 +81,26 @@ def private_cluster(bindir: Path) -> Iterator[PrivatePostgres]:
             pass  # already stopped
         finally:
             shutil.rmtree(base, ignore_errors=True)
+
+
+#: Every result written, kept by a trigger: what the result table alone cannot tell.
+RESULT_HISTORY = """
+CREATE TABLE IF NOT EXISTS result_history (task_id text, state text, worker_lost boolean,
+                                           at timestamptz DEFAULT clock_timestamp());
+CREATE OR REPLACE FUNCTION note_result() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+    INSERT INTO result_history (task_id, state, worker_lost)
+    VALUES (NEW.task_id, NEW.state, coalesce(NEW.result LIKE '%WorkerLostError%', false));
+    RETURN NEW; END $$;
+DROP TRIGGER IF EXISTS note_result ON djqueue_taskresult;
+CREATE TRIGGER note_result AFTER INSERT OR UPDATE ON djqueue_taskresult
+    FOR EACH ROW EXECUTE FUNCTION note_result();
+"""
+#: Tasks whose result said WorkerLostError, then SUCCESS (overwritten: the task ran after all).
+OVERWRITTEN = """
+SELECT DISTINCT lost.task_id FROM result_history lost JOIN result_history won
+ON won.task_id = lost.task_id AND won.at > lost.at AND won.state = 'SUCCESS'
+WHERE lost.worker_lost
+"""
 
 
 def manage(url: str, *args: str, env: dict[str, str], timeout: float = 120) -> str:

@@ -31,7 +31,7 @@ from tasks import add
 from tests import fault_tasks as ft
 
 from .conftest import WorkerProcess, executions, wait_until
-from .pg_cluster import manage
+from .pg_cluster import OVERWRITTEN, RESULT_HISTORY, manage
 
 HELD = ("ready", "reserved", "started")
 
@@ -254,24 +254,6 @@ def test_a_retry_starts_the_delivery_count_afresh(start_worker, record_file) -> 
 # b) Database outages longer than the lease (PostgreSQL, a private cluster).
 
 OUTAGE_TASKS, OUTAGE_LEASE, OUTAGE_SECONDS = 2000, 2.5, 5.0
-#: Every result written, kept by a trigger: what the result table alone cannot tell.
-RESULT_HISTORY = """
-CREATE TABLE IF NOT EXISTS result_history (task_id text, state text, worker_lost boolean,
-                                           at timestamptz DEFAULT clock_timestamp());
-CREATE OR REPLACE FUNCTION note_result() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
-    INSERT INTO result_history (task_id, state, worker_lost)
-    VALUES (NEW.task_id, NEW.state, coalesce(NEW.result LIKE '%WorkerLostError%', false));
-    RETURN NEW; END $$;
-DROP TRIGGER IF EXISTS note_result ON djqueue_taskresult;
-CREATE TRIGGER note_result AFTER INSERT OR UPDATE ON djqueue_taskresult
-    FOR EACH ROW EXECUTE FUNCTION note_result();
-"""
-#: Tasks whose result said WorkerLostError at some point and SUCCESS later (overwritten).
-OVERWRITTEN = """
-SELECT DISTINCT lost.task_id FROM result_history lost JOIN result_history won
-ON won.task_id = lost.task_id AND won.at > lost.at AND won.state = 'SUCCESS'
-WHERE lost.worker_lost
-"""
 ENQUEUE = """
 import json
 from djqueue import group
@@ -358,7 +340,7 @@ SKEW_LEASE = "6"
 
 
 def faketime_library() -> str | None:
-    """libfaketime, from Debian's package faketime (libfaketime)."""
+    """The library of Debian's package libfaketime (which the package faketime brings)."""
     found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
     return found[0] if found else None
 
@@ -371,8 +353,8 @@ def test_clock_skew_between_workers(start_worker, record_file, fault_report) -> 
         pytest.skip("runs in the PostgreSQL pass (SQLite workers share one host's clock)")
     library = faketime_library()
     if library is None:
-        message = ("libfaketime is not installed (Debian package 'faketime'): the clock skew "
-                   "test cannot run")
+        message = ("libfaketime is not installed (Debian packages faketime, libfaketime): "
+                   "the clock skew test cannot run")
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
