@@ -7,9 +7,7 @@ class DjqueueConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.core import checks
-
-        from . import checks as _settings_checks  # noqa: F401 - registers the settings checks
-        from .beat.checks import check_beat_settings
-
-        checks.register(check_beat_settings, "djqueue")
+        # The system checks register themselves on import, here rather than when this module
+        # is imported: they use the app, which loads the models, so the registry must be ready.
+        from . import checks  # noqa: F401
+        from .beat import checks as beat_checks  # noqa: F401

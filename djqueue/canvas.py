@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .client import publishing
+from .client.current import current_app
 from .client.publishing import NewMessage, new_task_ids
 from .result import AsyncResult, GroupResult
 from .serialization import dumps
@@ -46,9 +47,7 @@ class Signature:
         app: App | None = None,
     ) -> None:
         if app is None:
-            from .client.base import app as default_app
-
-            app = getattr(task, "app", default_app)
+            app = getattr(task, "app", None) or current_app()
         self.app = app
         self.task: str = task if isinstance(task, str) else task.name
         self.args = tuple(args)
@@ -198,9 +197,7 @@ class group:  # noqa: N801 - Celery's name
             # Signatures are kept as given, as Celery does: copying each costs more than sending.
             self.tasks = [t if isinstance(t, Signature) else signature(t, app=app) for t in tasks]
         if app is None:
-            from .client.base import app as default_app
-
-            app = self.tasks[0].app if self.tasks else default_app
+            app = self.tasks[0].app if self.tasks else current_app()
         self.app = app
 
     def __repr__(self) -> str:

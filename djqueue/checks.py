@@ -17,15 +17,17 @@ from django.db import connections
 from .client import annotations, routing
 from .conf import ALIASES, CELERY_PREFIXES, DEFAULTS, Settings
 from .exceptions import ImproperlyConfigured
+from .backends import CacheBackend, backend_class
+from .broker.statements import SUPPORTED_VENDORS
+from .client.base import app
 from .client.rates import parse_rate, task_rate
+from .worker.pools import POOLS
 from .serialization import CONTENT_TYPES
 
 SERIALIZERS = ", ".join(CONTENT_TYPES)
 
 
 def _conf() -> Settings:
-    from .client.base import app
-
     return app.conf
 
 
@@ -103,8 +105,6 @@ def check_serializers(**kwargs: Any) -> list[checks.CheckMessage]:
 
 def _tasks(messages: list[checks.CheckMessage]) -> list[Any]:
     """The registered tasks (with annotations applied); problems go into ``messages``."""
-    from .client.base import app
-
     try:
         names = list(app.tasks)
     except ImportError as exc:
@@ -148,9 +148,6 @@ def check_rate_limits(**kwargs: Any) -> list[checks.CheckMessage]:
 def check_backend_and_broker(**kwargs: Any) -> list[checks.CheckMessage]:
     """E005 unknown result backend, E006 a database that cannot be the broker, E008 a cache alias
     that CACHES lacks, E011 an unknown time zone."""
-    from .backends import CacheBackend, backend_class
-    from .broker.statements import SUPPORTED_VENDORS
-
     conf, messages = _conf(), []
     try:
         backend = backend_class(conf.CELERY_RESULT_BACKEND)
@@ -228,8 +225,6 @@ def check_routing(**kwargs: Any) -> list[checks.CheckMessage]:
 def check_worker(**kwargs: Any) -> list[checks.CheckMessage]:
     """E012: worker settings that the worker would refuse (pool, concurrency, prefetch, batch
     window)."""
-    from .worker.pools import POOLS
-
     conf, messages = _conf(), []
     if conf.CELERYD_POOL not in POOLS:
         messages.append(checks.Error(

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import states
+from .client.current import current_app
 from .exceptions import TimeoutError
 from .serialization import exception_from_data, is_exception_data, loads
 
@@ -24,12 +25,8 @@ class AsyncResult:
     """
 
     def __init__(self, id: str, app: App | None = None, task_name: str | None = None) -> None:
-        if app is None:
-            from .client.base import app as default_app
-
-            app = default_app
         self.id = str(id)
-        self.app = app
+        self.app = app or current_app()
         self.task_name = task_name
         self._final: ResultRecord | None = None
 
@@ -121,6 +118,8 @@ class AsyncResult:
 
     def revoke(self, terminate: bool = False, signal: str | int = "SIGTERM") -> None:
         """Make sure the task never runs; with ``terminate`` also stop it if it is running."""
+        # On first use: revocations are rows (the models), and this module stays importable while
+        # Django is still loading apps.
         from .client.revocation import revoke
 
         revoke(self.id, terminate=terminate, signal=signal, using=self.app.conf.broker_alias)
@@ -195,13 +194,9 @@ class GroupResult:
     def __init__(
         self, id: str | None = None, results: Iterable[AsyncResult] = (), app: App | None = None
     ) -> None:
-        if app is None:
-            from .client.base import app as default_app
-
-            app = default_app
         self.id = str(id or uuid.uuid4())
         self.results = list(results)
-        self.app = app
+        self.app = app or current_app()
 
     def __repr__(self) -> str:
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"

@@ -108,3 +108,70 @@ def test_no_import_circles_at_module_level() -> None:
     assert len(graph) > 30 and any(graph.values())  # it did read the package
     cycle = find_cycle(graph)
     assert cycle is None, "import circle: " + " -> ".join(cycle or [])
+
+
+def _all_imports(path: Path) -> list[tuple[ast.ImportFrom, bool]]:
+    """Every ``from … import`` of a file, with whether it runs inside a function."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: list[tuple[ast.ImportFrom, bool]] = []
+
+    def walk(node: ast.AST, inside: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ImportFrom):
+                found.append((child, inside))
+            walk(child, inside or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+    walk(tree, False)
+    return found
+
+
+def _target(node: ast.ImportFrom, path: Path) -> str:
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    if not node.level:
+        return node.module or ""
+    for _ in range(node.level - 1):
+        package = package.rpartition(".")[0]
+    return f"{package}.{node.module}" if node.module else package
+
+
+#: The client side: what a web process imports to send tasks and read results.
+CLIENT = ("djqueue/client/", "djqueue/result.py", "djqueue/canvas.py", "djqueue/decorators.py")
+
+
+def test_the_client_side_never_imports_the_worker_side() -> None:
+    offending = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = str(path.relative_to(PACKAGE.parent))
+        if not relative.startswith(CLIENT):
+            continue
+        for node, _ in _all_imports(path):
+            target = _target(node, path)
+            names = {target, *(f"{target}.{alias.name}" for alias in node.names)}
+            if any(n == "djqueue.worker" or n.startswith("djqueue.worker.") for n in names):
+                offending.append(f"{relative}:{node.lineno}")
+    assert not offending, offending
+
+
+def test_every_import_inside_a_function_says_why() -> None:
+    """Imports of djqueue's own modules run at module level, except where Django's app loading
+    needs them later; each of those says why in a comment just above it (or on its line)."""
+    silent = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        lines = path.read_text().splitlines()
+        for node, inside in _all_imports(path):
+            if not inside or not _target(node, path).startswith("djqueue"):
+                continue
+            above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
+            if "#" not in lines[node.lineno - 1] and not above.startswith("#"):
+                silent.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert not silent, silent
+
+
+def test_every_remote_control_command_has_a_handler_and_no_more() -> None:
+    from djqueue.client.control import COMMANDS
+    from djqueue.worker.control import HANDLERS
+
+    assert set(HANDLERS) == COMMANDS

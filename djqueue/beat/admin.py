@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from ..admin.base import ReadOnlyAdmin
+from ..client.base import app
 from .models import PeriodicTask, PeriodicTaskRun, schedule_changed
 from .sync import DEFINED_FIELDS
 
@@ -21,8 +22,6 @@ class PeriodicTaskForm(forms.ModelForm):
         fields = "__all__"
 
     def clean_task(self) -> str:
-        from ..client.base import app
-
         name = self.cleaned_data["task"]
         if name not in app.tasks:
             raise ValidationError(

@@ -6,8 +6,10 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
-from django.core.checks import CheckMessage, Error, Warning
+from django.core.checks import CheckMessage, Error, Warning, register
 
+from ..client.base import app
+from .scheduler import DEFAULT_MAX_INTERVAL
 from .sync import EntryError, entry_fields
 
 
@@ -15,10 +17,8 @@ def _seconds(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and value >= 0
 
 
+@register("djqueue")
 def check_beat_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    from ..client.base import app
-    from .scheduler import DEFAULT_MAX_INTERVAL
-
     conf = app.conf
     messages: list[CheckMessage] = []
     schedule = conf.CELERYBEAT_SCHEDULE

@@ -9,12 +9,13 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 from django.apps import apps as django_apps
 from django.utils import timezone
 
 from . import identifiers, publishing, routing
+from .control import Control
 from .publishing import MessageHead, NewMessage
 from ..backends import ResultBackend, backend_from_setting, backend_key
 from ..conf import Settings
@@ -22,9 +23,6 @@ from ..exceptions import NotRegistered
 from ..result import AsyncResult
 from ..serialization import dumps
 from .task import Task, build_task
-
-if TYPE_CHECKING:
-    from .control import Control
 
 logger = logging.getLogger("djqueue.app")
 
@@ -116,8 +114,6 @@ class App:
     @property
     def control(self) -> Control:
         """Remote control of the workers: ``app.control.rate_limit(...)``, ``.inspect()``, …"""
-        from .control import Control
-
         return Control(self)
 
     # Results.

@@ -43,6 +43,15 @@ REPLY_POLL_INTERVAL = 0.05
 #: The longest rate limit a ``djqueue_rate_limit_override`` row holds.
 RATE_LIMIT_LENGTH: int = RateLimitOverride._meta.get_field("rate_limit").max_length  # type: ignore[assignment]
 
+#: The commands workers answer (their handlers are in djqueue/worker/control.py, which a test
+#: holds to this list: the sender never imports the worker side).
+COMMANDS = frozenset({
+    "ping", "rate_limit", "time_limit", "revoke", "add_consumer", "cancel_consumer", "pool_grow",
+    "pool_shrink", "shutdown", "active", "reserved", "scheduled", "registered", "revoked",
+    "stats", "active_queues", "conf", "query_task",
+})
+
+
 def normalize_rate(rate: str | float | int | None) -> str:
     """The stored form of a valid rate: ``""`` for no limit, otherwise the string as given.
 
@@ -118,11 +127,9 @@ class Control:
         ``[{node: reply}, ...]``; the command row must be visible to workers, so this cannot be
         called inside a transaction.
         """
-        from ..worker.control import HANDLERS
-
-        if command not in HANDLERS:
+        if command not in COMMANDS:
             raise DjqueueError(
-                f"Unknown control command {command!r}; known: {', '.join(sorted(HANDLERS))}"
+                f"Unknown control command {command!r}; known: {', '.join(sorted(COMMANDS))}"
             )
         nodes = _nodes(destination)
         connection = connections[self.using]

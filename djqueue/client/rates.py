@@ -8,7 +8,7 @@ import math
 import re
 from typing import TYPE_CHECKING
 
-from ..exceptions import ImproperlyConfigured, InvalidRateLimit
+from ..exceptions import InvalidRateLimit
 
 if TYPE_CHECKING:
     from .task import Task

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import datetime
-import functools
 import threading
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
@@ -16,11 +14,11 @@ from django.utils import timezone
 from . import annotations
 from .. import states
 from ..exceptions import MaxRetriesExceededError, Retry
+from ..canvas import Signature
 from ..result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
     from .base import App
-    from ..canvas import Signature
 
 #: Options ``@task(...)`` accepts, with their defaults. Options that a worker does not use yet are
 #: still stored so code written for Celery keeps working as features arrive.
@@ -190,7 +188,7 @@ class Task:
         immutable: bool = False,
     ) -> Signature:
         """This task's call, written down to be sent later."""
-        return _canvas().Signature(self, args, kwargs, options, immutable=immutable, app=self.app)
+        return Signature(self, args, kwargs, options, immutable=immutable, app=self.app)
 
     subtask = signature
 
@@ -279,15 +277,6 @@ class Task:
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, app=self.app, task_name=self.name)
-
-
-@functools.cache
-def _canvas() -> ModuleType:
-    """djqueue.canvas, imported on first use (it needs the models); an import statement in
-    ``signature()`` would cost more than the rest of ``task.s()``."""
-    from .. import canvas
-
-    return canvas
 
 
 def build_task(app: App, fun: Callable[..., Any], **options: Any) -> Task:

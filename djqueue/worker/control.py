@@ -74,7 +74,7 @@ def _request_info(worker: Worker, message_id: int, task_id: str, task_name: str,
 def _held(worker: Worker) -> dict[str, tuple[str, dict[str, Any]]]:
     """Every message this worker holds: ``{task_id: ("active" | "reserved", info)}``."""
     held: dict[str, tuple[str, dict[str, Any]]] = {}
-    for m in worker._reserved:
+    for m in worker.reserved_messages():
         held[m.task_id] = ("reserved", _request_info(worker, m.id, m.task_id, m.task_name, m.queue,
                                                      m.priority, m.content_type, m.body))
     for j in worker.pool.running():
@@ -128,16 +128,14 @@ def time_limit(worker: Worker, task_name: str, soft: float | None = None,
 def revoke(worker: Worker, task_ids: list[str]) -> dict[str, str]:
     # The revocation rows were written by the sender; look at what this worker holds right now.
     task_ids = check.task_ids(task_ids)
-    worker._next_revocation_check = 0.0
+    worker.check_revocations_soon()
     return {"ok": f"tasks {', '.join(task_ids)} flagged as revoked"}
 
 
 def add_consumer(worker: Worker, queue: str) -> dict[str, str]:
     queue = check.queue(queue)
-    if queue in worker.queues:
+    if not worker.consume(queue):
         return {"ok": f"already consuming from {queue!r}"}
-    worker.queues.append(queue)
-    worker._claim_now = True
     _update_node(worker, queues=",".join(worker.queues))
     logger.info("Started consuming from queue %r.", queue)
     return {"ok": f"add consumer {queue}"}
@@ -155,12 +153,9 @@ def cancel_consumer(worker: Worker, queue: str) -> dict[str, str]:
 
 def _resize(worker: Worker, concurrency: int) -> None:
     try:
-        worker.pool.resize(concurrency)
+        worker.resize(concurrency)
     except NotImplementedError as exc:
         raise ControlError(str(exc)) from None
-    multiplier = worker.prefetch_limit // worker.concurrency
-    worker.concurrency = concurrency
-    worker.prefetch_limit = concurrency * multiplier
     _update_node(worker, concurrency=concurrency)
     logger.info("Pool resized to %d.", concurrency)
 
@@ -222,7 +217,7 @@ def revoked(worker: Worker) -> list[str]:
 def stats(worker: Worker) -> dict[str, Any]:
     return {
         "hostname": worker.hostname, "pid": os.getpid(),
-        "uptime": round(time.monotonic() - worker._control.started, 3),
+        "uptime": round(worker.uptime(), 3),
         "processed": worker.processed, "prefetch_count": worker.prefetch_limit,
         "pool": {"implementation": worker.pool_name, "max-concurrency": worker.concurrency},
         "broker": {"transport": "django", "alias": worker.using, "vendor": broker.vendor(worker.using)},
@@ -281,7 +276,6 @@ class ControlPanel:
         self._handled: set[int] = set()
         self._next_poll = 0.0
         self._next_cleanup = 0.0
-        self.started = time.monotonic()
         self.interval = max(min(POLL_INTERVAL, worker.poll_interval), MIN_POLL_INTERVAL)
 
     def start(self) -> None:
@@ -305,7 +299,7 @@ class ControlPanel:
         if moment < self._next_poll and not now:
             return
         self._next_poll = moment + self.interval
-        commands = self.worker._with_db_retry(self._pending)
+        commands = self.worker.with_db_retry(self._pending)
         self._handled &= {command.pk for command in commands}  # forget expired ones
         for command in commands:
             if command.pk in self._handled:
@@ -318,7 +312,7 @@ class ControlPanel:
                 self._reply(command.pk, data)
         if moment >= self._next_cleanup:
             self._next_cleanup = moment + CLEANUP_INTERVAL
-            self.worker._with_db_retry(self._cleanup)
+            self.worker.with_db_retry(self._cleanup)
 
     def _addressed(self, command: ControlCommand) -> bool:
         """Whether ``command`` is for this worker: no destination, or one naming it. A row's
@@ -342,11 +336,11 @@ class ControlPanel:
                 command_id=command_id, hostname=self.worker.hostname, data=data)
 
         try:
-            self.worker._with_db_retry(store(data))
+            self.worker.with_db_retry(store(data))
         except (DatabaseError, TypeError, ValueError) as exc:
             logger.exception("The reply to control command #%s could not be stored", command_id)
             error = f"the reply could not be stored ({type(exc).__name__}): see the worker's log"
-            self.worker._with_db_retry(store({"error": error}))
+            self.worker.with_db_retry(store({"error": error}))
 
     def _pending(self) -> list[ControlCommand]:
         return list(ControlCommand.objects.using(self.worker.using)

@@ -21,6 +21,7 @@ from django.db import connections
 from django.utils import timezone
 
 from .. import states
+from ..client.base import app
 from ..exceptions import (
     DecodeError, EncodeError, NotRegistered, Retry, SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerLostError,
 )
@@ -190,16 +191,12 @@ def execute(job: Job) -> Outcome:
         return _execute(job)
     except Exception as exc:  # noqa: BLE001 - user code reached from djqueue's own handling
         logger.exception("Could not record the outcome of %s[%s]", job.task_name, job.task_id)
-        from ..client.base import app
-
         error = EncodeError(f"Could not record the outcome of {job.task_name}: {safe_repr(exc)}")
         return unrun(job, error, app.conf.CELERY_RESULT_SERIALIZER)
 
 
 def _execute(job: Job) -> Outcome:
     global _last_task_end
-    from ..client.base import app
-
     conf = app.conf
     result_serializer = conf.CELERY_RESULT_SERIALIZER
     started = time.perf_counter()

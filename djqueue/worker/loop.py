@@ -18,31 +18,32 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from django.db import DataError, IntegrityError, InterfaceError, OperationalError, connections
 from django.db.models.functions import Now
 
-from ..broker import statements as broker, claim as claiming, sql
-from . import heartbeat, rounds
-from ..client import routing
 from .. import states
-from ..client.base import App
 from ..backends import ResultRecord
+from ..broker import claim as claiming
+from ..broker import sql
+from ..broker import statements as broker
+from ..broker.listen import Listener
+from ..broker.vacuum import DEAD_ROWS
+from ..client import routing
+from ..client.base import App
 from ..exceptions import ImproperlyConfigured, TaskRevokedError
-from ..exceptions import EncodeError
+from ..models import WorkerNode
+from . import heartbeat, rounds
+from .control import ControlPanel
 from .execution import Job, Outcome, log_outcome, refused, unrun
 from .expiry import PeriodicCleanup
-from ..broker.listen import Listener
-from .pools import POOLS, Plan, Pool
-from .throttle import Throttle
 from .options import TaskOptions
-from ..broker.vacuum import DEAD_ROWS
-from .control import ControlPanel
+from .pools import POOLS, Plan, Pool
+from .settle import REFUSED, Settler, with_db_retry
+from .throttle import Throttle
 
 logger = logging.getLogger("djqueue.worker")
 
 T = TypeVar("T")
 
-DB_RETRY_MAX_PAUSE = 10.0
 #: The most messages one claim takes (a batching pool may ask for more than the prefetch limit).
 MAX_CLAIM = 500
 REVOCATION_CHECK_INTERVAL = 1.0
@@ -111,7 +112,10 @@ class Worker:
         self.throttle = Throttle(app)
         self.options = TaskOptions(app, self.throttle, self.time_limit, self.soft_time_limit)
         self.cleanup = PeriodicCleanup(app)
+        self.settler = Settler(self.using, self.backend, self.hostname, self.result_serializer,
+                               self.heartbeat_timeout)
         self.node_id: int | None = None
+        self.created = time.monotonic()
         self.processed = 0
         self.stop_requested: str | None = None  # None, "warm" or "cold"
         self.finished = False
@@ -138,8 +142,8 @@ class Worker:
             sql.steer_worker_planner([threading.main_thread().name, heartbeat.THREAD_NAME])
         self.app.tasks  # autodiscovery happens before children are forked
         self.throttle.validate()
-        self.node_id = self._with_db_retry(lambda: heartbeat.register(self))
-        self._with_db_retry(self._control.start)
+        self.node_id = self.settler.owner = self.with_db_retry(lambda: heartbeat.register(self))
+        self.with_db_retry(self._control.start)
         self.pool.start()
 
     def run(self) -> None:
@@ -164,15 +168,13 @@ class Worker:
                 self.finish(self._pending, log=False)
             self.pool.stop()
             self._heartbeat.stop()
-            self._with_db_retry(self._mark_stopped)
+            self.with_db_retry(self._mark_stopped)
             self.listener.close()
             signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
     def _mark_stopped(self) -> None:
-        from ..models import WorkerNode
-
         WorkerNode.objects.using(self.using).filter(pk=self.node_id).update(
             stopped_at=Now(), processed=self.processed, active="[]"
         )
@@ -194,6 +196,36 @@ class Worker:
     def active_tasks(self) -> list[dict[str, Any]]:
         """What the pool runs now, for the heartbeat and inspection."""
         return [{"id": job.task_id, "name": job.task_name} for job in self.pool.running()]
+
+    # What remote-control handlers (djqueue/worker/control.py) may read and change.
+
+    def reserved_messages(self) -> list[claiming.Claimed]:
+        """The messages this worker holds and has not handed to its pool yet."""
+        return list(self._reserved)
+
+    def check_revocations_soon(self) -> None:
+        """Look at revocations of what this worker holds in this iteration, not a second later."""
+        self._next_revocation_check = 0.0
+
+    def consume(self, queue: str) -> bool:
+        """Claim from ``queue`` too, from this iteration on; False if it already does."""
+        if queue in self.queues:
+            return False
+        self.queues.append(queue)
+        self._claim_now = True
+        return True
+
+    def resize(self, concurrency: int) -> None:
+        """Run up to ``concurrency`` tasks at once (the prefetch limit follows); raises
+        NotImplementedError for a pool that cannot be resized."""
+        self.pool.resize(concurrency)
+        multiplier = self.prefetch_limit // self.concurrency
+        self.concurrency = concurrency
+        self.prefetch_limit = concurrency * multiplier
+
+    def uptime(self) -> float:
+        """Seconds since this worker was created."""
+        return time.monotonic() - self.created
 
     # One iteration.
 
@@ -281,17 +313,17 @@ class Worker:
             return False
         was_holding = bool(self._reserved or self.pool.running())
         try:
-            done = self._with_db_retry(lambda: rounds.run(
+            done = self.with_db_retry(lambda: rounds.run(
                 self.using, self.backend, self.node_id, writes, claim,
                 lease_seconds=self.heartbeat_timeout))
-        except (DataError, IntegrityError) as exc:
+        except REFUSED as exc:
             # Not an outage (retried above): the database refused a value of this round. Its
             # transaction wrote nothing; the messages it was to start are still reserved.
             logger.error("The database refused a round (%s); settling its outcomes one by one.",
                          str(exc).strip())
             self._reserved.extendleft(reversed(taken))
             for outcome in outcomes:
-                self._settle_alone(outcome)
+                self.settler.settle_alone(outcome)
             return False
         self.processed += rounds.processed(outcomes)
         if plan is not None and plan.jobs:
@@ -356,7 +388,7 @@ class Worker:
             # The claim itself reported revocations of what it took.
             self._next_revocation_check = time.monotonic() + REVOCATION_CHECK_INTERVAL
         if not claimed:  # idle: wake when the next delayed message is due, if that is sooner
-            due = self._with_db_retry(lambda: broker.next_due(self.using, self.queues))
+            due = self.with_db_retry(lambda: broker.next_due(self.using, self.queues))
             if due is not None:
                 self._next_poll = min(self._next_poll, time.monotonic() + due)
             burst = self.processed - self._processed_at_poke
@@ -391,7 +423,7 @@ class Worker:
             return
         self._next_revocation_check = now + REVOCATION_CHECK_INTERVAL
         held = [m.task_id for m in self._reserved] + list(running)
-        revoked = self._with_db_retry(lambda: broker.revoked_among(self.using, held))
+        revoked = self.with_db_retry(lambda: broker.revoked_among(self.using, held))
         if not revoked:
             return
         dropped = [m for m in self._reserved if m.task_id in revoked]
@@ -413,42 +445,7 @@ class Worker:
         if log:
             for outcome in outcomes:
                 log_outcome(outcome)
-        try:
-            self._settle(outcomes)
-        except (DataError, IntegrityError) as exc:
-            logger.error("The database refused a round (%s); settling its outcomes one by one.",
-                         str(exc).strip())
-            for outcome in outcomes:
-                self._settle_alone(outcome)
-
-    def _settle(self, outcomes: Sequence[Outcome]) -> None:
-        writes = rounds.settle(outcomes, self.hostname, self.backend.enabled)
-        self._with_db_retry(lambda: rounds.run(self.using, self.backend, self.node_id, writes,
-                                               lease_seconds=self.heartbeat_timeout))
-        self.processed += rounds.processed(outcomes)
-
-    def _settle_alone(self, outcome: Outcome) -> None:
-        """Settle one outcome of a round the database refused. If its own result is what the
-        database refuses, the task fails with :class:`EncodeError` saying so; if even that is
-        refused, the message is settled without a result. A bad value never stops the worker."""
-        attempts = [outcome]
-        if outcome.store:
-            job = outcome.job
-            attempts.append(unrun(job, EncodeError(
-                f"The outcome of {job.task_name}[{job.task_id}] ({outcome.state}) could not be "
-                "stored: the database refused it (see the worker's log)."), self.result_serializer,
-                action="reject" if outcome.action == "reject" else "ack"))
-            attempts.append(unrun(job, EncodeError("unstorable outcome"), self.result_serializer,
-                                  action=attempts[-1].action, store=False))
-        for attempt in attempts:
-            try:
-                self._settle([attempt])
-                return
-            except (DataError, IntegrityError) as exc:
-                logger.error("The database refused the outcome of %s[%s]: %s",
-                             outcome.job.task_name, outcome.job.task_id, str(exc).strip())
-        logger.error("Could not settle %s[%s]; its message stays held by this worker.",
-                     outcome.job.task_name, outcome.job.task_id)
+        self.processed += self.settler.settle(outcomes)
 
     # Shutdown.
 
@@ -469,26 +466,12 @@ class Worker:
     def _give_back_reserved(self) -> None:
         ids = [message.id for message in self._reserved]
         self._reserved.clear()
-        count = len(self._with_db_retry(lambda: broker.requeue(self.using, ids, self.node_id)))
+        count = len(self.with_db_retry(lambda: broker.requeue(self.using, ids, self.node_id)))
         logger.info("Returned %d reserved message(s) to the queue.", count)
 
     # Database faults.
 
-    def _with_db_retry(self, operation: Callable[[], T]) -> T:
-        """Run ``operation`` until the database answers, pausing longer after each failure.
-
-        Nothing the worker holds is dropped while the database is away; the same write is
-        retried when it is back.
-        """
-        pause = 0.1
-        while True:
-            try:
-                return operation()
-            except (OperationalError, InterfaceError) as exc:
-                logger.error("Database error: %s; retrying in %.1fs", str(exc).strip(), pause)
-                try:
-                    connections[self.using].close()
-                except Exception:  # noqa: BLE001 - the connection is broken anyway
-                    pass
-                time.sleep(pause)
-                pause = min(pause * 2, DB_RETRY_MAX_PAUSE)
+    def with_db_retry(self, operation: Callable[[], T]) -> T:
+        """Run ``operation`` until the database answers (see :func:`settle.with_db_retry`):
+        nothing the worker holds is dropped while the database is away."""
+        return with_db_retry(self.using, operation)

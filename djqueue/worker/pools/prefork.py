@@ -9,7 +9,6 @@ child that died had not begun.
 
 from __future__ import annotations
 
-import collections
 import gc
 import logging
 import multiprocessing
@@ -17,18 +16,19 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from multiprocessing.connection import Connection, wait as wait_ready
+from multiprocessing.connection import wait as wait_ready
 from typing import Any
 
 from django.db import connections
 
 from ... import states
+from ...client.revocation import signal_number
 from ...exceptions import TaskRevokedError
 from ..execution import (
-    Job, Outcome, execute, job_from_wire, job_to_wire, lost, outcome_from_wire, outcome_to_wire, released, timed_out, unrun,
+    Job, Outcome, job_to_wire, lost, outcome_from_wire, released, timed_out, unrun,
 )
-from ...client.revocation import signal_number
 from .base import Plan, Pool
+from .child import Child, child_main, describe_exit
 
 logger = logging.getLogger("djqueue.pool")
 
@@ -37,61 +37,6 @@ logger = logging.getLogger("djqueue.pool")
 JOB_OVERHEAD = 0.0001
 #: The most jobs a child has queued at once, whatever their expected run time.
 MAX_CHILD_QUEUE = 256
-
-
-class _Child:
-    __slots__ = ("process", "conn", "jobs", "expected", "work", "began", "sent", "revoked")
-
-    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
-        self.process = process
-        self.conn = conn
-        #: Jobs sent and not finished, in the order the child runs them: ``jobs[0]`` is running.
-        self.jobs: collections.deque[Job] = collections.deque()
-        self.expected: collections.deque[float] = collections.deque()  # seconds, per job
-        self.work = 0.0  # sum of ``expected``
-        self.began = 0.0  # when jobs[0] began (monotonic)
-        self.sent = 0  # jobs sent over the child's life (for max_tasks_per_child)
-        self.revoked = False  # terminated on request (revoke with terminate=True)
-
-    def deadline(self) -> float | None:
-        """When the running job reaches its hard time limit."""
-        if self.jobs and self.jobs[0].time_limit:
-            return self.began + self.jobs[0].time_limit
-        return None
-
-
-def _child_main(
-    conn: Connection, inherited: list[Connection], parent_pid: int, max_tasks: int | None
-) -> None:
-    """Body of a prefork child: run the jobs sent over ``conn``, in order, answering each with
-    its outcome, until told to stop."""
-    # The worker process handles signals; a Ctrl-C sent to the whole process group must not kill
-    # a task during a warm shutdown. SIGTERM keeps its default so the worker can stop a child.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-    signal.set_wakeup_fd(-1)
-    for other in inherited:  # ends that belong to the parent and the other children
-        other.close()
-    done = 0
-    while max_tasks is None or done < max_tasks:
-        if not conn.poll(1.0):
-            if os.getppid() != parent_pid:
-                break  # the worker died; do not linger as an orphan
-            continue
-        try:
-            jobs = conn.recv()
-        except (EOFError, OSError):
-            break  # the worker is gone
-        if jobs is None:
-            break
-        try:
-            for fields in jobs:
-                conn.send(outcome_to_wire(execute(job_from_wire(fields))))
-        except OSError:
-            break  # the worker is gone (its end of the pipe closed): nobody to answer
-        done += len(jobs)
-    connections.close_all()
 
 
 class _PreforkPlan(Plan):
@@ -108,8 +53,8 @@ class _PreforkPlan(Plan):
         self.children = pool._usable_children()
         self.count = {id(c): len(c.jobs) for c in self.children}
         self.work = {id(c): c.work for c in self.children}
-        self.assigned: list[tuple[_Child, Job, float]] = []
-        self._chosen: tuple[_Child, float] | None = None
+        self.assigned: list[tuple[Child, Job, float]] = []
+        self._chosen: tuple[Child, float] | None = None
 
     def fits(self, task_name: str) -> bool:
         self._chosen = None
@@ -125,7 +70,7 @@ class _PreforkPlan(Plan):
                 self._chosen = (child, expected)
         return self._chosen is not None
 
-    def _planned(self, child: _Child) -> int:
+    def _planned(self, child: Child) -> int:
         return self.count[id(child)] - len(child.jobs)
 
     def force(self, job: Job) -> None:
@@ -167,7 +112,7 @@ class PreforkPool(Pool):
 
     def __init__(self, concurrency: int, result_serializer: str = "json", **options: Any) -> None:
         super().__init__(concurrency, result_serializer, **options)
-        self._children: list[_Child] = []
+        self._children: list[Child] = []
         self._context = multiprocessing.get_context("fork")
         self._counter = 0
         self._expected: dict[str, float] = {}  # task name -> expected seconds per job
@@ -184,7 +129,7 @@ class PreforkPool(Pool):
         self._counter += 1
         inherited = [parent_end] + [child.conn for child in self._children]
         process = self._context.Process(
-            target=_child_main,
+            target=child_main,
             args=(child_end, inherited, os.getpid(), self.max_tasks_per_child),
             name=f"ForkPoolWorker-{self._counter}",
             daemon=True,
@@ -199,7 +144,7 @@ class PreforkPool(Pool):
             gc.freeze()
             process.start()
         child_end.close()
-        self._children.append(_Child(process, parent_end))
+        self._children.append(Child(process, parent_end))
 
     # Planning.
 
@@ -223,13 +168,13 @@ class PreforkPool(Pool):
         self._expected[name] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
         self._typical = seconds if self._typical is None else 0.8 * self._typical + 0.2 * seconds
 
-    def _budget(self, child: _Child) -> int:
+    def _budget(self, child: Child) -> int:
         """How many more jobs the child may be sent before it retires (max_tasks_per_child)."""
         if self.max_tasks_per_child is None:
             return MAX_CHILD_QUEUE
         return self.max_tasks_per_child - child.sent
 
-    def _usable_children(self) -> list[_Child]:
+    def _usable_children(self) -> list[Child]:
         """Busy children, then idle ones up to the concurrency (extra idle ones are retiring)."""
         busy = [c for c in self._children if c.jobs]
         idle = [c for c in self._children if not c.jobs]
@@ -263,7 +208,7 @@ class PreforkPool(Pool):
                 except OSError:  # it died since the plan: wait() replaces it
                     self._undelivered.extend(self._unsent(child, len(batches[id(child)])))
 
-    def _unsent(self, child: _Child, count: int) -> list[Outcome]:
+    def _unsent(self, child: Child, count: int) -> list[Outcome]:
         """Take back the last ``count`` jobs given to ``child``, which it never received: they
         go back to the queue (``released``), not to the child's account."""
         jobs = []
@@ -297,13 +242,13 @@ class PreforkPool(Pool):
 
     # Outcomes.
 
-    def _finished(self, child: _Child, outcome: Outcome) -> None:
+    def _finished(self, child: Child, outcome: Outcome) -> None:
         child.jobs.popleft()
         child.work -= child.expected.popleft()
         child.began = time.monotonic()
         self._learn(outcome)
 
-    def _read(self, child: _Child, done: list[Outcome]) -> None:
+    def _read(self, child: Child, done: list[Outcome]) -> None:
         """Every outcome the child has sent so far."""
         try:
             while child.jobs and child.conn.poll(0):
@@ -353,7 +298,7 @@ class PreforkPool(Pool):
         self._retire_extra()
         return done
 
-    def _not_begun(self, child: _Child, skip: int) -> list[Outcome]:
+    def _not_begun(self, child: Child, skip: int) -> list[Outcome]:
         """Give back the child's queued jobs after the first ``skip``: they never began."""
         jobs = list(child.jobs)[skip:]
         child.jobs.clear()
@@ -361,9 +306,9 @@ class PreforkPool(Pool):
         child.work = 0.0
         return [released(job, self.result_serializer) for job in jobs]
 
-    def _cut_short(self, child: _Child) -> Outcome:
+    def _cut_short(self, child: Child) -> Outcome:
         job = child.jobs[0]
-        reason = _describe_exit(child.process.exitcode)
+        reason = describe_exit(child.process.exitcode)
         if child.revoked:
             child.revoked = False
             return unrun(job, TaskRevokedError(f"terminated ({reason})"),
@@ -412,15 +357,9 @@ class PreforkPool(Pool):
             self._read(child, done)
             if child.jobs:
                 done.append(lost(child.jobs[0], "Worker stopped (cold shutdown): "
-                                 + _describe_exit(child.process.exitcode) + ".",
+                                 + describe_exit(child.process.exitcode) + ".",
                                  self.result_serializer, self.max_deliveries))
                 done.extend(self._not_begun(child, 1))
             child.conn.close()
         self._children = []
         return done
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is not None and code < 0:
-        return f"signal {-code} ({signal.Signals(-code).name})"
-    return f"exitcode {code}"

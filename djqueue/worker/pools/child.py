@@ -1,0 +1,76 @@
+"""A prefork child: the worker's record of one (:class:`Child`) and the loop it runs
+(:func:`child_main`)."""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+import signal
+from multiprocessing.connection import Connection
+
+from django.db import connections
+
+from ..execution import Job, execute, job_from_wire, outcome_to_wire
+
+
+class Child:
+    __slots__ = ("process", "conn", "jobs", "expected", "work", "began", "sent", "revoked")
+
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+        #: Jobs sent and not finished, in the order the child runs them: ``jobs[0]`` is running.
+        self.jobs: collections.deque[Job] = collections.deque()
+        self.expected: collections.deque[float] = collections.deque()  # seconds, per job
+        self.work = 0.0  # sum of ``expected``
+        self.began = 0.0  # when jobs[0] began (monotonic)
+        self.sent = 0  # jobs sent over the child's life (for max_tasks_per_child)
+        self.revoked = False  # terminated on request (revoke with terminate=True)
+
+    def deadline(self) -> float | None:
+        """When the running job reaches its hard time limit."""
+        if self.jobs and self.jobs[0].time_limit:
+            return self.began + self.jobs[0].time_limit
+        return None
+
+
+def child_main(
+    conn: Connection, inherited: list[Connection], parent_pid: int, max_tasks: int | None
+) -> None:
+    """Body of a prefork child: run the jobs sent over ``conn``, in order, answering each with
+    its outcome, until told to stop."""
+    # The worker process handles signals; a Ctrl-C sent to the whole process group must not kill
+    # a task during a warm shutdown. SIGTERM keeps its default so the worker can stop a child.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    for other in inherited:  # ends that belong to the parent and the other children
+        other.close()
+    done = 0
+    while max_tasks is None or done < max_tasks:
+        if not conn.poll(1.0):
+            if os.getppid() != parent_pid:
+                break  # the worker died; do not linger as an orphan
+            continue
+        try:
+            jobs = conn.recv()
+        except (EOFError, OSError):
+            break  # the worker is gone
+        if jobs is None:
+            break
+        try:
+            for fields in jobs:
+                conn.send(outcome_to_wire(execute(job_from_wire(fields))))
+        except OSError:
+            break  # the worker is gone (its end of the pipe closed): nobody to answer
+        done += len(jobs)
+    connections.close_all()
+
+
+
+def describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"signal {-code} ({signal.Signals(-code).name})"
+    return f"exitcode {code}"
