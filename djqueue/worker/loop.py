@@ -1,232 +1,39 @@
-"""The worker: claims messages, hands them to a pool, stores outcomes and acknowledges.
+"""The worker's iteration: claims messages, hands them to a pool, stores outcomes and
+acknowledges.
 
-:meth:`Worker.loop` is one iteration: a round (:mod:`djqueue.worker.rounds`: store what finished and
-acknowledge it, mark started what the pool takes, claim more, in one trip to the database), then
-a wait for outcomes; :meth:`Worker.run` repeats it until a shutdown signal. Tests drive
-``loop()`` directly with the ``solo`` pool.
+:meth:`Worker.loop` is one iteration: a round (:mod:`djqueue.worker.rounds`: store what finished
+and acknowledge it, mark started what the pool takes, claim more, in one trip to the database),
+then a wait for outcomes; :meth:`Worker.run` (:mod:`djqueue.worker.lifecycle`) repeats it until a
+shutdown signal. Tests drive ``loop()`` directly with the ``solo`` pool.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import os
-import signal
-import socket
-import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
-
-from django.db.models.functions import Now
+from collections.abc import Sequence
 
 from .. import states
 from ..backends import ResultRecord
 from ..broker import claim as claiming
-from ..broker import sql
 from ..broker import statements as broker
-from ..broker.listen import Listener
 from ..broker.vacuum import DEAD_ROWS
-from ..client import routing
-from ..client.base import App
-from ..exceptions import ImproperlyConfigured, TaskRevokedError
-from ..models import WorkerNode
-from . import heartbeat, rounds
-from .control import ControlPanel
+from ..exceptions import TaskRevokedError
+from . import rounds
 from .execution import Job, Outcome, log_outcome, refused, unrun
-from .expiry import PeriodicCleanup
-from .options import TaskOptions
-from .pools import POOLS, Plan, Pool
-from .settle import REFUSED, Settler, with_db_retry
-from .throttle import Throttle
+from .lifecycle import Lifecycle
+from .pools import Plan
+from .settle import REFUSED
 
 logger = logging.getLogger("djqueue.worker")
-
-T = TypeVar("T")
 
 #: The most messages one claim takes (a batching pool may ask for more than the prefetch limit).
 MAX_CLAIM = 500
 REVOCATION_CHECK_INTERVAL = 1.0
 
 
-def default_hostname(template: str | None = None) -> str:
-    """Expand Celery's ``%h`` (host), ``%n`` (host name) and ``%d`` (domain) in a node name."""
-    host = socket.getfqdn() or socket.gethostname()
-    name, _, domain = host.partition(".")
-    template = template or "celery@%h"
-    return template.replace("%h", host).replace("%n", name).replace("%d", domain)
-
-
-class Worker:
-    def __init__(
-        self,
-        app: App,
-        *,
-        queues: Sequence[str] | None = None,
-        concurrency: int | None = None,
-        pool: str | None = None,
-        hostname: str | None = None,
-        prefetch_multiplier: int | None = None,
-        poll_interval: float | None = None,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
-        max_tasks_per_child: int | None = None,
-    ) -> None:
-        conf = app.conf
-        self.app = app
-        self.using = conf.broker_alias
-        self.queues = routing.worker_queues(conf, queues)
-        self.concurrency = int(concurrency or conf.CELERYD_CONCURRENCY or os.cpu_count() or 1)
-        self.pool_name = pool or conf.CELERYD_POOL
-        if self.pool_name not in POOLS:
-            raise ImproperlyConfigured(
-                f"Unknown pool {self.pool_name!r}; choose one of {', '.join(POOLS)}"
-            )
-        if self.concurrency < 1:
-            raise ImproperlyConfigured("Concurrency must be at least 1")
-        if self.pool_name == "solo":
-            self.concurrency = 1
-        self.hostname = default_hostname(hostname)
-        multiplier = (
-            conf.CELERYD_PREFETCH_MULTIPLIER if prefetch_multiplier is None else prefetch_multiplier
-        )
-        self.prefetch_limit = self.concurrency * max(int(multiplier), 1)
-        self.poll_interval = conf.polling_interval if poll_interval is None else poll_interval
-        self.time_limit = conf.CELERYD_TASK_TIME_LIMIT if time_limit is None else time_limit
-        self.soft_time_limit = (
-            conf.CELERYD_TASK_SOFT_TIME_LIMIT if soft_time_limit is None else soft_time_limit
-        )
-        self.heartbeat_timeout = float(conf.DJQUEUE_WORKER_LOST_TIMEOUT)
-        self.max_deliveries: int | None = conf.DJQUEUE_MAX_DELIVERIES or None
-        self.result_serializer = conf.CELERY_RESULT_SERIALIZER
-        self.fork_lock = threading.Lock()
-        self.pool: Pool = POOLS[self.pool_name](
-            self.concurrency,
-            self.result_serializer,
-            max_tasks_per_child=max_tasks_per_child or conf.CELERYD_MAX_TASKS_PER_CHILD,
-            fork_lock=self.fork_lock,
-            batch_window=float(conf.DJQUEUE_POOL_BATCH_WINDOW),
-            max_deliveries=self.max_deliveries,
-        )
-        self.backend = app.backend
-        self.throttle = Throttle(app)
-        self.options = TaskOptions(app, self.throttle, self.time_limit, self.soft_time_limit)
-        self.cleanup = PeriodicCleanup(app)
-        self.settler = Settler(self.using, self.backend, self.hostname, self.result_serializer,
-                               self.heartbeat_timeout)
-        self.node_id: int | None = None
-        self.created = time.monotonic()
-        self.processed = 0
-        self.stop_requested: str | None = None  # None, "warm" or "cold"
-        self.finished = False
-        self._announced_stop: str | None = None
-        self._reserved: collections.deque[claiming.Claimed] = collections.deque()
-        self._pending: list[Outcome] = []  # outcomes the next round settles
-        self._next_poll = 0.0
-        self._claim_now = True
-        self._next_revocation_check = 0.0
-        self._heartbeat: heartbeat.Heartbeat | None = None
-        self._processed_at_poke = 0
-        self._control = ControlPanel(self)  # remote control: djqueue/worker_control.py
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self.listener = Listener(self.using, self.queues)
-
-    # Life cycle.
-
-    def start(self) -> None:
-        """Load the task modules, register this worker and start the pool."""
-        broker.vendor(self.using)  # fail early on a database that cannot be a broker
-        if self.pool_name == "prefork":  # only djqueue's statements run in this process
-            sql.steer_worker_planner([threading.main_thread().name, heartbeat.THREAD_NAME])
-        self.app.tasks  # autodiscovery happens before children are forked
-        self.throttle.validate()
-        self.node_id = self.settler.owner = self.with_db_retry(lambda: heartbeat.register(self))
-        self.with_db_retry(self._control.start)
-        self.pool.start()
-
-    def run(self) -> None:
-        """Work until a shutdown signal; returns after a clean shutdown."""
-        self.start()
-        self.listener.open()  # after the pool's first fork, so its children do not inherit it
-        previous = {
-            sig: signal.signal(sig, self._on_signal)
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
-        }
-        previous_fd = signal.set_wakeup_fd(self._wake_w.fileno())
-        self._heartbeat = heartbeat.Heartbeat(self, self.fork_lock)
-        self._heartbeat.start()
-        logger.info("%s ready.", self.hostname)
-        try:
-            while not self.finished:
-                self.loop()
-        finally:
-            if self._reserved:  # only after an unexpected error: never keep claimed messages
-                self._give_back_reserved()
-            if self._pending:
-                self.finish(self._pending, log=False)
-            self.pool.stop()
-            self._heartbeat.stop()
-            self.with_db_retry(self._mark_stopped)
-            self.listener.close()
-            signal.set_wakeup_fd(previous_fd)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _mark_stopped(self) -> None:
-        WorkerNode.objects.using(self.using).filter(pk=self.node_id).update(
-            stopped_at=Now(), processed=self.processed, active="[]"
-        )
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        if signum == signal.SIGQUIT or (signum == signal.SIGINT and self.stop_requested):
-            self.stop_requested = "cold"
-        elif not self.stop_requested:
-            self.stop_requested = "warm"
-
-    def request_stop(self, cold: bool = False) -> None:
-        """Ask for a warm (finish running tasks) or cold (stop them now) shutdown."""
-        self.stop_requested = "cold" if cold else (self.stop_requested or "warm")
-        try:
-            self._wake_w.send(b"x")
-        except BlockingIOError:
-            pass
-
-    def active_tasks(self) -> list[dict[str, Any]]:
-        """What the pool runs now, for the heartbeat and inspection."""
-        return [{"id": job.task_id, "name": job.task_name} for job in self.pool.running()]
-
-    # What remote-control handlers (djqueue/worker/control.py) may read and change.
-
-    def reserved_messages(self) -> list[claiming.Claimed]:
-        """The messages this worker holds and has not handed to its pool yet."""
-        return list(self._reserved)
-
-    def check_revocations_soon(self) -> None:
-        """Look at revocations of what this worker holds in this iteration, not a second later."""
-        self._next_revocation_check = 0.0
-
-    def consume(self, queue: str) -> bool:
-        """Claim from ``queue`` too, from this iteration on; False if it already does."""
-        if queue in self.queues:
-            return False
-        self.queues.append(queue)
-        self._claim_now = True
-        return True
-
-    def resize(self, concurrency: int) -> None:
-        """Run up to ``concurrency`` tasks at once (the prefetch limit follows); raises
-        NotImplementedError for a pool that cannot be resized."""
-        self.pool.resize(concurrency)
-        multiplier = self.prefetch_limit // self.concurrency
-        self.concurrency = concurrency
-        self.prefetch_limit = concurrency * multiplier
-
-    def uptime(self) -> float:
-        """Seconds since this worker was created."""
-        return time.monotonic() - self.created
-
+class Worker(Lifecycle):
     # One iteration.
 
     def loop(self) -> None:
@@ -446,32 +253,3 @@ class Worker:
             for outcome in outcomes:
                 log_outcome(outcome)
         self.processed += self.settler.settle(outcomes)
-
-    # Shutdown.
-
-    def _shutdown_step(self) -> None:
-        if self._announced_stop != self.stop_requested:
-            self._announced_stop = self.stop_requested
-            logger.warning("worker: %s shutdown (MainProcess)", (self.stop_requested or "").title())
-        if self._reserved:
-            self._give_back_reserved()
-        if self.stop_requested == "cold" and self.pool.running():
-            self.finish(self.pool.terminate())
-        if self._pending:
-            self.finish(self._pending, log=False)
-            self._pending = []
-        if not self.pool.running():
-            self.finished = True
-
-    def _give_back_reserved(self) -> None:
-        ids = [message.id for message in self._reserved]
-        self._reserved.clear()
-        count = len(self.with_db_retry(lambda: broker.requeue(self.using, ids, self.node_id)))
-        logger.info("Returned %d reserved message(s) to the queue.", count)
-
-    # Database faults.
-
-    def with_db_retry(self, operation: Callable[[], T]) -> T:
-        """Run ``operation`` until the database answers (see :func:`settle.with_db_retry`):
-        nothing the worker holds is dropped while the database is away."""
-        return with_db_retry(self.using, operation)
