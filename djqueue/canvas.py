@@ -14,7 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .client import publishing
-from .client.publishing import NewMessage, new_task_ids
+from .broker.rows import NewMessage
+from .client.publishing import new_task_ids
 from .result import AsyncResult, GroupResult
 from .serialization import dumps
 

@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Sequence
 
 from django.db import connections
 from django.utils import timezone
 
+from ..broker.rows import RESULT_COLUMNS, RESULT_UPDATED, results_document
 from ..models import TaskResult
 from .base import ResultBackend, ResultRecord
 
 ID_SLICE = 900
 TABLE = TaskResult._meta.db_table
-_UPDATED = [
-    "state", "task_name", "content_type", "result", "traceback", "args", "kwargs",
-    "worker", "runtime", "date_done", "queue",
-]
-#: The columns of a row in the JSON document, in this order (see ``upsert``).
-_COLUMNS = ["task_id", *_UPDATED]
-_DONE = _COLUMNS.index("date_done")
 #: PostgreSQL types of the columns, to read them out of the JSON document.
 _PG_TYPES = {"runtime": "float8", "date_done": "timestamptz"}
-
-
-def _without_nul(value: object) -> object:
-    """``value`` with any NUL character replaced by U+FFFD. PostgreSQL's text cannot hold NUL,
-    so one in a traceback (an exception's message may carry any character) failed the worker's
-    whole round; SQLite's JSON functions cut the text there. An encoded result never has one:
-    serializers give ASCII JSON or base64."""
-    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
 class DatabaseBackend(ResultBackend):
@@ -54,28 +39,16 @@ class DatabaseBackend(ResultBackend):
         it parses once: as ``json``, every ``->>`` lexed the row's text again. The last record
         for an id wins (STARTED then SUCCESS in one batch).
         """
-        latest = {record.task_id: record for record in records}
         connection = connections[self.using]
         postgres = connection.vendor == "postgresql"
         as_text = (datetime.datetime.isoformat if postgres
                    else connection.ops.adapt_datetimefield_value)
-        done_texts: dict[datetime.datetime, object] = {}  # a round's records share their time
-        rows = []
-        for record in latest.values():
-            row = [getattr(record, column) for column in _COLUMNS]
-            done = row[_DONE]
-            if done is not None:
-                row[_DONE] = done_texts.get(done) or done_texts.setdefault(done, as_text(done))
-            rows.append(row)
-        document = json.dumps(rows, separators=(",", ":"))
-        if "\\u0000" in document:  # rare: look at the values only then
-            rows = [[_without_nul(value) for value in row] for row in rows]
-            document = json.dumps(rows, separators=(",", ":"))
-        columns = ", ".join(_COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _UPDATED)
+        document = results_document(records, as_text)
+        columns = ", ".join(RESULT_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in RESULT_UPDATED)
         if postgres:
             picks = ", ".join(f"(e->>{i})::{_PG_TYPES.get(c, 'text')}"
-                              for i, c in enumerate(_COLUMNS))
+                              for i, c in enumerate(RESULT_COLUMNS))
             sql = (
                 f"INSERT INTO {TABLE} ({columns}, date_created) SELECT {picks}, now() "
                 f"FROM jsonb_array_elements(%s::jsonb) AS e "
@@ -83,7 +56,7 @@ class DatabaseBackend(ResultBackend):
                 + f"ON CONFLICT (task_id) DO UPDATE SET {updates}"
             )
             return sql, [document]
-        picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_COLUMNS)))
+        picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(RESULT_COLUMNS)))
         # "WHERE true" keeps SQLite from reading ON CONFLICT as part of the SELECT's join.
         sql = (
             f"INSERT INTO {TABLE} ({columns}, date_created) SELECT {picks}, %s "
@@ -95,7 +68,7 @@ class DatabaseBackend(ResultBackend):
         row = (
             TaskResult.objects.using(self.using)
             .filter(task_id=task_id)
-            .values("task_id", *_UPDATED)
+            .values("task_id", *RESULT_UPDATED)
             .first()
         )
         return ResultRecord(**row) if row else None
@@ -107,7 +80,7 @@ class DatabaseBackend(ResultBackend):
             rows = (
                 TaskResult.objects.using(self.using)
                 .filter(task_id__in=task_ids[start : start + ID_SLICE])
-                .values("task_id", *_UPDATED)
+                .values("task_id", *RESULT_UPDATED)
             )
             found.update((row["task_id"], ResultRecord(**row)) for row in rows)
         return found

@@ -12,53 +12,14 @@ Every other move of a message is in :mod:`djqueue.broker.statements`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from django.db import transaction
 
-from .statements import (
-    REVOKED_TABLE, TABLE, lease_sql, now_param, retry_if_locked, set_aside_unreadable, vendor,
+from .rows import (
+    CLAIMED_COLUMNS, REVOKED_TABLE, TABLE, Claimed, StartNow, claimed_from_rows,
 )
+from .statements import lease_sql, now_param, retry_if_locked, set_aside_unreadable, vendor
 from .sql import execute as sql_execute
-
-
-@dataclass(slots=True)
-class Claimed:
-    """A message this worker now holds."""
-
-    id: int
-    task_id: str
-    task_name: str
-    queue: str
-    priority: int
-    content_type: str
-    body: str
-    retries: int
-    deliveries: int  # starts of this attempt so far, this claim's included
-    time_limit: float | None
-    soft_time_limit: float | None
-    expired: bool
-    revoked: bool
-    started: bool = False  # marked started by the claim itself (see StartNow)
-    #: Why its text could not be read (SQLite: not valid UTF-8); the claim set it aside.
-    unreadable: str = ""
-
-
-@dataclass(slots=True)
-class StartNow:
-    """Which claimed messages the claim marks started at once, because the pool takes them
-    straight away: among the first ``idle`` (in claim order), those of ``names``; among the first
-    ``idle + queued``, those of ``short_names`` (tasks short enough to queue behind others).
-    ``acks_late_names`` are recorded as such."""
-
-    idle: int
-    names: Sequence[str]
-    queued: int
-    short_names: Sequence[str]
-    acks_late_names: Sequence[str]
-
-    def __bool__(self) -> bool:
-        return bool((self.idle and self.names) or (self.idle + self.queued and self.short_names))
 
 
 def claim_statement(
@@ -113,8 +74,6 @@ _SQLITE_RETURNING = (
 )
 #: Where those are in a row, and their columns.
 _TEXT_FIELDS = ((1, "task_id"), (2, "task_name"), (5, "content_type"), (6, "body"))
-#: How many columns a claimed row has.
-_COLUMNS = 14
 
 
 def _postgresql_claim(
@@ -147,7 +106,7 @@ def _postgresql_claim(
     reserve = (f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = {lease}, "
                "state = 'reserved', started_at = NULL, acks_late = FALSE "
                "WHERE id = ANY(ARRAY(SELECT id FROM c WHERE NOT go)) " + returning)
-    confirmed = (f" UNION ALL SELECT id{', NULL' * (_COLUMNS - 1)} FROM {confirm}"
+    confirmed = (f" UNION ALL SELECT id{', NULL' * (CLAIMED_COLUMNS - 1)} FROM {confirm}"
                  if confirm else "")
     if not start:
         if not confirm:
@@ -208,15 +167,6 @@ def _starts_now(
     short, short_params = _among(postgres, name, start.short_names)
     return (f"(({rank} <= %s AND {known}) OR ({rank} <= %s AND {short}))",
             [start.idle, *known_params, start.idle + start.queued, *short_params])
-
-
-def claimed_from_rows(rows: Sequence[Sequence[object]]) -> list[Claimed]:
-    """Claimed messages from the rows of :func:`claim_statement`, in the order to start them
-    (RETURNING gives no order)."""
-    claimed = [Claimed(*row[:11], expired=bool(row[11]), revoked=bool(row[12]),  # type: ignore[arg-type]
-                       started=bool(row[13])) for row in rows]
-    claimed.sort(key=lambda m: (-m.priority, m.id))
-    return claimed
 
 
 def _decoded(using: str, rows: Sequence[Sequence[object]], owner: int | None) -> list[Claimed]:

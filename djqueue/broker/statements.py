@@ -13,20 +13,17 @@ import datetime
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from django.db import OperationalError, connections
 from django.utils import timezone
 
 from ..exceptions import ImproperlyConfigured
-from ..models import Message, Revocation
+from .rows import LOST_ERROR, LOST_ERROR_REPEATED, REVOKED_TABLE, TABLE, Lost
 
 logger = logging.getLogger("djqueue.broker")
 
 SUPPORTED_VENDORS = ("postgresql", "sqlite")
-TABLE = Message._meta.db_table
-REVOKED_TABLE = Revocation._meta.db_table
 
 T = TypeVar("T")
 
@@ -264,25 +261,6 @@ def extend_leases(using: str, owner: int, lease_seconds: float) -> int:
         f"UPDATE {TABLE} SET lease_until = {lease} WHERE {_unlocked_held(using, 'owner = %s')}",
         [*lease_params, owner],
     )
-
-
-#: What a message that was lost with its worker becomes when it is not given back.
-LOST_ERROR = "WorkerLostError: its worker stopped sending heartbeats while it ran"
-#: The same for an ``acks_late`` message, followed by how many times it was started.
-LOST_ERROR_REPEATED = "WorkerLostError: its worker was lost while it ran, each of the "
-
-
-@dataclass(frozen=True, slots=True)
-class Lost:
-    """A started message set aside because its worker was lost (see
-    :func:`recover_expired_leases`)."""
-
-    task_id: str
-    task_name: str
-    worker: str
-    queue: str
-    acks_late: bool
-    deliveries: int
 
 
 def recover_expired_leases(using: str, max_deliveries: int | None = None) -> list[Lost]:

@@ -15,7 +15,7 @@ from django.apps import apps as django_apps
 from django.utils import timezone
 
 from . import identifiers, publishing, routing
-from .publishing import MessageHead, NewMessage
+from ..broker.rows import MessageHead, NewMessage
 from ..backends import ResultBackend, backend_from_setting, backend_key
 from ..conf import Settings
 from ..exceptions import NotRegistered

@@ -13,43 +13,20 @@ import datetime
 import functools
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
-from django.db import connections, models, transaction
+from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from ..broker import sql
-from ..broker.statements import TABLE, retry_if_locked, vendor
-from ..models import Message
+from ..broker.rows import TABLE, MessageHead, NewMessage, insert_sql, row_plan, row_tail
+from ..broker.statements import retry_if_locked, vendor
 
 #: The channel that carries "new messages in this queue" (the payload is the queue name).
 NOTIFY_CHANNEL = "djqueue"
 #: Rows per write of a batch ``COPY`` (see :func:`_copy`).
 COPY_CHUNK = 500
-
-
-class MessageHead(NamedTuple):
-    """The columns a message shares with the other calls of its batch made the same way: a
-    ``group`` of one task builds this once (see :class:`djqueue.client.base.Batch`)."""
-
-    task_name: str
-    queue: str
-    priority: int
-    available_at: datetime.datetime
-    expires: datetime.datetime | None
-    content_type: str
-    time_limit: float | None
-    soft_time_limit: float | None
-
-
-class NewMessage(NamedTuple):
-    """A message row not yet written: its own id and encoded arguments, and its head."""
-
-    task_id: str
-    body: str
-    head: MessageHead
 
 
 #: Byte maps that set a UUID's version (4, in the 7th byte) and variant (RFC 4122, the 9th).
@@ -70,44 +47,9 @@ def new_task_ids(count: int) -> list[str]:
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """How rows are written. The columns are those :class:`NewMessage` gives, then the publishing
-    time for ``auto_now`` fields, then every other field of :class:`Message` at its default, so
-    a new field with a constant default needs no edit here (a callable default would give a
-    whole batch one value, so :func:`_plan` refuses it)."""
-
-    columns: tuple[str, ...]
-    stamped: int  # how many columns take the time of publishing
-    constants: tuple[Any, ...]
-    is_time: tuple[bool, ...]  # per column: a datetime, which SQLite wants adapted
-
-
-@functools.cache
-def _plan() -> _Plan:
-    given = ("task_id", "body", *MessageHead._fields)
-    fields = {f.attname: f for f in Message._meta.concrete_fields if not f.primary_key}
-    rest = [f for name, f in fields.items() if name not in given]
-    stamped = [f for f in rest if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
-    plain = [f for f in rest if f not in stamped]
-    for field in plain:
-        if field.has_default() and callable(field.default):
-            raise TypeError(f"Message.{field.name} has a callable default: give it a value per "
-                            "message in NewMessage instead")
-    ordered = [fields[name] for name in given] + stamped + plain
-    return _Plan(
-        columns=tuple(f.column for f in ordered),
-        stamped=len(stamped),
-        constants=tuple(f.get_default() for f in plain),
-        is_time=tuple(isinstance(f, models.DateTimeField) for f in ordered),
-    )
-
-
 @functools.cache
 def _insert_sql(kind: str) -> str:
-    columns = _plan().columns
-    values = ", ".join(["%s"] * len(columns))
-    insert = f"INSERT INTO {TABLE} ({', '.join(columns)}) VALUES ({values})"
+    insert = insert_sql()
     if kind == "postgresql":
         return (f"WITH added AS ({insert} RETURNING queue) "
                 f"SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM added")
@@ -129,7 +71,7 @@ def publish(messages: Iterable[NewMessage], using: str, count: int | None = None
     now = timezone.now()
     if count == 1:
         (message,) = messages
-        row = (message.task_id, message.body, *_tail(message.head, now))
+        row = (message.task_id, message.body, *row_tail(message.head, now))
         if kind == "sqlite":
             row = _adapted(row, connection)
         retry_if_locked(using, lambda: sql.execute(using, _insert_sql(kind), row))
@@ -140,16 +82,10 @@ def publish(messages: Iterable[NewMessage], using: str, count: int | None = None
         retry_if_locked(using, lambda: _executemany(connection, using, _insert_sql(kind), rows))
 
 
-def _tail(head: MessageHead, now: datetime.datetime) -> tuple[Any, ...]:
-    """A row's columns after the task id and the body."""
-    plan = _plan()
-    return (*head, *(now,) * plan.stamped, *plan.constants)
-
-
 def _adapted(values: tuple[Any, ...], connection: BaseDatabaseWrapper) -> tuple[Any, ...]:
     """Datetimes as SQLite stores them (Django's text form); ``values`` are the last columns."""
     adapt = connection.ops.adapt_datetimefield_value
-    is_time = _plan().is_time[-len(values):]
+    is_time = row_plan().is_time[-len(values):]
     return tuple(adapt(value) if time else value for value, time in zip(values, is_time))
 
 
@@ -168,7 +104,7 @@ def _sqlite_rows(
     for task_id, body, head in messages:
         tail = adapted.get(head)
         if tail is None:
-            tail = adapted[head] = _adapted(_tail(head, now), connection)
+            tail = adapted[head] = _adapted(row_tail(head, now), connection)
         rows.append((task_id, body, *tail))
     return rows
 
@@ -184,7 +120,7 @@ def _copy(
     a ``group``, encoded), so the two processes work side by side."""
     tails: dict[MessageHead, str] = {}
     queues: dict[str, None] = {}
-    copy_sql = f"COPY {TABLE} ({', '.join(_plan().columns)}) FROM STDIN"
+    copy_sql = f"COPY {TABLE} ({', '.join(row_plan().columns)}) FROM STDIN"
     with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
         with connection.wrap_database_errors:
             with cursor.copy(copy_sql) as copy:
@@ -192,7 +128,7 @@ def _copy(
                 for task_id, body, head in messages:
                     tail = tails.get(head)
                     if tail is None:
-                        tail = tails[head] = "\t".join(map(_copy_field, _tail(head, now))) + "\n"
+                        tail = tails[head] = "\t".join(map(_copy_field, row_tail(head, now))) + "\n"
                         queues[head.queue] = None
                     # Bodies come from djqueue.serialization: ASCII JSON or base64, whose only
                     # character COPY treats specially is the backslash.

@@ -22,6 +22,7 @@ from django.db import DataError, IntegrityError, InterfaceError, OperationalErro
 from django.db.models.functions import Now
 
 from ..broker import statements as broker, claim as claiming, sql
+from ..broker.rows import ClaimRequest
 from . import heartbeat, rounds
 from ..client import routing
 from .. import states
@@ -274,7 +275,7 @@ class Worker:
         plan = None if self.stop_requested else self._plan(writes, taken)
         limit = self._claim_limit(len(plan.jobs) if plan else 0)
         due = limit and (self._claim_now or time.monotonic() >= self._next_poll)
-        claim = rounds.ClaimRequest(self.queues, limit, self.hostname, self.heartbeat_timeout,
+        claim = ClaimRequest(self.queues, limit, self.hostname, self.heartbeat_timeout,
                                     self.options.start_now(plan, self.pool.short_names())
                                     if plan else None) if due else None
         if not writes and claim is None:

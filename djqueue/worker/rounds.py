@@ -23,23 +23,12 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from ..broker import statements as broker, claim as claiming
+from ..broker.rows import ClaimRequest
 from .. import states
 from ..backends import ResultBackend, ResultRecord
 from ..backends.database import DatabaseBackend
 from .execution import Outcome
 from ..broker.sql import execute as sql_execute
-
-
-@dataclass(slots=True)
-class ClaimRequest:
-    """What to claim in a round: up to ``limit`` messages from ``queues``, some of them marked
-    started at once (``start``)."""
-
-    queues: Sequence[str]
-    limit: int
-    worker: str
-    lease_seconds: float
-    start: claiming.StartNow | None = None
 
 
 @dataclass(slots=True)
