@@ -149,7 +149,7 @@ def check_backend_and_broker(**kwargs: Any) -> list[checks.CheckMessage]:
     """E005 unknown result backend, E006 a database that cannot be the broker, E008 a cache alias
     that CACHES lacks, E011 an unknown time zone."""
     from .backends import CacheBackend, backend_class
-    from .broker.statements import SUPPORTED_VENDORS
+    from .broker import VENDORS, supports
 
     conf, messages = _conf(), []
     try:
@@ -171,11 +171,11 @@ def check_backend_and_broker(**kwargs: Any) -> list[checks.CheckMessage]:
             hint="Use 'django://' or 'django://<alias>' with an alias of DATABASES.",
             id="djqueue.E006",
         ))
-    elif connections[using].vendor not in SUPPORTED_VENDORS:
+    elif not supports(using):
         messages.append(checks.Error(
             f"Database {using!r} is {connections[using].vendor}, which cannot serve as djqueue's "
             "broker.",
-            hint=f"Use {' or '.join(SUPPORTED_VENDORS)} for the broker database.",
+            hint=f"Use {' or '.join(VENDORS)} for the broker database.",
             id="djqueue.E006",
         ))
     if conf.CELERY_TIMEZONE:

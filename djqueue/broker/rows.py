@@ -2,7 +2,8 @@
 (:class:`NewMessage`, :class:`MessageHead`, and the columns a new row fills, :func:`row_plan`), a
 claim to make (:class:`ClaimRequest`, :class:`StartNow`) and what it took (:class:`Claimed`), a
 message recovery set aside (:class:`Lost`), and results as the JSON document of rows a results
-upsert reads (:func:`results_document`). No SQL of any vendor here.
+upsert reads (:func:`results_document`). No SQL of any vendor here: that is in the vendor modules
+(:mod:`djqueue.broker.postgresql`, :mod:`djqueue.broker.sqlite`).
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError, connections
 from django.db.models.functions import Now
 
-from ..broker import statements as broker, claim as claiming, sql
-from ..broker.rows import ClaimRequest
+from ..broker import operations
+from ..broker.base import DEAD_ROWS
+from ..broker.rows import Claimed, ClaimRequest
 from . import heartbeat, rounds
 from ..client import routing
 from .. import states
@@ -36,7 +37,6 @@ from ..broker.listen import Listener
 from .pools import POOLS, Plan, Pool
 from .throttle import Throttle
 from .options import TaskOptions
-from ..broker.vacuum import DEAD_ROWS
 from .control import ControlPanel
 
 logger = logging.getLogger("djqueue.worker")
@@ -117,7 +117,7 @@ class Worker:
         self.stop_requested: str | None = None  # None, "warm" or "cold"
         self.finished = False
         self._announced_stop: str | None = None
-        self._reserved: collections.deque[claiming.Claimed] = collections.deque()
+        self._reserved: collections.deque[Claimed] = collections.deque()
         self._pending: list[Outcome] = []  # outcomes the next round settles
         self._next_poll = 0.0
         self._claim_now = True
@@ -134,9 +134,9 @@ class Worker:
 
     def start(self) -> None:
         """Load the task modules, register this worker and start the pool."""
-        broker.vendor(self.using)  # fail early on a database that cannot be a broker
+        broker = operations(self.using)  # fail early on a database that cannot be a broker
         if self.pool_name == "prefork":  # only djqueue's statements run in this process
-            sql.steer_worker_planner([threading.main_thread().name, heartbeat.THREAD_NAME])
+            broker.steer_worker_planner([threading.main_thread().name, heartbeat.THREAD_NAME])
         self.app.tasks  # autodiscovery happens before children are forked
         self.throttle.validate()
         self.node_id = self._with_db_retry(lambda: heartbeat.register(self))
@@ -271,7 +271,7 @@ class Worker:
         that must be settled without running), for another round to start them."""
         outcomes, self._pending = self._pending, []
         writes = rounds.settle(outcomes, self.hostname, self.backend.enabled)
-        taken: list[claiming.Claimed] = []
+        taken: list[Claimed] = []
         plan = None if self.stop_requested else self._plan(writes, taken)
         limit = self._claim_limit(len(plan.jobs) if plan else 0)
         due = limit and (self._claim_now or time.monotonic() >= self._next_poll)
@@ -319,7 +319,7 @@ class Worker:
         if plan.jobs:
             self.pool.submit(plan)
 
-    def _plan(self, writes: rounds.Round, taken: list[claiming.Claimed]) -> Plan:
+    def _plan(self, writes: rounds.Round, taken: list[Claimed]) -> Plan:
         """Take reserved messages the pool has room for (listed in ``taken``); rate-limited
         ones wait in the table."""
         plan = self.pool.plan()
@@ -348,7 +348,7 @@ class Worker:
                                                    worker=self.hostname, queue=job.queue))
         return plan
 
-    def _took(self, claimed: list[claiming.Claimed], limit: int, was_holding: bool) -> None:
+    def _took(self, claimed: list[Claimed], limit: int, was_holding: bool) -> None:
         """Keep what a claim took; what must not run (revoked, expired, unknown) is settled in
         the next round without running."""
         self._claim_now = len(claimed) == limit
@@ -357,7 +357,7 @@ class Worker:
             # The claim itself reported revocations of what it took.
             self._next_revocation_check = time.monotonic() + REVOCATION_CHECK_INTERVAL
         if not claimed:  # idle: wake when the next delayed message is due, if that is sooner
-            due = self._with_db_retry(lambda: broker.next_due(self.using, self.queues))
+            due = self._with_db_retry(lambda: operations(self.using).next_due(self.queues))
             if due is not None:
                 self._next_poll = min(self._next_poll, time.monotonic() + due)
             burst = self.processed - self._processed_at_poke
@@ -379,7 +379,7 @@ class Worker:
         if started.jobs:
             self.pool.submit(started)
 
-    def job_for(self, message: claiming.Claimed) -> Job:
+    def job_for(self, message: Claimed) -> Job:
         return self.options.job_for(message, self.hostname)
 
     def _check_revocations(self) -> None:
@@ -392,7 +392,7 @@ class Worker:
             return
         self._next_revocation_check = now + REVOCATION_CHECK_INTERVAL
         held = [m.task_id for m in self._reserved] + list(running)
-        revoked = self._with_db_retry(lambda: broker.revoked_among(self.using, held))
+        revoked = self._with_db_retry(lambda: operations(self.using).revoked_among(held))
         if not revoked:
             return
         dropped = [m for m in self._reserved if m.task_id in revoked]
@@ -470,7 +470,7 @@ class Worker:
     def _give_back_reserved(self) -> None:
         ids = [message.id for message in self._reserved]
         self._reserved.clear()
-        count = len(self._with_db_retry(lambda: broker.requeue(self.using, ids, self.node_id)))
+        count = len(self._with_db_retry(lambda: operations(self.using).requeue(ids, self.node_id)))
         logger.info("Returned %d reserved message(s) to the queue.", count)
 
     # Database faults.
