@@ -14,8 +14,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .client import publishing
+from .broker.rows import NewMessage
 from .client.current import current_app
-from .client.publishing import NewMessage, new_task_ids
+from .client.publishing import new_task_ids
 from .result import AsyncResult, GroupResult
 from .serialization import dumps
 

@@ -18,7 +18,7 @@ from .client import annotations, routing
 from .conf import ALIASES, CELERY_PREFIXES, DEFAULTS, Settings
 from .exceptions import ImproperlyConfigured
 from .backends import CacheBackend, backend_class
-from .broker.statements import SUPPORTED_VENDORS
+from .broker import VENDORS, supports
 from .client.base import app
 from .client.rates import parse_rate, task_rate
 from .worker.pools import POOLS
@@ -168,11 +168,11 @@ def check_backend_and_broker(**kwargs: Any) -> list[checks.CheckMessage]:
             hint="Use 'django://' or 'django://<alias>' with an alias of DATABASES.",
             id="djqueue.E006",
         ))
-    elif connections[using].vendor not in SUPPORTED_VENDORS:
+    elif not supports(using):
         messages.append(checks.Error(
             f"Database {using!r} is {connections[using].vendor}, which cannot serve as djqueue's "
             "broker.",
-            hint=f"Use {' or '.join(SUPPORTED_VENDORS)} for the broker database.",
+            hint=f"Use {' or '.join(VENDORS)} for the broker database.",
             id="djqueue.E006",
         ))
     if conf.CELERY_TIMEZONE:

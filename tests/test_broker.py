@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from djqueue import states
-from djqueue.broker import statements as broker, claim as claiming
+from djqueue.broker import operations
 from djqueue.client.base import app
 from djqueue.worker.execution import execute
 from djqueue.exceptions import (
@@ -114,10 +114,10 @@ def test_query_counts_are_pinned(worker: Worker) -> None:
     for i in range(50):
         add.delay(i, i)
     with CaptureQueriesContext(connection) as claim:
-        claimed = claiming.claim("default", ["celery"], 50, "test@host", worker.node_id, 60)
+        claimed = operations("default").claim(["celery"], 50, "test@host", worker.node_id, 60)
     jobs = [worker.job_for(message) for message in claimed]
     with CaptureQueriesContext(connection) as start:
-        broker.start("default", [job.message_id for job in jobs], lease_seconds=60)
+        operations("default").start([job.message_id for job in jobs], lease_seconds=60)
     outcomes = [execute(job) for job in jobs]
     with CaptureQueriesContext(connection) as finish:
         worker.finish(outcomes)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from djqueue.broker import statements as broker, claim as claiming
+from djqueue.broker import operations
+from djqueue.broker.rows import StartNow
 from tasks import add
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -14,20 +15,21 @@ def test_claim_over_several_queues_keeps_priority_then_age_and_the_limit() -> No
     low = [add.apply_async((i, i), queue="a").id for i in range(3)]
     high = [add.apply_async((i, i), queue="b", priority=5).id for i in range(2)]
     add.apply_async((0, 0), queue="elsewhere", priority=9)
-    claimed = claiming.claim("default", ["a", "b"], 3, "test@host", None, 60)
+    claimed = operations("default").claim(["a", "b"], 3, "test@host", None, 60)
     assert [m.task_id for m in claimed] == [*high, low[0]]
-    rest = claiming.claim("default", ["a", "b"], 10, "test@host", None, 60)
+    rest = operations("default").claim(["a", "b"], 10, "test@host", None, 60)
     assert [m.task_id for m in rest] == low[1:]
 
 
 def test_next_due_is_the_earliest_delayed_message_of_those_queues() -> None:
-    assert broker.next_due("default", ["celery"]) is None
+    broker = operations("default")
+    assert broker.next_due(["celery"]) is None
     add.apply_async((1, 1))  # due now: not a delayed message
     add.apply_async((1, 1), countdown=300)
     add.apply_async((1, 1), countdown=60)
     add.apply_async((1, 1), countdown=5, queue="other")
-    assert 55 < broker.next_due("default", ["celery"]) < 61  # julianday arithmetic is not exact
-    assert 0 < broker.next_due("default", ["celery", "other"]) < 6
+    assert 55 < broker.next_due(["celery"]) < 61  # julianday arithmetic is not exact
+    assert 0 < broker.next_due(["celery", "other"]) < 6
 
 
 def test_claim_marks_started_what_the_pool_takes_at_once() -> None:
@@ -39,9 +41,9 @@ def test_claim_marks_started_what_the_pool_takes_at_once() -> None:
 
     ids = [add.delay(1, 1).id, record.delay("x").id, add.delay(2, 2).id, add.delay(3, 3).id,
            record.delay("y").id]
-    start = claiming.StartNow(idle=2, names=["tasks.add"], queued=2, short_names=["tasks.add"],
+    start = StartNow(idle=2, names=["tasks.add"], queued=2, short_names=["tasks.add"],
                             acks_late_names=["tasks.add"])
-    claimed = claiming.claim("default", ["celery"], 10, "test@host", None, 60, start)
+    claimed = operations("default").claim(["celery"], 10, "test@host", None, 60, start)
     assert [m.task_id for m in claimed] == ids
     started = [m.task_id for m in claimed if m.started]
     assert started == [ids[0], ids[2], ids[3]]  # rn 1 (known); rn 3 and 4 (short, within 2 + 2)
@@ -58,7 +60,7 @@ def test_hot_statements_are_prepared_on_postgresql() -> None:
     from django.db import connection
 
     from djqueue.client.base import app
-    from djqueue.broker.sql import PREPARE_AFTER
+    from djqueue.broker.postgresql import PREPARE_AFTER
     from djqueue.worker.loop import Worker
 
     if connection.vendor != "postgresql":
@@ -95,16 +97,17 @@ def test_a_bloated_message_table_is_vacuumed() -> None:
     from django.db import connection
 
     from djqueue import group
-    from djqueue.broker import vacuum
+    from djqueue.broker.base import DEAD_ROWS
     from djqueue.models import Message
 
     if connection.vendor != "postgresql":
         pytest.skip("VACUUM is PostgreSQL's")
-    assert not vacuum.vacuum_if_bloated("default")  # nothing dead: left to autovacuum
-    group(add.s(i, i) for i in range(vacuum.DEAD_ROWS + 2000)).apply_async()
+    broker = operations("default")
+    assert not broker.vacuum_if_bloated()  # nothing dead: left to autovacuum
+    group(add.s(i, i) for i in range(DEAD_ROWS + 2000)).apply_async()
     Message.objects.all().delete()
     deadline = time.monotonic() + 5  # the statistics arrive within about a second
-    while not vacuum.vacuum_if_bloated("default"):
+    while not broker.vacuum_if_bloated():
         assert time.monotonic() < deadline, "the dead rows were never vacuumed"
         time.sleep(0.2)
     with connection.cursor() as cursor:
@@ -120,7 +123,7 @@ def test_a_worker_turning_idle_after_a_burst_vacuums_at_once(start_worker) -> No
     from django.db import connection
 
     from djqueue import group, states
-    from djqueue.broker import vacuum
+    from djqueue.broker.base import DEAD_ROWS
     from djqueue.models import TaskResult
 
     if connection.vendor != "postgresql":
@@ -135,7 +138,7 @@ def test_a_worker_turning_idle_after_a_burst_vacuums_at_once(start_worker) -> No
     start_worker("-c", "2", env={"DJQUEUE_WORKER_LOST_TIMEOUT": "60"})
     time.sleep(0.5)  # past its first beat
     before = vacuums()
-    tasks = vacuum.DEAD_ROWS // 2 + 500
+    tasks = DEAD_ROWS // 2 + 500
     group(add.s(i, i) for i in range(tasks)).apply_async()
     deadline = time.monotonic() + 60
     while TaskResult.objects.filter(state=states.SUCCESS).count() < tasks:
@@ -154,7 +157,6 @@ def test_the_worker_process_plans_without_sequential_scans_but_tasks_do_not(star
     from django.db import connection, connections
     from django.db.backends.signals import connection_created
 
-    from djqueue.broker import sql
     from tests import fault_tasks
 
     if connection.vendor != "postgresql":
@@ -167,7 +169,7 @@ def test_the_worker_process_plans_without_sequential_scans_but_tasks_do_not(star
             return cursor.fetchone()[0]
 
     elsewhere: list[str] = []
-    sql.steer_worker_planner([threading.current_thread().name])
+    operations("default").steer_worker_planner([threading.current_thread().name])
     try:
         assert setting() == "off force_generic_plan off"  # this thread's new session
         thread = threading.Thread(target=lambda: (elsewhere.append(setting()),
@@ -176,7 +178,7 @@ def test_the_worker_process_plans_without_sequential_scans_but_tasks_do_not(star
         thread.join()
         assert elsewhere == ["on auto on"]  # another thread's session is left alone
     finally:
-        connection_created.disconnect(dispatch_uid=f"djqueue.broker.sql.steer.{os.getpid()}")
+        connection_created.disconnect(dispatch_uid=f"djqueue.broker.postgresql.steer.{os.getpid()}")
         connection.close()
     start_worker("-c", "1")
     # tasks run in children
@@ -205,5 +207,5 @@ def test_ids_and_names_are_in_byte_order_on_postgresql() -> None:
     }
     kept, revoked = add.delay(1, 1), add.delay(2, 2)
     revoke([revoked.id])
-    taken = claiming.claim("default", ["celery"], 10, "w", None, 60)
+    taken = operations("default").claim(["celery"], 10, "w", None, 60)
     assert {(m.task_id, m.revoked) for m in taken} == {(kept.id, False), (revoked.id, True)}

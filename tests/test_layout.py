@@ -175,3 +175,125 @@ def test_every_remote_control_command_has_a_handler_and_no_more() -> None:
     from djqueue.worker.control import HANDLERS
 
     assert set(HANDLERS) == COMMANDS
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    pending = [start]
+    while pending:
+        for target in graph[pending.pop()] - seen:
+            seen.add(target)
+            pending.append(target)
+    return seen
+
+
+def test_lower_layers_never_import_higher_ones_at_module_level() -> None:
+    """The client side never loads the worker side; the broker loads neither (it is what both
+    build on). Imports inside functions are left out, as above."""
+    graph = import_graph()
+    for name in graph:
+        if name.startswith(("djqueue.client", "djqueue.broker")):
+            above = ("djqueue.worker",) if name.startswith("djqueue.client") else (
+                "djqueue.worker", "djqueue.client")
+            loaded = sorted(t for t in _reachable(graph, name) if t.startswith(above))
+            assert not loaded, f"{name} imports {', '.join(loaded)}"
+
+
+# Vendor branches: only djqueue/broker/<vendor>.py (and the registry) depend on the database vendor.
+
+#: Names Django gives database vendors (``connection.vendor``), registered or not.
+VENDOR_NAMES = frozenset({"postgresql", "sqlite", "mysql", "oracle", "microsoft", "mariadb"})
+#: Modules that only one vendor uses: its driver, or Django's backend for it.
+VENDOR_IMPORTS = frozenset({
+    "psycopg", "psycopg2", "psycopg_pool", "sqlite3", "MySQLdb", "pymysql", "mysql", "oracledb",
+    "cx_Oracle", "django.db.backends.postgresql", "django.db.backends.sqlite3",
+    "django.db.backends.mysql", "django.db.backends.oracle",
+})
+
+
+def registered_vendors() -> dict[str, str]:
+    """``VENDORS`` of djqueue/broker/__init__.py (the registry), read from its source."""
+    tree = ast.parse((PACKAGE / "broker" / "__init__.py").read_text())
+    for node in tree.body:
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and node.target.id == "VENDORS" and node.value is not None):
+            return ast.literal_eval(node.value)
+    raise AssertionError("no VENDORS in djqueue/broker/__init__.py")
+
+
+def _names_a_vendor(node: ast.AST) -> bool:
+    """``x.vendor``, ``vendor``, a vendor's name, or a tuple/list/set of vendor names."""
+    if isinstance(node, ast.Attribute):
+        return node.attr == "vendor"
+    if isinstance(node, ast.Name):
+        return node.id == "vendor"
+    if isinstance(node, ast.Constant):
+        return node.value in VENDOR_NAMES
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_names_a_vendor(element) for element in node.elts)
+    return False
+
+
+def vendor_branches(source: str) -> list[tuple[int, str]]:
+    """``(line, what)`` of each place ``source`` depends on the database vendor: a comparison
+    with ``.vendor`` or a vendor's name (``==``, ``!=``, ``in``…), a ``match`` on it, a dict
+    keyed by vendor names (a dispatch table), an import of one vendor's driver or backend."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare) and any(
+                map(_names_a_vendor, [node.left, *node.comparators])):
+            found.append((node.lineno, "compares the vendor"))
+        elif isinstance(node, ast.Match) and _names_a_vendor(node.subject):
+            found.append((node.lineno, "matches on the vendor"))
+        elif isinstance(node, ast.MatchValue) and _names_a_vendor(node.value):
+            found.append((node.lineno, "matches a vendor's name"))
+        elif isinstance(node, ast.Dict) and any(
+                key is not None and _names_a_vendor(key) for key in node.keys):
+            found.append((node.lineno, "a dict keyed by vendor"))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if not node.level else [])
+            for module in modules:
+                if any(module == m or module.startswith(m + ".") for m in VENDOR_IMPORTS):
+                    found.append((node.lineno, f"imports {module}"))
+    return sorted(found)
+
+
+def test_the_vendor_scan_finds_branches() -> None:
+    source = (
+        "import psycopg\n"
+        "if connection.vendor == 'postgresql': pass\n"
+        "postgres = connections[using].vendor != 'postgresql'\n"
+        "ok = vendor(using) in ('sqlite', 'postgresql')\n"
+        "kind = name\nif kind == 'sqlite': pass\n"
+        "if connection.vendor not in SUPPORTED: pass\n"
+        "SQL = {'postgresql': 'now()', 'sqlite': '%s'}\n"
+        "match connection.vendor:\n    case 'mysql': pass\n"
+        "print(f'{connection.vendor} is fine to show')\n"
+        "from django.db.backends.sqlite3.base import DatabaseWrapper\n"
+    )
+    assert [line for line, _ in vendor_branches(source)] == [1, 2, 3, 4, 6, 7, 8, 9, 10, 12]
+
+
+def test_vendor_branches_live_only_in_the_vendor_modules() -> None:
+    """Adding a vendor means adding djqueue/broker/<vendor>.py and registering it in
+    djqueue/broker/__init__.py: nothing else in djqueue depends on the database vendor.
+
+    Migrations are exempt: they are history, written once and never changed, and must not import
+    code that may change after them. 0002 tunes PostgreSQL's autovacuum and 0003 sets PostgreSQL
+    column collations (``COLLATE "C"``), which only PostgreSQL has, so each tests the vendor.
+    """
+    vendors = registered_vendors()
+    allowed = {PACKAGE / "broker" / "__init__.py"}
+    for vendor, path in vendors.items():
+        module = path.rpartition(".")[0]
+        assert module == f"djqueue.broker.{vendor}", f"{vendor}'s operations are not in broker/{vendor}.py"
+        assert (PACKAGE / "broker" / f"{vendor}.py").exists()
+        allowed.add(PACKAGE / "broker" / f"{vendor}.py")
+    branches = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}: {what}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path not in allowed and "migrations" not in path.relative_to(PACKAGE).parts
+        for line, what in vendor_branches(path.read_text())
+    ]
+    assert not branches, "vendor branches outside djqueue/broker/<vendor>.py:\n" + "\n".join(branches)

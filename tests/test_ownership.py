@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from djqueue.broker import statements as broker, claim as claiming
+from djqueue.broker import operations
 from djqueue.worker import heartbeat
 from djqueue import states
 from djqueue.client.base import app
@@ -45,11 +45,12 @@ def test_a_reserved_message_recovered_by_another_worker_is_not_run_here(
     worker: Worker, record_file: Path
 ) -> None:
     result = record.delay("once")
-    [held] = claiming.claim("default", ["celery"], 10, worker.hostname, worker.node_id, 60)
+    [held] = operations("default").claim(["celery"], 10, worker.hostname, worker.node_id, 60)
     worker._reserved.append(held)  # claimed, not yet started: what a prefetching worker holds
     _expire(id=held.id)  # the database was away longer than the lease …
-    broker.recover_expired_leases("default")  # … and another worker's heartbeat recovered it
-    [other] = claiming.claim("default", ["celery"], 10, "b@test", 424242, 60)
+    # … and another worker's heartbeat recovered it:
+    operations("default").recover_expired_leases()
+    [other] = operations("default").claim(["celery"], 10, "b@test", 424242, 60)
     assert other.id == held.id
 
     worker.loop()  # the start is not confirmed: the message is b's now
@@ -62,8 +63,8 @@ def test_a_reserved_message_recovered_by_another_worker_is_not_run_here(
 
 def test_a_late_outcome_does_not_overwrite_what_recovery_decided(worker: Worker) -> None:
     result = add.delay(2, 3)
-    [held] = claiming.claim("default", ["celery"], 10, worker.hostname, worker.node_id, 60)
-    broker.start("default", [held.id], owner=worker.node_id, lease_seconds=60)
+    [held] = operations("default").claim(["celery"], 10, worker.hostname, worker.node_id, 60)
+    operations("default").start([held.id], owner=worker.node_id, lease_seconds=60)
     job = worker.job_for(held)
     _expire(id=held.id)
     assert heartbeat.recover("default", app.backend.store, "json") == 1  # WorkerLostError
@@ -81,8 +82,8 @@ def test_a_late_outcome_does_not_overwrite_what_recovery_decided(worker: Worker)
 
 def test_a_recovered_message_can_still_be_settled_by_its_new_holder(worker: Worker) -> None:
     result = add.delay(2, 3)
-    [held] = claiming.claim("default", ["celery"], 10, "b@test", 424242, lease_seconds=-1)
-    broker.recover_expired_leases("default")
+    [held] = operations("default").claim(["celery"], 10, "b@test", 424242, lease_seconds=-1)
+    operations("default").recover_expired_leases()
     for _ in range(3):  # claims, starts and runs it, then stores its result
         worker.loop()
     assert AsyncResult(result.id).get(timeout=1) == 5
@@ -94,11 +95,11 @@ def test_deliveries_are_counted_and_bounded_in_recovery() -> None:
     message_id = Message.objects.get(task_id=result.id).id
     Message.objects.filter(id=message_id).update(acks_late=True)
     for attempt in (1, 2):
-        [held] = claiming.claim("default", ["celery"], 10, "a@test", 1, 60)
-        broker.start("default", [held.id], [held.id], owner=1, lease_seconds=60)
+        [held] = operations("default").claim(["celery"], 10, "a@test", 1, 60)
+        operations("default").start([held.id], [held.id], owner=1, lease_seconds=60)
         assert Message.objects.get(id=message_id).deliveries == attempt
         _expire(id=message_id)
-        found = broker.recover_expired_leases("default", max_deliveries=2)
+        found = operations("default").recover_expired_leases(max_deliveries=2)
         if attempt == 1:
             assert not found and Message.objects.get(id=message_id).state == "ready"
     [gone] = found
@@ -109,13 +110,14 @@ def test_deliveries_are_counted_and_bounded_in_recovery() -> None:
 
 def test_a_retry_counts_deliveries_afresh_and_a_job_never_begun_does_not_count() -> None:
     add.delay(1, 1)
-    [held] = claiming.claim("default", ["celery"], 10, "a@test", 1, 60)
-    broker.start("default", [held.id], owner=1, lease_seconds=60)
-    broker.unstart("default", [held.id], owner=1)  # queued in a child that died: never began
+    [held] = operations("default").claim(["celery"], 10, "a@test", 1, 60)
+    operations("default").start([held.id], owner=1, lease_seconds=60)
+    # Queued in a child that died: never began.
+    operations("default").unstart([held.id], owner=1)
     assert Message.objects.get(id=held.id).deliveries == 0
-    [held] = claiming.claim("default", ["celery"], 10, "a@test", 1, 60)
-    broker.start("default", [held.id], owner=1, lease_seconds=60)
-    broker.retry("default", held.id, timezone.now(), None, owner=1)
+    [held] = operations("default").claim(["celery"], 10, "a@test", 1, 60)
+    operations("default").start([held.id], owner=1, lease_seconds=60)
+    operations("default").retry(held.id, timezone.now(), None, owner=1)
     message = Message.objects.get(id=held.id)
     assert (message.deliveries, message.retries, message.state) == (0, 1, "ready")
 
@@ -134,8 +136,8 @@ def test_a_lost_acks_late_job_is_set_aside_after_max_deliveries() -> None:
                     reason="a JSON document with Infinity is refused as a DataError on PostgreSQL")
 def test_a_round_the_database_refuses_is_settled_one_outcome_at_a_time(worker: Worker) -> None:
     good, bad = add.delay(1, 1), add.delay(2, 2)
-    claimed = claiming.claim("default", ["celery"], 10, worker.hostname, worker.node_id, 60)
-    broker.start("default", [m.id for m in claimed], owner=worker.node_id, lease_seconds=60)
+    claimed = operations("default").claim(["celery"], 10, worker.hostname, worker.node_id, 60)
+    operations("default").start([m.id for m in claimed], owner=worker.node_id, lease_seconds=60)
     outcomes = {m.task_id: execute(worker.job_for(m)) for m in claimed}
     outcomes[bad.id].runtime = float("inf")  # json.dumps writes Infinity, which jsonb refuses
 

@@ -19,8 +19,8 @@ from djqueue.canvas import signature
 from djqueue.exceptions import EncodeError, InvalidIdentifier
 from djqueue.models import Message, Revocation
 from djqueue.client.revocation import revoke
-from djqueue.client.publishing import COPY_CHUNK, NOTIFY_CHANNEL, new_task_ids
-from djqueue.broker.sql import PREPARE_AFTER
+from djqueue.client.publishing import new_task_ids
+from djqueue.broker.postgresql import COPY_CHUNK, NOTIFY_CHANNEL, PREPARE_AFTER
 from djqueue.serialization import dumps, loads
 from tasks import add
 

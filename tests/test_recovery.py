@@ -9,7 +9,8 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from djqueue.broker import statements as broker, claim as claiming
+from djqueue.broker import operations
+from djqueue.broker.rows import Lost
 from djqueue.models import Message
 from tasks import add
 
@@ -28,14 +29,14 @@ def test_concurrent_recovery_settles_each_message_once() -> None:
     alive = timezone.now() + datetime.timedelta(minutes=5)
     Message.objects.filter(id__in=ids[30:]).update(state="started", lease_until=alive, owner=7)
 
-    lost: list[broker.Lost] = []
+    lost: list[Lost] = []
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
 
     def recover() -> None:
         try:
             barrier.wait()
-            lost.extend(broker.recover_expired_leases("default"))
+            lost.extend(operations("default").recover_expired_leases())
         except BaseException as exc:  # reported below
             errors.append(exc)
         finally:
@@ -56,12 +57,12 @@ def test_concurrent_recovery_settles_each_message_once() -> None:
 
 def test_a_late_ack_from_the_old_holder_does_not_touch_a_recovered_message() -> None:
     result = add.delay(1, 1)
-    [old] = claiming.claim("default", ["celery"], 10, "old@host", 1, lease_seconds=-1)
-    broker.recover_expired_leases("default")  # the lease ran out: back to ready
-    [new] = claiming.claim("default", ["celery"], 10, "new@host", 2, lease_seconds=60)
+    [old] = operations("default").claim(["celery"], 10, "old@host", 1, lease_seconds=-1)
+    operations("default").recover_expired_leases()  # the lease ran out: back to ready
+    [new] = operations("default").claim(["celery"], 10, "new@host", 2, lease_seconds=60)
     assert old.id == new.id
-    broker.ack("default", [old.id], owner=1)  # the old holder wakes up and acknowledges
+    operations("default").ack([old.id], owner=1)  # the old holder wakes up and acknowledges
     message = Message.objects.get(task_id=result.id)
     assert (message.state, message.owner) == ("reserved", 2)
-    broker.ack("default", [new.id], owner=2)
+    operations("default").ack([new.id], owner=2)
     assert not Message.objects.exists()

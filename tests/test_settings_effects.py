@@ -154,10 +154,10 @@ def test_track_started_setting() -> None:
 @pytest.mark.parametrize("spelling", ["CELERY_ACKS_LATE", "CELERY_TASK_ACKS_LATE"])
 def test_acks_late_setting_reaches_the_job(spelling: str) -> None:
     worker = Worker(app, pool="solo")
-    from djqueue.broker import claim as claiming
+    from djqueue.broker import operations
 
     add.delay(1, 1)
-    claimed = claiming.claim("default", ["celery"], 1, "t", None, 60)[0]
+    claimed = operations("default").claim(["celery"], 1, "t", None, 60)[0]
     assert worker.job_for(claimed).acks_late is False
     with override_settings(**{spelling: True}):
         assert worker.job_for(claimed).acks_late is True

@@ -10,6 +10,7 @@ import pytest
 from django.test import override_settings
 
 from djqueue import states
+from djqueue.broker.sqlite import SQLiteOperations
 from djqueue.client.base import App
 from djqueue.exceptions import ContentDisallowed, DecodeError, EncodeError, RemoteTaskError
 from djqueue.client.routing import route
@@ -150,3 +151,49 @@ def test_public_names_are_the_objects_not_modules() -> None:
     assert isinstance(app, App) and app is djqueue.client.base.app
     assert task is djqueue.decorators.task and shared_task is djqueue.decorators.shared_task
     assert callable(group) and callable(signature) and isinstance(AsyncResult, type)
+
+
+# The broker's vendor registry (djqueue/broker/__init__.py).
+
+
+class OtherVendorOperations(SQLiteOperations):
+    """A vendor djqueue does not know, registered from outside (as a new vendor module is)."""
+
+    vendor = "othervendor"
+
+
+@pytest.fixture
+def other_vendor(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The default database as a vendor no module is registered for."""
+    from django.db import connection
+
+    import djqueue.broker
+
+    monkeypatch.setattr(djqueue.broker, "_operations", {})
+    monkeypatch.setattr(connection, "vendor", "othervendor")
+    return "othervendor"
+
+
+def test_a_database_no_vendor_module_serves_is_refused(other_vendor: str) -> None:
+    from djqueue.broker import operations
+    from djqueue.checks import check_backend_and_broker
+    from djqueue.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match="is othervendor; djqueue's broker supports "
+                                                   "postgresql and sqlite"):
+        operations("default")
+    assert [m.id for m in check_backend_and_broker()] == ["djqueue.E006"]
+
+
+def test_a_vendor_is_its_operations_class_and_a_line_in_the_registry(
+    other_vendor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import djqueue.broker
+    from djqueue.checks import check_backend_and_broker
+
+    monkeypatch.setitem(djqueue.broker.VENDORS, other_vendor,
+                        f"{__name__}.OtherVendorOperations")
+    broker = djqueue.broker.operations("default")
+    assert type(broker) is OtherVendorOperations and broker.using == "default"
+    assert djqueue.broker.operations("default") is broker  # one per alias and vendor
+    assert check_backend_and_broker() == []

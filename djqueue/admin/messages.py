@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 
-from ..broker import statements as broker, monitor
+from ..broker import monitor, operations
 from ..client import revocation
 from ..client.base import app
 from ..models import Message
@@ -105,7 +105,7 @@ class MessageAdmin(ReadOnlyAdmin):
     @admin.action(description="Re-enqueue the selected set-aside messages", permissions=["restore"])
     def restore_selected(self, request: HttpRequest, queryset: models.QuerySet) -> None:
         ids = list(queryset.filter(state=Message.State.REJECTED).values_list("id", flat=True))
-        count = broker.restore_rejected(app.conf.broker_alias, ids)
+        count = operations(app.conf.broker_alias).restore_rejected(ids)
         level = messages.SUCCESS if count else messages.WARNING
         self.message_user(request, f"Re-enqueued {count} set-aside message(s).", level)
 

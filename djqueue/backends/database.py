@@ -3,99 +3,35 @@
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Sequence
 
 from django.db import connections
 from django.utils import timezone
 
+from ..broker import operations
+from ..broker.rows import RESULT_UPDATED
 from ..models import TaskResult
 from .base import ResultBackend, ResultRecord
 
 ID_SLICE = 900
-TABLE = TaskResult._meta.db_table
-_UPDATED = [
-    "state", "task_name", "content_type", "result", "traceback", "args", "kwargs",
-    "worker", "runtime", "date_done", "queue",
-]
-#: The columns of a row in the JSON document, in this order (see ``upsert``).
-_COLUMNS = ["task_id", *_UPDATED]
-_DONE = _COLUMNS.index("date_done")
-#: PostgreSQL types of the columns, to read them out of the JSON document.
-_PG_TYPES = {"runtime": "float8", "date_done": "timestamptz"}
-
-
-def _without_nul(value: object) -> object:
-    """``value`` with any NUL character replaced by U+FFFD. PostgreSQL's text cannot hold NUL,
-    so one in a traceback (an exception's message may carry any character) failed the worker's
-    whole round; SQLite's JSON functions cut the text there. An encoded result never has one:
-    serializers give ASCII JSON or base64."""
-    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
 class DatabaseBackend(ResultBackend):
     def store(self, records: Sequence[ResultRecord]) -> None:
+        """One ``INSERT … ON CONFLICT`` for any number of records, from a JSON document of rows
+        (:meth:`djqueue.broker.base.Operations.results_upsert`); the worker's round embeds the
+        same statement (:mod:`djqueue.worker.rounds`)."""
         if not records:
             return
-        sql, params = self.upsert(records)
+        sql, params = operations(self.using).results_upsert(records)
         with connections[self.using].cursor() as cursor:
             cursor.execute(sql, params)
-
-    def upsert(
-        self, records: Sequence[ResultRecord], only: str | None = None
-    ) -> tuple[str, list[object]]:
-        """One ``INSERT … ON CONFLICT`` for any number of records, as ``(sql, params)``.
-        ``only`` (PostgreSQL) is a query whose rows are the task ids to store: the others
-        are left out (the worker's round stores outcomes only for messages it still holds).
-
-        The rows travel as one JSON document, a list per row (as messages do when published),
-        so a batch costs one statement and no model instances; the worker embeds this statement
-        in its round (:mod:`djqueue.worker.rounds`). PostgreSQL reads the document as ``jsonb``, which
-        it parses once: as ``json``, every ``->>`` lexed the row's text again. The last record
-        for an id wins (STARTED then SUCCESS in one batch).
-        """
-        latest = {record.task_id: record for record in records}
-        connection = connections[self.using]
-        postgres = connection.vendor == "postgresql"
-        as_text = (datetime.datetime.isoformat if postgres
-                   else connection.ops.adapt_datetimefield_value)
-        done_texts: dict[datetime.datetime, object] = {}  # a round's records share their time
-        rows = []
-        for record in latest.values():
-            row = [getattr(record, column) for column in _COLUMNS]
-            done = row[_DONE]
-            if done is not None:
-                row[_DONE] = done_texts.get(done) or done_texts.setdefault(done, as_text(done))
-            rows.append(row)
-        document = json.dumps(rows, separators=(",", ":"))
-        if "\\u0000" in document:  # rare: look at the values only then
-            rows = [[_without_nul(value) for value in row] for row in rows]
-            document = json.dumps(rows, separators=(",", ":"))
-        columns = ", ".join(_COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _UPDATED)
-        if postgres:
-            picks = ", ".join(f"(e->>{i})::{_PG_TYPES.get(c, 'text')}"
-                              for i, c in enumerate(_COLUMNS))
-            sql = (
-                f"INSERT INTO {TABLE} ({columns}, date_created) SELECT {picks}, now() "
-                f"FROM jsonb_array_elements(%s::jsonb) AS e "
-                + (f"WHERE (e->>0) IN ({only}) " if only else "")
-                + f"ON CONFLICT (task_id) DO UPDATE SET {updates}"
-            )
-            return sql, [document]
-        picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_COLUMNS)))
-        # "WHERE true" keeps SQLite from reading ON CONFLICT as part of the SELECT's join.
-        sql = (
-            f"INSERT INTO {TABLE} ({columns}, date_created) SELECT {picks}, %s "
-            f"FROM json_each(%s) WHERE true ON CONFLICT (task_id) DO UPDATE SET {updates}"
-        )
-        return sql, [as_text(timezone.now()), document]
 
     def get(self, task_id: str) -> ResultRecord | None:
         row = (
             TaskResult.objects.using(self.using)
             .filter(task_id=task_id)
-            .values("task_id", *_UPDATED)
+            .values("task_id", *RESULT_UPDATED)
             .first()
         )
         return ResultRecord(**row) if row else None
@@ -107,7 +43,7 @@ class DatabaseBackend(ResultBackend):
             rows = (
                 TaskResult.objects.using(self.using)
                 .filter(task_id__in=task_ids[start : start + ID_SLICE])
-                .values("task_id", *_UPDATED)
+                .values("task_id", *RESULT_UPDATED)
             )
             found.update((row["task_id"], ResultRecord(**row)) for row in rows)
         return found

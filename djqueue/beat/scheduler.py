@@ -31,6 +31,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 from django.db.models import F, Q
 from django.utils import timezone
 
+from ..broker import operations
 from ..client.base import App
 from .models import STATE_ID, BeatState, PeriodicTask, PeriodicTaskRun
 from .sync import sync_from_settings
@@ -80,25 +81,18 @@ class Beat:
     # Leadership.
 
     def _renew_or_take_lease(self) -> int | None:
-        """Hold the lease for another ``lease_seconds``; the schedule version if we are leader."""
-        connection = connections[self.using]
-        if connection.vendor == "postgresql":
-            sql = (
-                "UPDATE djqueue_beatstate SET leader = %s, "
-                "lease_until = now() + make_interval(secs => %s) WHERE id = %s AND "
-                "(leader = %s OR lease_until IS NULL OR lease_until < now()) RETURNING version"
-            )
-            params: list[Any] = [self.name, self.lease_seconds, STATE_ID, self.name]
-        else:  # SQLite: every process is on this host, its clock is the database's
-            now = timezone.now()
-            adapt = connection.ops.adapt_datetimefield_value
-            sql = (
-                "UPDATE djqueue_beatstate SET leader = %s, lease_until = %s WHERE id = %s AND "
-                "(leader = %s OR lease_until IS NULL OR lease_until < %s) RETURNING version"
-            )
-            until = now + datetime.timedelta(seconds=self.lease_seconds)
-            params = [self.name, adapt(until), STATE_ID, self.name, adapt(now)]
-        with connection.cursor() as cursor:
+        """Hold the lease for another ``lease_seconds``; the schedule version if we are leader.
+        The lease is on the broker's clock (the database's on PostgreSQL; on SQLite every process
+        is on one host, whose clock is the database's)."""
+        broker = operations(self.using)
+        now, now_params = broker.now_sql()
+        until, until_params = broker.lease_sql(self.lease_seconds)
+        sql = (
+            f"UPDATE djqueue_beatstate SET leader = %s, lease_until = {until} WHERE id = %s AND "
+            f"(leader = %s OR lease_until IS NULL OR lease_until < {now}) RETURNING version"
+        )
+        params = [self.name, *until_params, STATE_ID, self.name, *now_params]
+        with connections[self.using].cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
         return None if row is None else int(row[0])

@@ -1,16 +1,16 @@
-"""Waking an idle worker the moment a message is published (PostgreSQL ``LISTEN``).
+"""Waking an idle worker the moment a message is published, on databases that can tell
+(:attr:`~djqueue.broker.base.Operations.can_listen`: PostgreSQL's ``LISTEN``).
 
-:func:`djqueue.client.publishing.publish` sends ``NOTIFY djqueue, '<queue>'`` in the same transaction as
-the insert (in the same statement for one message), so PostgreSQL delivers it when the publishing
-transaction commits. A worker's
-:class:`Listener` holds its own autocommit connection (never one of Django's, which pool children
-and transactions use), and the worker adds that connection to what its loop already waits on.
-
-Remote-control commands are announced on a second channel (:data:`CONTROL_CHANNEL`), so a
-listening worker answers them at once instead of at its next control poll.
+Publishing announces new messages in the same transaction as the insert (on PostgreSQL, ``NOTIFY
+djqueue, '<queue>'``, in the same statement for one message), so the database delivers the
+announcement when the publishing transaction commits. A worker's :class:`Listener` holds a
+connection of its own (:meth:`~djqueue.broker.base.Operations.listen`: never one of Django's,
+which pool children and transactions use), and the worker adds that connection to what its loop
+already waits on. Remote-control commands are announced too, so a listening worker answers them at
+once instead of at its next control poll.
 
 Polling stays: it is the fallback when the listening connection is lost (it is reopened at most
-every :data:`REOPEN_SECONDS`), and the only mechanism on SQLite.
+every :data:`REOPEN_SECONDS`), and the only mechanism on databases that cannot listen (SQLite).
 """
 
 from __future__ import annotations
@@ -20,24 +20,20 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import connections
-
-from ..client.publishing import NOTIFY_CHANNEL
+from . import operations
+from .base import ListenerLost
 
 logger = logging.getLogger("djqueue.notify")
 
 REOPEN_SECONDS = 5.0
-#: The channel that carries "a remote-control command was sent" (see :mod:`djqueue.client.control`).
-CONTROL_CHANNEL = "djqueue_control"
 
 
 class Listener:
-    """``LISTEN`` for new messages in ``queues``; does nothing on databases without it."""
+    """Listen for new messages in ``queues``; does nothing on databases that cannot."""
 
     def __init__(self, using: str, queues: Sequence[str]) -> None:
         self.using = using
         self.queues = set(queues)
-        self.supported = connections[using].vendor == "postgresql"
         self._wanted = False
         self._conn: Any = None
         self._reopen_at = 0.0
@@ -47,19 +43,12 @@ class Listener:
     def open(self) -> None:
         """Start listening (the worker's ``run()`` does; in-process tests that drive ``loop()``
         poll only)."""
-        self._wanted = self.supported
+        self._wanted = operations(self.using).can_listen
         if not self._wanted or self._conn is not None or time.monotonic() < self._reopen_at:
             return
-        import psycopg
-
-        params = connections[self.using].get_connection_params()
-        params.pop("cursor_factory", None)
-        params.setdefault("connect_timeout", 5)
         try:
-            self._conn = psycopg.connect(**params, autocommit=True)
-            self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            self._conn.execute(f"LISTEN {CONTROL_CHANNEL}")
-        except psycopg.Error as exc:
+            self._conn = operations(self.using).listen()
+        except ListenerLost as exc:
             logger.warning("Cannot listen for new messages (%s); polling only for now.", exc)
             self._lost()
         else:
@@ -85,16 +74,14 @@ class Listener:
             self._deaf = False
             self._control = True
             return True
-        import psycopg
-
         try:
-            notes = list(self._conn.notifies(timeout=0))
-        except psycopg.Error as exc:
+            queues, control = operations(self.using).heard(self._conn)
+        except ListenerLost as exc:
             logger.warning("Lost the listening connection (%s); polling until it is back.", exc)
             self._lost()
             return True
-        self._control |= any(n.channel == CONTROL_CHANNEL for n in notes)
-        return any(n.channel == NOTIFY_CHANNEL and n.payload in self.queues for n in notes)
+        self._control |= control
+        return not self.queues.isdisjoint(queues)
 
     def control_heard(self) -> bool:
         """Was a remote-control command announced since the last call? (Read by ``heard()``.)"""

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from . import identifiers, publishing, routing
 from .control import Control
-from .publishing import MessageHead, NewMessage
+from ..broker.rows import MessageHead, NewMessage
 from ..backends import ResultBackend, backend_from_setting, backend_key
 from ..conf import Settings
 from ..exceptions import NotRegistered

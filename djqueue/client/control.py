@@ -23,12 +23,11 @@ from django.db import connections
 from django.db.models import DateTimeField, ExpressionWrapper
 from django.db.models.functions import Now
 
-from ..broker import statements as broker
+from ..broker import operations
 from . import revocation
 from ..exceptions import DjqueueError, InvalidRateLimit
 from ..models import ControlCommand, ControlReply, RateLimitOverride
 from ..broker.monitor import live_workers
-from ..broker.listen import CONTROL_CHANNEL
 from .rates import parse_rate
 
 if TYPE_CHECKING:
@@ -143,9 +142,7 @@ class Control:
             name=command, arguments=arguments or {}, destination=nodes, reply=reply,
             expires_at=db_now_plus(ttl),
         )
-        if connection.vendor == "postgresql":  # wake listening workers at once (at commit)
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_notify(%s, '')", [CONTROL_CHANNEL])
+        operations(self.using).announce_control()  # wake listening workers (at commit)
         logger.debug("Sent control command %s #%s to %s", command, row.pk, nodes or "all")
         if not reply:
             return None
@@ -234,7 +231,7 @@ class Control:
 
     def purge(self, queues: Sequence[str] | None = None) -> int:
         """Delete every waiting message of ``queues`` (default: the default queue)."""
-        return broker.purge(self.using, list(queues or [self.app.conf.CELERY_DEFAULT_QUEUE]))
+        return operations(self.using).purge(list(queues or [self.app.conf.CELERY_DEFAULT_QUEUE]))
 
 
 class Inspect:

@@ -1,56 +1,22 @@
 """Publishing: new messages enter the broker table.
 
-One message is one ``INSERT … VALUES`` statement; on PostgreSQL the same statement sends
-``NOTIFY`` (see :mod:`djqueue.broker.listen`), which the database delivers when the caller's transaction
-commits and drops if it rolls back. A batch (a ``group``) is written in one transaction: one
-``COPY`` and one ``SELECT pg_notify(…)`` on PostgreSQL, one ``executemany`` on SQLite. Everything
-that moves messages after this lives in :mod:`djqueue.broker.statements`.
+:func:`publish` writes one message as one statement and a batch (a ``group``) in one transaction,
+through the broker's operations (:mod:`djqueue.broker`): on PostgreSQL one ``INSERT`` that also
+sends ``NOTIFY`` (see :mod:`djqueue.broker.listen`), which the database delivers when the caller's
+transaction commits and drops if it rolls back, and for a batch one ``COPY`` and one ``SELECT
+pg_notify(…)``; on SQLite an ``INSERT``, and one ``executemany`` for a batch. Everything that
+moves messages after this lives in :mod:`djqueue.broker`.
 """
 
 from __future__ import annotations
 
-import datetime
-import functools
 import os
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from collections.abc import Iterable
 
-from django.db import connections, models, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
-from ..broker import sql
-from ..broker.statements import TABLE, retry_if_locked, vendor
-from ..models import Message
-
-#: The channel that carries "new messages in this queue" (the payload is the queue name).
-NOTIFY_CHANNEL = "djqueue"
-#: Rows per write of a batch ``COPY`` (see :func:`_copy`).
-COPY_CHUNK = 500
-
-
-class MessageHead(NamedTuple):
-    """The columns a message shares with the other calls of its batch made the same way: a
-    ``group`` of one task builds this once (see :class:`djqueue.client.base.Batch`)."""
-
-    task_name: str
-    queue: str
-    priority: int
-    available_at: datetime.datetime
-    expires: datetime.datetime | None
-    content_type: str
-    time_limit: float | None
-    soft_time_limit: float | None
-
-
-class NewMessage(NamedTuple):
-    """A message row not yet written: its own id and encoded arguments, and its head."""
-
-    task_id: str
-    body: str
-    head: MessageHead
-
+from ..broker import operations
+from ..broker.rows import NewMessage
 
 #: Byte maps that set a UUID's version (4, in the 7th byte) and variant (RFC 4122, the 9th).
 _VERSION_4 = bytes((byte & 0x0F) | 0x40 for byte in range(256))
@@ -70,50 +36,6 @@ def new_task_ids(count: int) -> list[str]:
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """How rows are written. The columns are those :class:`NewMessage` gives, then the publishing
-    time for ``auto_now`` fields, then every other field of :class:`Message` at its default, so
-    a new field with a constant default needs no edit here (a callable default would give a
-    whole batch one value, so :func:`_plan` refuses it)."""
-
-    columns: tuple[str, ...]
-    stamped: int  # how many columns take the time of publishing
-    constants: tuple[Any, ...]
-    is_time: tuple[bool, ...]  # per column: a datetime, which SQLite wants adapted
-
-
-@functools.cache
-def _plan() -> _Plan:
-    given = ("task_id", "body", *MessageHead._fields)
-    fields = {f.attname: f for f in Message._meta.concrete_fields if not f.primary_key}
-    rest = [f for name, f in fields.items() if name not in given]
-    stamped = [f for f in rest if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
-    plain = [f for f in rest if f not in stamped]
-    for field in plain:
-        if field.has_default() and callable(field.default):
-            raise TypeError(f"Message.{field.name} has a callable default: give it a value per "
-                            "message in NewMessage instead")
-    ordered = [fields[name] for name in given] + stamped + plain
-    return _Plan(
-        columns=tuple(f.column for f in ordered),
-        stamped=len(stamped),
-        constants=tuple(f.get_default() for f in plain),
-        is_time=tuple(isinstance(f, models.DateTimeField) for f in ordered),
-    )
-
-
-@functools.cache
-def _insert_sql(kind: str) -> str:
-    columns = _plan().columns
-    values = ", ".join(["%s"] * len(columns))
-    insert = f"INSERT INTO {TABLE} ({', '.join(columns)}) VALUES ({values})"
-    if kind == "postgresql":
-        return (f"WITH added AS ({insert} RETURNING queue) "
-                f"SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM added")
-    return insert
-
-
 def publish(messages: Iterable[NewMessage], using: str, count: int | None = None) -> None:
     """Write ``messages`` (``count`` of them: the length of a sequence, given for any other
     iterable, which is read once, while rows are written). Inside ``transaction.atomic()`` they
@@ -124,106 +46,10 @@ def publish(messages: Iterable[NewMessage], using: str, count: int | None = None
         count = len(messages)
     if not count:
         return
-    kind = vendor(using)
-    connection = connections[using]
+    broker = operations(using)
     now = timezone.now()
     if count == 1:
         (message,) = messages
-        row = (message.task_id, message.body, *_tail(message.head, now))
-        if kind == "sqlite":
-            row = _adapted(row, connection)
-        retry_if_locked(using, lambda: sql.execute(using, _insert_sql(kind), row))
-    elif kind == "postgresql":
-        _copy(connection, using, messages, now)
+        broker.publish_one(message, now)
     else:
-        rows = _sqlite_rows(messages, now, connection)
-        retry_if_locked(using, lambda: _executemany(connection, using, _insert_sql(kind), rows))
-
-
-def _tail(head: MessageHead, now: datetime.datetime) -> tuple[Any, ...]:
-    """A row's columns after the task id and the body."""
-    plan = _plan()
-    return (*head, *(now,) * plan.stamped, *plan.constants)
-
-
-def _adapted(values: tuple[Any, ...], connection: BaseDatabaseWrapper) -> tuple[Any, ...]:
-    """Datetimes as SQLite stores them (Django's text form); ``values`` are the last columns."""
-    adapt = connection.ops.adapt_datetimefield_value
-    is_time = _plan().is_time[-len(values):]
-    return tuple(adapt(value) if time else value for value, time in zip(values, is_time))
-
-
-def _executemany(
-    connection: BaseDatabaseWrapper, using: str, sql: str, rows: list[tuple[Any, ...]]
-) -> None:
-    with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
-
-
-def _sqlite_rows(
-    messages: Iterable[NewMessage], now: datetime.datetime, connection: BaseDatabaseWrapper
-) -> list[tuple[Any, ...]]:
-    adapted: dict[MessageHead, tuple[Any, ...]] = {}  # one adaptation per head, not per message
-    rows = []
-    for task_id, body, head in messages:
-        tail = adapted.get(head)
-        if tail is None:
-            tail = adapted[head] = _adapted(_tail(head, now), connection)
-        rows.append((task_id, body, *tail))
-    return rows
-
-
-def _copy(
-    connection: BaseDatabaseWrapper, using: str, messages: Iterable[NewMessage],
-    now: datetime.datetime,
-) -> None:
-    """``COPY`` the rows, then notify every queue written to, in one transaction (the caller's,
-    when there is one): workers never see rows they were not woken for, and a rollback drops
-    both. The text is built here, with each head's columns formatted once per batch, and sent
-    every ``COPY_CHUNK`` rows: PostgreSQL stores those while the next ones are built (and, from
-    a ``group``, encoded), so the two processes work side by side."""
-    tails: dict[MessageHead, str] = {}
-    queues: dict[str, None] = {}
-    copy_sql = f"COPY {TABLE} ({', '.join(_plan().columns)}) FROM STDIN"
-    with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
-        with connection.wrap_database_errors:
-            with cursor.copy(copy_sql) as copy:
-                lines = []
-                for task_id, body, head in messages:
-                    tail = tails.get(head)
-                    if tail is None:
-                        tail = tails[head] = "\t".join(map(_copy_field, _tail(head, now))) + "\n"
-                        queues[head.queue] = None
-                    # Bodies come from djqueue.serialization: ASCII JSON or base64, whose only
-                    # character COPY treats specially is the backslash.
-                    if "\\" in body:
-                        body = body.replace("\\", "\\\\")
-                    if "\\" in task_id or not task_id.isprintable():  # a task id the caller chose
-                        task_id = _copy_field(task_id)
-                    lines.append(f"{task_id}\t{body}\t{tail}")
-                    if len(lines) == COPY_CHUNK:
-                        copy.write("".join(lines))
-                        lines = []
-                copy.write("".join(lines))
-        cursor.execute(
-            "SELECT pg_notify(%s, queue) FROM unnest(%s::text[]) AS q(queue)",
-            [NOTIFY_CHANNEL, list(queues)],
-        )
-
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_COPY_FORMATS: dict[type, Callable[[Any], str]] = {
-    bool: lambda value: "t" if value else "f",
-    datetime.datetime: datetime.datetime.isoformat,
-    int: str,
-    float: repr,
-}
-
-
-def _copy_field(value: Any) -> str:
-    """One value in ``COPY``'s text format."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return value.translate(_COPY_ESCAPES)
-    return _COPY_FORMATS.get(type(value), str)(value)
+        broker.publish_many(messages, now)

@@ -30,7 +30,7 @@ from django.db.models import Max
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from ..broker import statements as broker
+from ..broker import operations
 from . import control_arguments as check
 from ..client.control import db_now_plus, normalize_rate, store_rate_limit
 from .control_arguments import ControlError
@@ -220,7 +220,8 @@ def stats(worker: Worker) -> dict[str, Any]:
         "uptime": round(worker.uptime(), 3),
         "processed": worker.processed, "prefetch_count": worker.prefetch_limit,
         "pool": {"implementation": worker.pool_name, "max-concurrency": worker.concurrency},
-        "broker": {"transport": "django", "alias": worker.using, "vendor": broker.vendor(worker.using)},
+        "broker": {"transport": "django", "alias": worker.using,
+                   "vendor": operations(worker.using).vendor},
         "queues": list(worker.queues),
         "rate_limits": {name: task.rate_limit for name, task in sorted(worker.app.tasks.items())
                         if task.rate_limit},

@@ -30,7 +30,7 @@ from ..serialization import (
 )
 
 if TYPE_CHECKING:
-    from ..broker.claim import Claimed
+    from ..broker.rows import Claimed
 
 logger = logging.getLogger("djqueue.worker")
 

@@ -3,9 +3,10 @@
 Each worker process has a :class:`~djqueue.models.WorkerNode` row. A background thread beats every
 ``timeout / 6`` seconds: it refreshes the row, extends the lease of every message the process
 holds, recovers messages whose lease ran out (their worker stopped beating), following the
-delivery rules in :func:`djqueue.broker.statements.recover_expired_leases`, and vacuums the message table
-when it is bloated (:mod:`djqueue.broker.vacuum`). The thread is separate from the
-worker loop so that a long task in the ``solo`` pool does not look like a dead worker.
+delivery rules in :meth:`djqueue.broker.statements.Statements.recover_expired_leases`, and
+vacuums the message table when it is bloated
+(:meth:`djqueue.broker.base.Operations.vacuum_if_bloated`). The thread is separate from the worker
+loop so that a long task in the ``solo`` pool does not look like a dead worker.
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ from django.db import DatabaseError, connections
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from ..broker import statements as broker
+from ..broker import operations
 from .. import states
 from ..backends import ResultRecord
 from ..exceptions import WorkerLostError
 from ..models import WorkerNode
 from ..serialization import dumps, exception_to_data
-from ..broker.vacuum import vacuum_if_bloated
 
 if TYPE_CHECKING:
     from .loop import Worker
@@ -56,7 +56,7 @@ def recover(
     max_deliveries: int | None = None,
 ) -> int:
     """Recover messages of dead workers; returns how many started tasks were marked lost."""
-    lost = broker.recover_expired_leases(using, max_deliveries)
+    lost = operations(using).recover_expired_leases(max_deliveries)
     now = timezone.now()
     if lost:
         records = []
@@ -114,13 +114,14 @@ class Heartbeat(threading.Thread):
         worker = self.worker
         with self.fork_lock:
             try:
-                # Heartbeats are on the database's clock, as leases are (broker.now_sql).
+                # Heartbeats are on the database's clock, as leases are (Operations.now_sql).
                 WorkerNode.objects.using(worker.using).filter(pk=worker.node_id).update(
                     heartbeat_at=Now(),
                     processed=worker.processed,
                     active=json.dumps(worker.active_tasks()),
                 )
-                broker.extend_leases(worker.using, worker.node_id, worker.heartbeat_timeout)
+                broker = operations(worker.using)
+                broker.extend_leases(worker.node_id, worker.heartbeat_timeout)
                 backend = worker.backend
                 recover(worker.using,
                         backend.store if backend.enabled else (lambda records: None),
@@ -130,7 +131,7 @@ class Heartbeat(threading.Thread):
                     heartbeat_at__lt=Now() - datetime.timedelta(seconds=worker.heartbeat_timeout),
                 ).update(lost_at=Now())
                 known_dead, self._known_dead = self._known_dead, 0
-                vacuum_if_bloated(worker.using, known_dead)
+                broker.vacuum_if_bloated(known_dead)
             except DatabaseError as exc:
                 logger.error("Heartbeat failed (database error: %s); will try again.", exc)
             finally:

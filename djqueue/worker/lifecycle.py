@@ -17,9 +17,8 @@ from typing import Any, TypeVar
 
 from django.db.models.functions import Now
 
-from ..broker import claim as claiming
-from ..broker import sql
-from ..broker import statements as broker
+from ..broker import operations
+from ..broker.rows import Claimed
 from ..broker.listen import Listener
 from ..client import routing
 from ..client.base import App
@@ -112,7 +111,7 @@ class Lifecycle(abc.ABC):
         self.stop_requested: str | None = None  # None, "warm" or "cold"
         self.finished = False
         self._announced_stop: str | None = None
-        self._reserved: collections.deque[claiming.Claimed] = collections.deque()
+        self._reserved: collections.deque[Claimed] = collections.deque()
         self._pending: list[Outcome] = []  # outcomes the next round settles
         self._next_poll = 0.0
         self._claim_now = True
@@ -129,9 +128,9 @@ class Lifecycle(abc.ABC):
 
     def start(self) -> None:
         """Load the task modules, register this worker and start the pool."""
-        broker.vendor(self.using)  # fail early on a database that cannot be a broker
+        broker = operations(self.using)  # fail early on a database that cannot be a broker
         if self.pool_name == "prefork":  # only djqueue's statements run in this process
-            sql.steer_worker_planner([threading.main_thread().name, heartbeat.THREAD_NAME])
+            broker.steer_worker_planner([threading.main_thread().name, heartbeat.THREAD_NAME])
         self.app.tasks  # autodiscovery happens before children are forked
         self.throttle.validate()
         self.node_id = self.settler.owner = self.with_db_retry(lambda: heartbeat.register(self))
@@ -191,7 +190,7 @@ class Lifecycle(abc.ABC):
 
     # What remote-control handlers (djqueue/worker/control.py) may read and change.
 
-    def reserved_messages(self) -> list[claiming.Claimed]:
+    def reserved_messages(self) -> list[Claimed]:
         """The messages this worker holds and has not handed to its pool yet."""
         return list(self._reserved)
 
@@ -246,7 +245,7 @@ class Lifecycle(abc.ABC):
     def _give_back_reserved(self) -> None:
         ids = [message.id for message in self._reserved]
         self._reserved.clear()
-        count = len(self.with_db_retry(lambda: broker.requeue(self.using, ids, self.node_id)))
+        count = len(self.with_db_retry(lambda: operations(self.using).requeue(ids, self.node_id)))
         logger.info("Returned %d reserved message(s) to the queue.", count)
 
     # Database faults.

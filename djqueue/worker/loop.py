@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 from .. import states
 from ..backends import ResultRecord
-from ..broker import claim as claiming
-from ..broker import statements as broker
-from ..broker.vacuum import DEAD_ROWS
+from ..broker import operations
+from ..broker.base import DEAD_ROWS
+from ..broker.rows import Claimed, ClaimRequest
 from ..exceptions import TaskRevokedError
 from . import rounds
 from .execution import Job, Outcome, log_outcome, refused, unrun
@@ -109,11 +109,11 @@ class Worker(Lifecycle):
         that must be settled without running), for another round to start them."""
         outcomes, self._pending = self._pending, []
         writes = rounds.settle(outcomes, self.hostname, self.backend.enabled)
-        taken: list[claiming.Claimed] = []
+        taken: list[Claimed] = []
         plan = None if self.stop_requested else self._plan(writes, taken)
         limit = self._claim_limit(len(plan.jobs) if plan else 0)
         due = limit and (self._claim_now or time.monotonic() >= self._next_poll)
-        claim = rounds.ClaimRequest(self.queues, limit, self.hostname, self.heartbeat_timeout,
+        claim = ClaimRequest(self.queues, limit, self.hostname, self.heartbeat_timeout,
                                     self.options.start_now(plan, self.pool.short_names())
                                     if plan else None) if due else None
         if not writes and claim is None:
@@ -157,7 +157,7 @@ class Worker(Lifecycle):
         if plan.jobs:
             self.pool.submit(plan)
 
-    def _plan(self, writes: rounds.Round, taken: list[claiming.Claimed]) -> Plan:
+    def _plan(self, writes: rounds.Round, taken: list[Claimed]) -> Plan:
         """Take reserved messages the pool has room for (listed in ``taken``); rate-limited
         ones wait in the table."""
         plan = self.pool.plan()
@@ -186,7 +186,7 @@ class Worker(Lifecycle):
                                                    worker=self.hostname, queue=job.queue))
         return plan
 
-    def _took(self, claimed: list[claiming.Claimed], limit: int, was_holding: bool) -> None:
+    def _took(self, claimed: list[Claimed], limit: int, was_holding: bool) -> None:
         """Keep what a claim took; what must not run (revoked, expired, unknown) is settled in
         the next round without running."""
         self._claim_now = len(claimed) == limit
@@ -195,7 +195,7 @@ class Worker(Lifecycle):
             # The claim itself reported revocations of what it took.
             self._next_revocation_check = time.monotonic() + REVOCATION_CHECK_INTERVAL
         if not claimed:  # idle: wake when the next delayed message is due, if that is sooner
-            due = self.with_db_retry(lambda: broker.next_due(self.using, self.queues))
+            due = self.with_db_retry(lambda: operations(self.using).next_due(self.queues))
             if due is not None:
                 self._next_poll = min(self._next_poll, time.monotonic() + due)
             burst = self.processed - self._processed_at_poke
@@ -217,7 +217,7 @@ class Worker(Lifecycle):
         if started.jobs:
             self.pool.submit(started)
 
-    def job_for(self, message: claiming.Claimed) -> Job:
+    def job_for(self, message: Claimed) -> Job:
         return self.options.job_for(message, self.hostname)
 
     def _check_revocations(self) -> None:
@@ -230,7 +230,7 @@ class Worker(Lifecycle):
             return
         self._next_revocation_check = now + REVOCATION_CHECK_INTERVAL
         held = [m.task_id for m in self._reserved] + list(running)
-        revoked = self.with_db_retry(lambda: broker.revoked_among(self.using, held))
+        revoked = self.with_db_retry(lambda: operations(self.using).revoked_among(held))
         if not revoked:
             return
         dropped = [m for m in self._reserved if m.task_id in revoked]

@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..broker.claim import StartNow
+from ..broker.rows import StartNow
 from .execution import Job
 
 if TYPE_CHECKING:
     from ..client.base import App
-    from ..broker.claim import Claimed
+    from ..broker.rows import Claimed
     from .pools import Plan
     from .throttle import Throttle
 

@@ -5,11 +5,12 @@ the other outcomes (retries, rejects, messages given back), marks started what i
 handed to the pool, and claims more. The worker's cost per task is then a share of one round trip
 rather than several round trips of its own.
 
-On PostgreSQL the common round (results in the database backend, acknowledgements, starts and a
-claim) is a single statement: the writes are data-modifying ``WITH`` queries and the claim is the
-main query, so the round is one implicit transaction with one commit. Any other round is one
-transaction of a few statements; on SQLite statements cost no network round trip, only the commit
-counts.
+Where the broker can (:attr:`~djqueue.broker.base.Operations.one_statement_rounds`: PostgreSQL),
+the common round (results in the database backend, acknowledgements, starts and a claim) is a
+single statement (:meth:`~djqueue.broker.base.Operations.run_round`): the writes are
+data-modifying ``WITH`` queries and the claim is the main query, so the round is one implicit
+transaction with one commit. Any other round is one transaction of a few statements; on SQLite
+statements cost no network round trip, only the commit counts.
 """
 
 from __future__ import annotations
@@ -18,28 +19,16 @@ import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from django.db import connections, transaction
-
+from django.db import transaction
 from django.utils import timezone
 
-from ..broker import statements as broker, claim as claiming
 from .. import states
 from ..backends import ResultBackend, ResultRecord
 from ..backends.database import DatabaseBackend
+from ..broker import operations
+from ..broker.base import Operations
+from ..broker.rows import Claimed, ClaimRequest
 from .execution import Outcome
-from ..broker.sql import execute as sql_execute
-
-
-@dataclass(slots=True)
-class ClaimRequest:
-    """What to claim in a round: up to ``limit`` messages from ``queues``, some of them marked
-    started at once (``start``)."""
-
-    queues: Sequence[str]
-    limit: int
-    worker: str
-    lease_seconds: float
-    start: claiming.StartNow | None = None
 
 
 @dataclass(slots=True)
@@ -70,7 +59,7 @@ class Done:
     """What a round did: the messages its claim took, and which of the messages it was asked to
     start it started (only those may run: the others this worker no longer holds)."""
 
-    claimed: list[claiming.Claimed] = field(default_factory=list)
+    claimed: list[Claimed] = field(default_factory=list)
     started: set[int] = field(default_factory=set)
 
 
@@ -123,83 +112,41 @@ def run(
     """
     if claim is not None and (claim.limit <= 0 or not claim.queues):
         claim = None
-    if _one_statement(using, backend, writes):
-        return _run_as_one_statement(using, backend, owner, writes, claim, lease_seconds)
-    return broker.retry_if_locked(using, lambda: _run_in_transaction(
-        using, backend, owner, writes, claim, lease_seconds))
+    broker = operations(using)
+    if _one_statement(broker, backend, writes):
+        records = writes.records if backend.enabled else []
+        claimed, started = broker.run_round(owner, writes.acks, writes.starts, writes.acks_late,
+                                            records, claim, lease_seconds)
+        return Done(claimed, started)
+    return broker.retrying(lambda: _run_in_transaction(
+        broker, backend, owner, writes, claim, lease_seconds))
 
 
-def _one_statement(using: str, backend: ResultBackend, writes: Round) -> bool:
-    if connections[using].vendor != "postgresql":
+def _one_statement(broker: Operations, backend: ResultBackend, writes: Round) -> bool:
+    if not broker.one_statement_rounds:
         return False
     if writes.releases or writes.requeues or writes.rejects or writes.retries or writes.defers:
         return False  # the rare outcomes: a transaction of a few statements
     return not writes.records or not backend.enabled or (
-        isinstance(backend, DatabaseBackend) and backend.using == using
+        isinstance(backend, DatabaseBackend) and backend.using == broker.using
     )
 
 
-def _run_as_one_statement(
-    using: str, backend: ResultBackend, owner: int | None, writes: Round,
-    claim: ClaimRequest | None, lease_seconds: float,
-) -> Done:
-    # The writes are the data-modifying WITH queries w0, w1, … (in this order: the results
-    # refer to the acknowledgement's and the start's rows, the task ids this worker still held).
-    parts: list[tuple[str, list[object]]] = []
-    held: list[str] = []
-    start_part = None
-    if writes.acks:
-        held.append(f"SELECT task_id FROM w{len(parts)}")
-        parts.append(broker.ack_statement(using, writes.acks, owner))
-    if writes.starts:
-        start_part = f"w{len(parts)}"
-        held.append(f"SELECT task_id FROM {start_part}")
-        parts.append(broker.start_statement(using, writes.starts, writes.acks_late, owner,
-                                            lease_seconds=lease_seconds))
-    if writes.records and backend.enabled:
-        assert isinstance(backend, DatabaseBackend)
-        parts.append(backend.upsert(writes.records,
-                                    only=" UNION ALL ".join(held) if owner is not None else None))
-    if claim is not None:
-        sql, params = claiming.claim_statement(
-            using, claim.queues, claim.limit, claim.worker, owner, claim.lease_seconds,
-            claim.start, parts, confirm=start_part)
-        return _done(sql_execute(using, sql, params, fetch=True))
-    if not parts:
-        return Done()
-    if start_part is not None:
-        last, last_params = f"SELECT id FROM {start_part}", []
-    else:
-        last, last_params = parts.pop()
-    sql = "".join(f"{'WITH' if i == 0 else ','} w{i} AS ({part}) "
-                  for i, (part, _) in enumerate(parts)) + last
-    rows = sql_execute(using, sql, [p for _, part_params in parts for p in part_params]
-                       + last_params, fetch=start_part is not None)
-    return Done(started={row[0] for row in rows})
-
-
-def _done(rows: Sequence[Sequence[object]]) -> Done:
-    """A round statement's rows: claimed messages, and (``task_id`` NULL) the ids it started."""
-    started = {row[0] for row in rows if row[1] is None}
-    return Done(claiming.claimed_from_rows([row for row in rows if row[1] is not None]),
-                started)  # type: ignore[arg-type]
-
-
 def _run_in_transaction(
-    using: str, backend: ResultBackend, owner: int | None, writes: Round,
+    broker: Operations, backend: ResultBackend, owner: int | None, writes: Round,
     claim: ClaimRequest | None, lease_seconds: float,
 ) -> Done:
-    with transaction.atomic(using=using):
-        held = set(broker.ack(using, writes.acks, owner))
-        held.update(broker.unstart(using, writes.releases, owner))
-        held.update(broker.requeue(using, writes.requeues, owner))
+    with transaction.atomic(using=broker.using):
+        held = set(broker.ack(writes.acks, owner))
+        held.update(broker.unstart(writes.releases, owner))
+        held.update(broker.requeue(writes.requeues, owner))
         for message_id, error in writes.rejects:
-            held.update(broker.reject(using, [message_id], error, owner))
+            held.update(broker.reject([message_id], error, owner))
         for message_id, when, body in writes.retries:
-            held.update(broker.retry(using, message_id, when, body, owner))
+            held.update(broker.retry(message_id, when, body, owner))
         for seconds, ids in writes.defers:
-            broker.defer(using, ids, seconds, owner)
-        started = broker.start(using, writes.starts, writes.acks_late, owner,
+            broker.defer(ids, seconds, owner)
+        started = broker.start(writes.starts, writes.acks_late, owner,
                                lease_seconds=lease_seconds)
         held.update(task_id for _, task_id in started)
         records = writes.records if owner is None else [
@@ -208,6 +155,6 @@ def _run_in_transaction(
             backend.store(records)
         done = Done(started={message_id for message_id, _ in started})
         if claim is not None:
-            done.claimed = claiming.claim(using, claim.queues, claim.limit, claim.worker, owner,
-                                          claim.lease_seconds, claim.start)
+            done.claimed = broker.claim(claim.queues, claim.limit, claim.worker, owner,
+                                        claim.lease_seconds, claim.start)
         return done

@@ -2,8 +2,9 @@
 
 As in Celery the limit holds per worker instance: each worker keeps its own bucket for every task
 name. A message over its task's limit is not held in the worker's memory: the worker hands it back
-to the database with a later ``available_at`` (see :func:`djqueue.broker.statements.defer`), so it
-stays visible and any worker may take it when it is due.
+to the database with a later ``available_at`` (see
+:meth:`djqueue.broker.statements.Statements.defer`), so it stays visible and any worker may take
+it when it is due.
 """
 
 from __future__ import annotations

@@ -1,0 +1,415 @@
+"""The broker on PostgreSQL: every statement and capability of djqueue that is PostgreSQL's own.
+
+- The clock is the database's (``now()``, ``make_interval``): every worker host shares it, so
+  hosts whose clocks disagree still agree on whose lease has run out.
+- Several ids are one array parameter (``id = ANY(%s::bigint[])``), so a statement keeps one text
+  whatever the number, and djqueue's hot statements (publishing, the claim, the worker's round)
+  run with server-side parameters, prepared once they have run :data:`PREPARE_AFTER` times on a
+  connection (:meth:`PostgreSQLOperations.execute`).
+- The claim locks its rows with ``FOR UPDATE SKIP LOCKED``: concurrent workers never wait on each
+  other nor take the same row; the heartbeat skips rows a round has locked.
+- A worker's common round is one statement: data-modifying ``WITH`` queries and the claim.
+- Publishing notifies listening workers (``NOTIFY``, delivered at commit, dropped on rollback); a
+  batch is one ``COPY``.
+- The message table is vacuumed by workers when autovacuum is off or behind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections, transaction
+from django.db.backends.signals import connection_created
+
+from .base import CLAIM_FLAGS, DEAD_ROWS, ListenerLost, Operations
+from .rows import (
+    CLAIMED_COLUMNS, RESULT_COLUMNS, RESULT_UPDATED, RESULTS_TABLE, TABLE, Claimed, ClaimRequest,
+    MessageHead, NewMessage, StartNow, claimed_from_rows, insert_sql, results_document,
+    row_plan, row_tail,
+)
+
+if TYPE_CHECKING:
+    from ..backends.base import ResultRecord
+
+vacuum_logger = logging.getLogger("djqueue.vacuum")
+
+#: Runs of a statement on a connection before it is prepared there: a connection that runs it
+#: once (a request with ``CONN_MAX_AGE = 0`` sending one message) pays no extra round trip.
+PREPARE_AFTER = 5
+#: The channel that carries "new messages in this queue" (the payload is the queue name).
+NOTIFY_CHANNEL = "djqueue"
+#: The channel that carries "a remote-control command was sent" (see :mod:`djqueue.client.control`).
+CONTROL_CHANNEL = "djqueue_control"
+#: Rows per write of a batch ``COPY`` (see :meth:`PostgreSQLOperations.publish_many`).
+COPY_CHUNK = 500
+#: PostgreSQL types of the result columns, to read them out of the JSON document.
+_PG_TYPES = {"runtime": "float8", "date_done": "timestamptz"}
+#: What a claim returns per message: the fields of :class:`Claimed`, in order.
+_RETURNING = (
+    f"RETURNING {TABLE}.id, {TABLE}.task_id, {TABLE}.task_name, queue, priority, "
+    "content_type, body, retries, deliveries, time_limit, soft_time_limit, "
+    + CLAIM_FLAGS.format(now="now()")
+)
+
+
+class PostgreSQLOperations(Operations):
+    vendor = "postgresql"
+    can_listen = True
+    one_statement_rounds = True
+
+    def one_of(self, column: str, values: Sequence[Any], sql_type: str) -> tuple[str, list[object]]:
+        return f"{column} = ANY(%s::{sql_type}[])", [list(values)]
+
+    def now_sql(self) -> tuple[str, list[object]]:
+        return "now()", []
+
+    def lease_sql(self, seconds: float) -> tuple[str, list[object]]:
+        return "now() + make_interval(secs => %s)", [float(seconds)]
+
+    def unlocked(self, condition: str) -> str:
+        return f"id IN (SELECT id FROM {TABLE} WHERE {condition} FOR UPDATE SKIP LOCKED)"
+
+    def execute(self, sql: str, params: Sequence[Any], fetch: bool = False) -> list[Any]:
+        """Past Django's cursor wrapper, with the parameters bound on the server, prepared once
+        run :data:`PREPARE_AFTER` times on a connection: Django binds on the client, so
+        PostgreSQL parses and plans every statement anew, and a long parameter (a JSON document
+        of rows) is escaped into the SQL text. Still on Django's connection (with its error
+        wrapping and broken-transaction check), so in the caller's transaction. Django's own
+        cursor whenever something needs to see the statements: query logging (``DEBUG``,
+        ``CaptureQueriesContext``) or an ``execute_wrapper``."""
+        connection = connections[self.using]
+        if connection.queries_logged or connection.execute_wrappers:
+            return super().execute(sql, params, fetch)
+        import psycopg  # PostgreSQL needs psycopg 3 (the "postgres" extra); SQLite does not
+
+        connection.close_if_health_check_failed()
+        connection.ensure_connection()
+        connection.validate_thread_sharing()
+        connection.validate_no_broken_transaction()
+        raw = connection.connection
+        with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+            if not prepares(connection.settings_dict):
+                cursor.execute(sql, params)
+            else:
+                # For this statement only: Django's None stays.
+                raw.prepare_threshold = PREPARE_AFTER
+                try:
+                    cursor.execute(sql, params)
+                finally:
+                    raw.prepare_threshold = None
+            return cursor.fetchall() if fetch else []
+
+    def steer_worker_planner(self, threads: Sequence[str]) -> None:
+        """From now on, this process's PostgreSQL sessions opened by ``threads`` (names) plan with
+        sequential scans disabled (``enable_seqscan = off``), their prepared statements once,
+        with the plan for any parameters (``plan_cache_mode = force_generic_plan``), and never
+        compile them (``jit = off``).
+
+        A prefork worker process runs only djqueue's own statements, and each of them is answered
+        by an index. Statistics of a queue table are always out of date (it may hold a million
+        rows a minute after it was analyzed empty, or the reverse), and with them the planner
+        turned claims into sequential scans of the whole table: about 1 ms against 14 ms for a
+        claim of 400 rows from 20,000 on the development machine. With no plan but index scans
+        left to choose, a plan made for the parameters of each run (which PostgreSQL's ``auto``
+        mode kept choosing for the claim) is the same plan made again: planning was about a
+        quarter of an idle worker's one-message claim. A generic plan does not know the claim's
+        ``LIMIT``, so with a million waiting rows its estimated cost passed ``jit_above_cost`` and
+        each claim spent 8 ms compiling what takes 1 ms to run; none of these statements reads
+        enough rows for JIT to pay. Pool children, which run the project's tasks, are other
+        processes and are not affected.
+        """
+        pid = os.getpid()
+
+        def steer(sender: Any, connection: Any, **kwargs: Any) -> None:
+            if (connection.vendor == "postgresql" and os.getpid() == pid
+                    and threading.current_thread().name in threads):
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT set_config('enable_seqscan', 'off', false), "
+                                   "set_config('plan_cache_mode', 'force_generic_plan', false), "
+                                   "set_config('jit', 'off', false)")
+
+        connection_created.connect(steer, weak=False,
+                                   dispatch_uid=f"djqueue.broker.postgresql.steer.{pid}")
+        connections.close_all()  # those already open reconnect with the setting
+
+    # The claim and the round.
+
+    def _claim(
+        self, queues: Sequence[str], limit: int, worker: str, owner: int | None,
+        lease_seconds: float, start: StartNow | None, confirm: str | None,
+    ) -> tuple[str, list[object]]:
+        # ``c``: the picked rows, locked, each with its rank and whether it starts now. Per queue,
+        # so each reads the partial index in its order and stops after ``limit`` rows:
+        # ``queue = ANY(...)`` would read and sort every waiting row instead. Two updates then take
+        # the rows to start and the rows to reserve, each reaching its rows through the primary key
+        # (``id = ANY`` of one array): a join on the id could become a hash join over a sequential
+        # scan of the whole table when the statistics are from a moment it was small (14 ms
+        # instead of 1 ms for 400 rows of 20,000). Splitting them keeps a row's rank a column of
+        # ``c``; one update would have to find each row's position in the array, which for 500
+        # rows took a quarter of a worker's round.
+        go, go_params = self._starts_now(start, "rn", "task_name")
+        late, late_params = self._among(f"{TABLE}.task_name",
+                                        start.acks_late_names if start else ())
+        picked = (
+            f"c AS (SELECT id, {go} AS go FROM (SELECT m.id, m.task_name, "
+            "row_number() OVER (ORDER BY m.priority DESC, m.id) AS rn "
+            "FROM unnest(%s::text[]) AS q(name) CROSS JOIN LATERAL "
+            f"(SELECT id, priority, task_name FROM {TABLE} WHERE state = 'ready' "
+            "AND queue = q.name AND available_at <= now() ORDER BY priority DESC, id LIMIT %s "
+            "FOR UPDATE SKIP LOCKED) AS m ORDER BY m.priority DESC, m.id LIMIT %s) AS p)"
+        )
+        params: list[object] = [*go_params, list(queues), limit, limit]
+        lease = "now() + make_interval(secs => %s)"  # on the database's clock, as every lease
+        reserve = (f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = {lease}, "
+                   "state = 'reserved', started_at = NULL, acks_late = FALSE "
+                   "WHERE id = ANY(ARRAY(SELECT id FROM c WHERE NOT go)) " + _RETURNING)
+        confirmed = (f" UNION ALL SELECT id{', NULL' * (CLAIMED_COLUMNS - 1)} FROM {confirm}"
+                     if confirm else "")
+        if not start:
+            if not confirm:
+                return f"{picked} {reserve}", [*params, worker, owner, float(lease_seconds)]
+            return (f"{picked}, r AS ({reserve}) SELECT * FROM r{confirmed}",
+                    [*params, worker, owner, float(lease_seconds)])
+        begin = (f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = {lease}, "
+                 f"state = 'started', started_at = now(), deliveries = deliveries + 1, "
+                 f"acks_late = {late} WHERE id = ANY(ARRAY(SELECT id FROM c WHERE go)) "
+                 + _RETURNING)
+        sql = (f"{picked}, s AS ({begin}), r AS ({reserve}) "
+               f"SELECT * FROM s UNION ALL SELECT * FROM r{confirmed}")
+        return sql, [*params, worker, owner, float(lease_seconds), *late_params,
+                     worker, owner, float(lease_seconds)]
+
+    def _claimed(self, sql: str, params: list[object], owner: int | None) -> list[Claimed]:
+        return claimed_from_rows(self.execute(sql, params, fetch=True))
+
+    def run_round(
+        self, owner: int | None, acks: Sequence[int], starts: Sequence[int],
+        acks_late: Sequence[int], records: Sequence[ResultRecord], claim: ClaimRequest | None,
+        lease_seconds: float,
+    ) -> tuple[list[Claimed], set[int]]:
+        # The writes are the data-modifying WITH queries w0, w1, … (in this order: the results
+        # refer to the acknowledgement's and the start's rows, the task ids this worker still held).
+        parts: list[tuple[str, list[object]]] = []
+        held: list[str] = []
+        start_part = None
+        if acks:
+            held.append(f"SELECT task_id FROM w{len(parts)}")
+            parts.append(self.ack_statement(acks, owner))
+        if starts:
+            start_part = f"w{len(parts)}"
+            held.append(f"SELECT task_id FROM {start_part}")
+            parts.append(self.start_statement(starts, acks_late, owner,
+                                              lease_seconds=lease_seconds))
+        if records:
+            parts.append(self.results_upsert(
+                records, only=" UNION ALL ".join(held) if owner is not None else None))
+        if claim is not None:
+            sql, params = self.claim_statement(
+                claim.queues, claim.limit, claim.worker, owner, claim.lease_seconds, claim.start,
+                parts, confirm=start_part)
+            rows = self.execute(sql, params, fetch=True)
+            # Claimed messages, and (task_id NULL) the ids the round started.
+            return (claimed_from_rows([row for row in rows if row[1] is not None]),
+                    {row[0] for row in rows if row[1] is None})
+        if not parts:
+            return [], set()
+        if start_part is not None:
+            last, last_params = f"SELECT id FROM {start_part}", []
+        else:
+            last, last_params = parts.pop()
+        sql = "".join(f"{'WITH' if i == 0 else ','} w{i} AS ({part}) "
+                      for i, (part, _) in enumerate(parts)) + last
+        rows = self.execute(sql, [p for _, part_params in parts for p in part_params]
+                            + last_params, fetch=start_part is not None)
+        return [], {row[0] for row in rows}
+
+    def next_due(self, queues: Sequence[str]) -> float | None:
+        if not queues:
+            return None
+        marks = ", ".join(["%s"] * len(queues))
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(
+                f"SELECT EXTRACT(EPOCH FROM min(available_at) - now()) FROM {TABLE} "
+                f"WHERE state = 'ready' AND queue IN ({marks}) AND available_at > now()",
+                list(queues))
+            (seconds,) = cursor.fetchone()
+        return None if seconds is None else max(float(seconds), 0.0)
+
+    # Publishing and results.
+
+    def publish_one(self, message: NewMessage, now: datetime.datetime) -> None:
+        """One statement: ``WITH added AS (INSERT … RETURNING queue) SELECT pg_notify(…)``."""
+        self.execute(_notifying_insert(), (message.task_id, message.body,
+                                           *row_tail(message.head, now)))
+
+    def publish_many(self, messages: Iterable[NewMessage], now: datetime.datetime) -> None:
+        """``COPY`` the rows, then notify every queue written to, in one transaction (the
+        caller's, when there is one): workers never see rows they were not woken for, and a
+        rollback drops both. The text is built here, with each head's columns formatted once per
+        batch, and sent every ``COPY_CHUNK`` rows: PostgreSQL stores those while the next ones
+        are built (and, from a ``group``, encoded), so the two processes work side by side."""
+        connection = connections[self.using]
+        tails: dict[MessageHead, str] = {}
+        queues: dict[str, None] = {}
+        copy_sql = f"COPY {TABLE} ({', '.join(row_plan().columns)}) FROM STDIN"
+        with transaction.atomic(using=self.using, savepoint=False), connection.cursor() as cursor:
+            with connection.wrap_database_errors:
+                with cursor.copy(copy_sql) as copy:
+                    lines = []
+                    for task_id, body, head in messages:
+                        tail = tails.get(head)
+                        if tail is None:
+                            fields = map(_copy_field, row_tail(head, now))
+                            tail = tails[head] = "\t".join(fields) + "\n"
+                            queues[head.queue] = None
+                        # Bodies come from djqueue.serialization: ASCII JSON or base64, whose
+                        # only character COPY treats specially is the backslash.
+                        if "\\" in body:
+                            body = body.replace("\\", "\\\\")
+                        # A task id the caller chose may hold any character.
+                        if "\\" in task_id or not task_id.isprintable():
+                            task_id = _copy_field(task_id)
+                        lines.append(f"{task_id}\t{body}\t{tail}")
+                        if len(lines) == COPY_CHUNK:
+                            copy.write("".join(lines))
+                            lines = []
+                    copy.write("".join(lines))
+            cursor.execute(
+                "SELECT pg_notify(%s, queue) FROM unnest(%s::text[]) AS q(queue)",
+                [NOTIFY_CHANNEL, list(queues)],
+            )
+
+    def results_upsert(
+        self, records: Sequence[ResultRecord], only: str | None = None
+    ) -> tuple[str, list[object]]:
+        """The document is read as ``jsonb``, parsed once: read as ``json``, every ``->>``
+        lexed the row's text again."""
+        document = results_document(records, datetime.datetime.isoformat)
+        picks = ", ".join(f"(e->>{i})::{_PG_TYPES.get(c, 'text')}"
+                          for i, c in enumerate(RESULT_COLUMNS))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in RESULT_UPDATED)
+        sql = (
+            f"INSERT INTO {RESULTS_TABLE} ({', '.join(RESULT_COLUMNS)}, date_created) "
+            f"SELECT {picks}, now() FROM jsonb_array_elements(%s::jsonb) AS e "
+            + (f"WHERE (e->>0) IN ({only}) " if only else "")
+            + f"ON CONFLICT (task_id) DO UPDATE SET {updates}"
+        )
+        return sql, [document]
+
+    # Waking workers.
+
+    def listen(self) -> Any:
+        """Its own autocommit connection (never one of Django's, which pool children and
+        transactions use), listening on both channels."""
+        import psycopg
+
+        params = connections[self.using].get_connection_params()
+        params.pop("cursor_factory", None)
+        params.setdefault("connect_timeout", 5)
+        listening = None
+        try:
+            listening = psycopg.connect(**params, autocommit=True)
+            listening.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            listening.execute(f"LISTEN {CONTROL_CHANNEL}")
+        except psycopg.Error as exc:
+            if listening is not None:
+                _close_quietly(listening)
+            raise ListenerLost(str(exc)) from exc
+        return listening
+
+    def heard(self, listening: Any) -> tuple[set[str], bool]:
+        import psycopg
+
+        try:
+            notes = list(listening.notifies(timeout=0))
+        except psycopg.Error as exc:
+            raise ListenerLost(str(exc)) from exc
+        return ({n.payload for n in notes if n.channel == NOTIFY_CHANNEL},
+                any(n.channel == CONTROL_CHANNEL for n in notes))
+
+    def announce_control(self) -> None:
+        with connections[self.using].cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [CONTROL_CHANNEL])
+
+    def vacuum_if_bloated(self, known_dead: int = 0) -> bool:
+        """Every claim and acknowledgement leaves a dead row version behind, and the claim's index
+        scan steps over dead entries until a VACUUM removes them. Autovacuum normally does this
+        (the migration sets the message table's thresholds low: a queue table is small and churns
+        fast); where it is off or lags behind, workers call this from their heartbeat thread (at
+        each beat, and at once when a worker turns idle after a burst). When dead row versions
+        outnumber live ones (and exceed :data:`DEAD_ROWS`): ``VACUUM (SKIP_LOCKED)``, which never
+        waits for another vacuum of the same table and never blocks inserts or claims. (No
+        ANALYZE: a queue table's statistics are out of date a moment later whatever is done; the
+        worker does not let the planner rely on them, see :meth:`steer_worker_planner`.) The
+        statistics reach the statistics views up to seconds late: ``known_dead`` covers that."""
+        connection = connections[self.using]
+        if not connection.get_autocommit():
+            return False
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT n_dead_tup, n_live_tup FROM pg_stat_user_tables "
+                "WHERE relid = %s::regclass",
+                [TABLE],
+            )
+            row = cursor.fetchone()
+            dead, live = (row[0], row[1]) if row else (0, 0)
+            dead = max(dead, known_dead)
+            if dead < max(DEAD_ROWS, live):
+                return False
+            began = time.monotonic()
+            cursor.execute(f"VACUUM (SKIP_LOCKED) {TABLE}")
+        vacuum_logger.info("Vacuumed %s (about %d dead row versions) in %.2fs.", TABLE, dead,
+                           time.monotonic() - began)
+        return True
+
+
+def prepares(settings_dict: dict[str, Any]) -> bool:
+    """Whether djqueue prepares its statements on this connection.
+
+    Django keeps psycopg from preparing statements so that connection poolers work; djqueue
+    prepares its own unless the project says it sits behind such a pooler:
+    ``DISABLE_SERVER_SIDE_CURSORS`` (what Django asks for under PgBouncer's transaction pooling),
+    or ``prepare_threshold`` in ``OPTIONS``, which psycopg then applies as given.
+    """
+    return not settings_dict.get("DISABLE_SERVER_SIDE_CURSORS") and (
+        "prepare_threshold" not in settings_dict.get("OPTIONS", {})
+    )
+
+
+@functools.cache
+def _notifying_insert() -> str:
+    """One message's ``INSERT`` and its ``NOTIFY``, in one statement."""
+    return (f"WITH added AS ({insert_sql()} RETURNING queue) "
+            f"SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM added")
+
+
+def _close_quietly(listening: Any) -> None:
+    try:
+        listening.close()
+    except Exception:  # noqa: BLE001 - closing a broken connection
+        pass
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_FORMATS: dict[type, Callable[[Any], str]] = {
+    bool: lambda value: "t" if value else "f",
+    datetime.datetime: datetime.datetime.isoformat,
+    int: str,
+    float: repr,
+}
+
+
+def _copy_field(value: Any) -> str:
+    """One value in ``COPY``'s text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    return _COPY_FORMATS.get(type(value), str)(value)
