@@ -23,6 +23,66 @@ from .pg_cluster import PrivatePostgres, private_cluster, server_bindir
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _running_children() -> dict[int, str]:
+    """This process's children that are still running (not zombies), from /proc: pid -> name."""
+    me, found = str(os.getpid()), {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        command, _, rest = text.partition(" (")[2].rpartition(") ")
+        fields = rest.split()  # state, ppid, ...
+        if len(fields) > 1 and fields[1] == me and fields[0] not in ("Z", "X"):
+            found[int(stat.parent.name)] = command
+    return found
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Every test ends what it started: tests run side by side (pytest-xdist), and a leftover
+    worker would take the next test's messages from the test database. One left running fails
+    the test, and is killed (with its process group when it leads one)."""
+    result = yield
+    if Path("/proc/self/stat").exists():
+        left = _running_children()
+        for pid in left:
+            try:
+                os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(
+                    pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        if left:
+            raise AssertionError(f"{item.nodeid} left processes running (killed now): "
+                                 + ", ".join(f"{pid} {name}" for pid, name in left.items()))
+    return result
+
+
+def _utf8_safe(value: Any) -> Any:
+    """``value`` with every string that UTF-8 cannot encode (a lone surrogate) escaped."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return value.encode(errors="backslashreplace").decode()
+        return value
+    if isinstance(value, dict):
+        return {key: _utf8_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_utf8_safe(item) for item in value)
+    return value
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_report_to_serializable(config: pytest.Config, report: Any) -> Iterator[Any]:
+    """pytest-xdist sends each report from its worker as UTF-8: tests/test_encoding.py logs lone
+    surrogates on purpose, and a captured log holding one stopped the worker ("strings must be
+    utf-8 encodable") with the rest of its tests unrun."""
+    data = yield
+    return _utf8_safe(data)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     url = os.environ.get("DATABASE_URL", "sqlite (default)")
     import django
@@ -192,15 +252,24 @@ _FAULTS: list[tuple[str, ...]] = []
 
 
 @pytest.fixture
-def fault_report() -> Callable[..., None]:
-    """Record one row of the fault-injection table printed at the end of the run."""
+def fault_report(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """Record one row of the fault-injection table printed at the end of the run. The row travels
+    with the test's report (user_properties), so it reaches the table from pytest-xdist's
+    worker processes too."""
 
     def report(fault: str, *, sent: int, executed: int, lost: int, duplicated: int,
                outcome: str) -> None:
-        _FAULTS.append((connection.vendor, fault, str(sent), str(executed), str(lost),
-                        str(duplicated), outcome))
+        row = (connection.vendor, fault, str(sent), str(executed), str(lost), str(duplicated),
+               outcome)
+        request.node.user_properties.append(("fault_report", row))
 
     return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":  # the last report of a test: it carries every row
+        _FAULTS.extend(tuple(row) for name, row in report.user_properties
+                       if name == "fault_report")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
