@@ -1,4 +1,5 @@
-"""Shared fixtures. The database vendor comes from DATABASE_URL (see scripts/test)."""
+"""Shared fixtures, and the tiers every test is sorted into. The database vendor comes from
+DATABASE_URL (see scripts/test)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from pathlib import Path
 
+import croniter  # noqa: F401 - imported here: its first import runs `file` in a subprocess
 import pytest
 from django.db import connection
 
@@ -21,6 +23,97 @@ from djqueue.client.base import app
 from .pg_cluster import PrivatePostgres, private_cluster, server_bindir
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# Tiers. At collection every test gets one tier and one vendor scope as markers, so that each pass
+# of scripts/test selects with -m (README, "Tests: tiers and passes"). They are derived, not only
+# declared: a test nobody marked still gets both, so no selection can leave it out.
+#
+#   process         starts real processes: workers, beat, supervisord, a PostgreSQL cluster,
+#                   Chromium, ``manage.py`` in a subprocess. A test is in this tier when it uses
+#                   one of PROCESS_FIXTURES or is marked ``@pytest.mark.process``.
+#   fast            everything else: in-process only. A fast test that starts a process anyway
+#                   fails, saying to mark it (see ``_fast_tier_starts_no_process``).
+#
+#   per_vendor      uses the test database (pytest-django's django_db marker or DATABASE_FIXTURES):
+#                   what it checks may differ between PostgreSQL and SQLite, so it runs on each.
+#   vendor_neutral  uses no database, or is marked so: its subject is not SQL (the admin in a
+#                   browser, supervisord), and the SQL it runs is checked per vendor elsewhere.
+#
+#   django_line     (explicit only) a process test whose outcome rests on Django's own code
+#                   rather than djqueue's or the operating system's: the worker's start-up
+#                   through manage.py and its system checks, connections kept across a fork and
+#                   opened again after a database error. The other process tests run on the
+#                   newest Django line only; these run on every line.
+
+PROCESS_FIXTURES = frozenset(
+    {"start_worker", "start_beat", "worker_env", "private_postgres", "supervisor", "browser"})
+DATABASE_FIXTURES = frozenset({"db", "transactional_db", "django_db_reset_sequences",
+                               "django_db_serialized_rollback", "live_server"})
+TIERS = ("fast", "process")
+VENDOR_SCOPES = ("per_vendor", "vendor_neutral")
+
+
+def tier_problems(item: pytest.Item) -> list[str]:
+    """Add the tier and vendor-scope markers ``item`` lacks; say what contradicts itself."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    declared = {m.name for m in item.iter_markers()}
+    problems = []
+    starts_processes = bool(fixtures & PROCESS_FIXTURES)
+    if "fast" in declared and ("process" in declared or starts_processes):
+        problems.append(f"marked fast but starts processes ({sorted(fixtures & PROCESS_FIXTURES)}"
+                        " or @pytest.mark.process)")
+    tier = "process" if "process" in declared or starts_processes else "fast"
+    if set(VENDOR_SCOPES) <= declared:
+        problems.append("marked both per_vendor and vendor_neutral")
+    if "vendor_neutral" in declared:
+        scope = "vendor_neutral"
+    elif "per_vendor" in declared or "django_db" in declared or fixtures & DATABASE_FIXTURES:
+        scope = "per_vendor"
+    else:
+        scope = "vendor_neutral"
+    if "django_line" in declared and tier != "process":
+        problems.append("marked django_line but not in the process tier (fast tests already run"
+                        " on every Django line)")
+    for name in (tier, scope):
+        if name not in declared:
+            item.add_marker(name)
+    return problems
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by these markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    problems = [f"{item.nodeid}: {problem}" for item in items for problem in tier_problems(item)]
+    untiered = [item.nodeid for item in items
+                if sum(item.get_closest_marker(t) is not None for t in TIERS) != 1
+                or sum(item.get_closest_marker(v) is not None for v in VENDOR_SCOPES) != 1]
+    problems += [f"{nodeid}: not exactly one tier and one vendor scope" for nodeid in untiered]
+    if problems:
+        raise pytest.UsageError("tests/conftest.py, tiers:\n  " + "\n  ".join(problems))
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_process(request: pytest.FixtureRequest,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test of the fast tier that starts a process fails and says how to fix it, so the fast
+    tier stays fast and a process test cannot hide in it (nor miss a process pass)."""
+    if request.node.get_closest_marker("process") is not None:
+        return
+
+    def refuse(how: str) -> Callable[..., Any]:
+        def refused(*args: object, **kwargs: object) -> Any:
+            pytest.fail(f"{request.node.nodeid} is in the fast tier but starts a process ({how}"
+                        ", see the traceback): mark it @pytest.mark.process (tests/conftest.py,"
+                        " 'Tiers')")
+        return refused
+
+    import _posixsubprocess
+
+    monkeypatch.setattr(subprocess, "_fork_exec", refuse("subprocess"))  # subprocess's own copy
+    monkeypatch.setattr(_posixsubprocess, "fork_exec", refuse("a spawned process"))
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, refuse(f"os.{name}"))
 
 
 def _running_children() -> dict[int, str]:
@@ -44,7 +137,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     worker would take the next test's messages from the test database. One left running fails
     the test, and is killed (with its process group when it leads one)."""
     result = yield
-    if Path("/proc/self/stat").exists():
+    if item.get_closest_marker("process") is not None and Path("/proc/self/stat").exists():
         left = _running_children()
         for pid in left:
             try:
