@@ -177,10 +177,11 @@ def pytest_report_to_serializable(config: pytest.Config, report: Any) -> Iterato
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    url = os.environ.get("DATABASE_URL", "sqlite (default)")
+    url = os.environ.get("DATABASE_URL") or "sqlite (default)"
     import django
 
-    return f"djqueue tests: Django {django.get_version()}, DATABASE_URL={url}"
+    selection = f", -m {config.option.markexpr!r}" if config.option.markexpr else ""
+    return f"djqueue tests: Django {django.get_version()}, DATABASE_URL={url}{selection}"
 
 
 @pytest.fixture(autouse=True)
