@@ -1,4 +1,5 @@
-"""Shared fixtures. The database vendor comes from DATABASE_URL (see scripts/test)."""
+"""Shared fixtures, and the tiers every test is sorted into. The database vendor comes from
+DATABASE_URL (see scripts/test)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from pathlib import Path
 
+import croniter  # noqa: F401 - imported here: its first import runs `file` in a subprocess
 import pytest
 from django.db import connection
 
@@ -23,11 +25,163 @@ from .pg_cluster import PrivatePostgres, private_cluster, server_bindir
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Tiers. At collection every test gets one tier and one vendor scope as markers, so that each pass
+# of scripts/test selects with -m (README, "Tests: tiers and passes"). They are derived, not only
+# declared: a test nobody marked still gets both, so no selection can leave it out.
+#
+#   process         starts real processes: workers, beat, supervisord, a PostgreSQL cluster,
+#                   Chromium, ``manage.py`` in a subprocess. A test is in this tier when it uses
+#                   one of PROCESS_FIXTURES or is marked ``@pytest.mark.process``.
+#   fast            everything else: in-process only. A fast test that starts a process anyway
+#                   fails, saying to mark it (see ``_fast_tier_starts_no_process``).
+#
+#   per_vendor      uses the test database (pytest-django's django_db marker or DATABASE_FIXTURES):
+#                   what it checks may differ between PostgreSQL and SQLite, so it runs on each.
+#   vendor_neutral  uses no database, or is marked so: its subject is not SQL (the admin in a
+#                   browser, supervisord), and the SQL it runs is checked per vendor elsewhere.
+#
+#   django_line     (explicit only) a process test whose outcome rests on Django's own code
+#                   rather than djqueue's or the operating system's: the worker's start-up
+#                   through manage.py and its system checks, connections kept across a fork and
+#                   opened again after a database error. The other process tests run on the
+#                   newest Django line only; these run on every line.
+
+PROCESS_FIXTURES = frozenset(
+    {"start_worker", "start_beat", "worker_env", "private_postgres", "supervisor", "browser"})
+DATABASE_FIXTURES = frozenset({"db", "transactional_db", "django_db_reset_sequences",
+                               "django_db_serialized_rollback", "live_server"})
+TIERS = ("fast", "process")
+VENDOR_SCOPES = ("per_vendor", "vendor_neutral")
+
+
+def tier_problems(item: pytest.Item) -> list[str]:
+    """Add the tier and vendor-scope markers ``item`` lacks; say what contradicts itself."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    declared = {m.name for m in item.iter_markers()}
+    problems = []
+    starts_processes = bool(fixtures & PROCESS_FIXTURES)
+    if "fast" in declared and ("process" in declared or starts_processes):
+        problems.append(f"marked fast but starts processes ({sorted(fixtures & PROCESS_FIXTURES)}"
+                        " or @pytest.mark.process)")
+    tier = "process" if "process" in declared or starts_processes else "fast"
+    if set(VENDOR_SCOPES) <= declared:
+        problems.append("marked both per_vendor and vendor_neutral")
+    if "vendor_neutral" in declared:
+        scope = "vendor_neutral"
+    elif "per_vendor" in declared or "django_db" in declared or fixtures & DATABASE_FIXTURES:
+        scope = "per_vendor"
+    else:
+        scope = "vendor_neutral"
+    if "django_line" in declared and tier != "process":
+        problems.append("marked django_line but not in the process tier (fast tests already run"
+                        " on every Django line)")
+    for name in (tier, scope):
+        if name not in declared:
+            item.add_marker(name)
+    return problems
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by these markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    problems = [f"{item.nodeid}: {problem}" for item in items for problem in tier_problems(item)]
+    untiered = [item.nodeid for item in items
+                if sum(item.get_closest_marker(t) is not None for t in TIERS) != 1
+                or sum(item.get_closest_marker(v) is not None for v in VENDOR_SCOPES) != 1]
+    problems += [f"{nodeid}: not exactly one tier and one vendor scope" for nodeid in untiered]
+    if problems:
+        raise pytest.UsageError("tests/conftest.py, tiers:\n  " + "\n  ".join(problems))
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_process(request: pytest.FixtureRequest,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test of the fast tier that starts a process fails and says how to fix it, so the fast
+    tier stays fast and a process test cannot hide in it (nor miss a process pass)."""
+    if request.node.get_closest_marker("process") is not None:
+        return
+
+    def refuse(how: str) -> Callable[..., Any]:
+        def refused(*args: object, **kwargs: object) -> Any:
+            pytest.fail(f"{request.node.nodeid} is in the fast tier but starts a process ({how}"
+                        ", see the traceback): mark it @pytest.mark.process (tests/conftest.py,"
+                        " 'Tiers')")
+        return refused
+
+    import _posixsubprocess
+
+    monkeypatch.setattr(subprocess, "_fork_exec", refuse("subprocess"))  # subprocess's own copy
+    monkeypatch.setattr(_posixsubprocess, "fork_exec", refuse("a spawned process"))
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, refuse(f"os.{name}"))
+
+
+def _running_children() -> dict[int, str]:
+    """This process's children that are still running (not zombies), from /proc: pid -> name."""
+    me, found = str(os.getpid()), {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        command, _, rest = text.partition(" (")[2].rpartition(") ")
+        fields = rest.split()  # state, ppid, ...
+        if len(fields) > 1 and fields[1] == me and fields[0] not in ("Z", "X"):
+            found[int(stat.parent.name)] = command
+    return found
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Every test ends what it started: tests run side by side (pytest-xdist), and a leftover
+    worker would take the next test's messages from the test database. One left running fails
+    the test, and is killed (with its process group when it leads one)."""
+    result = yield
+    if item.get_closest_marker("process") is not None and Path("/proc/self/stat").exists():
+        left = _running_children()
+        for pid in left:
+            try:
+                os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(
+                    pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        if left:
+            raise AssertionError(f"{item.nodeid} left processes running (killed now): "
+                                 + ", ".join(f"{pid} {name}" for pid, name in left.items()))
+    return result
+
+
+def _utf8_safe(value: Any) -> Any:
+    """``value`` with every string that UTF-8 cannot encode (a lone surrogate) escaped."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return value.encode(errors="backslashreplace").decode()
+        return value
+    if isinstance(value, dict):
+        return {key: _utf8_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_utf8_safe(item) for item in value)
+    return value
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_report_to_serializable(config: pytest.Config, report: Any) -> Iterator[Any]:
+    """pytest-xdist sends each report from its worker as UTF-8: tests/test_encoding.py logs lone
+    surrogates on purpose, and a captured log holding one stopped the worker ("strings must be
+    utf-8 encodable") with the rest of its tests unrun."""
+    data = yield
+    return _utf8_safe(data)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
-    url = os.environ.get("DATABASE_URL", "sqlite (default)")
+    url = os.environ.get("DATABASE_URL") or "sqlite (default)"
     import django
 
-    return f"djqueue tests: Django {django.get_version()}, DATABASE_URL={url}"
+    selection = f", -m {config.option.markexpr!r}" if config.option.markexpr else ""
+    return f"djqueue tests: Django {django.get_version()}, DATABASE_URL={url}{selection}"
 
 
 @pytest.fixture(autouse=True)
@@ -192,15 +346,24 @@ _FAULTS: list[tuple[str, ...]] = []
 
 
 @pytest.fixture
-def fault_report() -> Callable[..., None]:
-    """Record one row of the fault-injection table printed at the end of the run."""
+def fault_report(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """Record one row of the fault-injection table printed at the end of the run. The row travels
+    with the test's report (user_properties), so it reaches the table from pytest-xdist's
+    worker processes too."""
 
     def report(fault: str, *, sent: int, executed: int, lost: int, duplicated: int,
                outcome: str) -> None:
-        _FAULTS.append((connection.vendor, fault, str(sent), str(executed), str(lost),
-                        str(duplicated), outcome))
+        row = (connection.vendor, fault, str(sent), str(executed), str(lost), str(duplicated),
+               outcome)
+        request.node.user_properties.append(("fault_report", row))
 
     return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":  # the last report of a test: it carries every row
+        _FAULTS.extend(tuple(row) for name, row in report.user_properties
+                       if name == "fault_report")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

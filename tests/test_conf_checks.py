@@ -215,6 +215,7 @@ def manage_py_check(settings: dict[str, object]) -> subprocess.CompletedProcess[
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.process  # manage.py check in a subprocess
 def test_a_database_that_cannot_be_the_broker_is_an_error() -> None:
     done = manage_py_check({
         "DATABASES": {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
@@ -226,6 +227,7 @@ def test_a_database_that_cannot_be_the_broker_is_an_error() -> None:
     assert "HINT: Use postgresql or sqlite for the broker database." in done.stderr
 
 
+@pytest.mark.process  # manage.py check in a subprocess
 def test_a_task_module_that_cannot_be_imported_is_an_error() -> None:
     done = manage_py_check({"CELERY_IMPORTS": ["tasks", "no_such_tasks_module"]})
     assert done.returncode != 0

@@ -252,6 +252,7 @@ def _drain_through_outage(start_worker, record_file, interrupt) -> tuple[int, in
     return total, sum(runs.values())
 
 
+@pytest.mark.django_line  # Django's connections after an error
 def test_database_connections_killed(start_worker, record_file, fault_report) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("pg_terminate_backend is PostgreSQL's; SQLite's lock outage is tested instead")
@@ -271,6 +272,7 @@ def test_database_connections_killed(start_worker, record_file, fault_report) ->
                  executed=executed, lost=0, duplicated=executed - sent, outcome="all SUCCESS")
 
 
+@pytest.mark.django_line  # Django's SQLite backend waiting on a lock
 def test_database_locked_for_seconds(start_worker, record_file, fault_report) -> None:
     if connection.vendor != "sqlite":
         pytest.skip("an exclusive file lock is SQLite's outage")

@@ -18,6 +18,7 @@ from .pg_cluster import manage as _manage
 TASKS = 300
 
 
+@pytest.mark.django_line  # Django's connections across a server restart
 def test_server_restart_mid_drain(start_worker, worker_env, record_file, fault_report,
                                   request) -> None:
     from django.db import connection

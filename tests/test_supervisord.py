@@ -19,6 +19,11 @@ from .conftest import ROOT, wait_until
 
 BIN = Path(sys.executable).parent
 
+# The subject is supervisord's configuration (stop signal and wait, restart after kill -9); what
+# the worker does with the database on a warm shutdown or after a kill is checked on each database
+# by tests/test_worker_process.py and tests/test_faults.py.
+pytestmark = pytest.mark.vendor_neutral
+
 
 class Supervisor:
     def __init__(self, conf: Path, log: Path) -> None:

@@ -16,6 +16,7 @@ from tasks import add
 from .conftest import wait_until
 
 
+@pytest.mark.django_line  # manage.py start-up, the pool's children with their own connections
 def test_walk_through(start_worker) -> None:
     worker = start_worker("-c", "2")
     log = worker.log()
@@ -139,6 +140,7 @@ def test_logfile_option(start_worker, tmp_path) -> None:
     assert "Task tasks.add" not in worker.log()  # the log went to the file, not stderr
 
 
+@pytest.mark.django_line  # Django's system checks run by the worker
 def test_worker_refuses_bad_settings_and_skips_web_checks(start_worker) -> None:
     """The worker runs djqueue's settings checks (and the models'), not a web server's: a bad
     djqueue setting stops it with the check's message; a URL configuration that cannot be
