@@ -3,7 +3,8 @@
 from django.db import migrations, models
 
 #: A queue table is small and churns fast: autovacuum's default (20% of the table dead) would let
-#: dead row versions pile up in front of every claim (see PostgreSQLOperations.vacuum_if_bloated in djqueue/broker/postgresql.py).
+#: dead row versions pile up in front of every claim (see vacuum_if_bloated in
+#: djqueue/broker/postgresql.py).
 AUTOVACUUM = "autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 5000"
 
 
