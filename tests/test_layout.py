@@ -297,3 +297,10 @@ def test_vendor_branches_live_only_in_the_vendor_modules() -> None:
         for line, what in vendor_branches(path.read_text())
     ]
     assert not branches, "vendor branches outside djqueue/broker/<vendor>.py:\n" + "\n".join(branches)
+
+
+def test_no_module_grows_past_about_400_lines() -> None:
+    """A module past ~400 lines is split along a seam (the brief's rule); migrations excepted."""
+    long = {str(p.relative_to(PACKAGE.parent)): n for p in PACKAGE.rglob("*.py")
+            if "migrations" not in p.parts and (n := len(p.read_text().splitlines())) > 420}
+    assert not long, long
