@@ -154,28 +154,22 @@ class Statements:
     def requeue(self, ids: Sequence[int], owner: int | None = None) -> list[str]:
         """Hand held messages (reserved, or started with ``acks_late``) back to the queue.
         Returns the task ids of those this worker still held."""
-        if not ids:
-            return []
-        where, params = self._ids(ids)
-        mine, mine_params = self._owned(owner)
-        return [row[0] for row in self._returning(
-            f"UPDATE {TABLE} SET state = 'ready', worker = '', owner = NULL, lease_until = NULL, "
-            "started_at = NULL WHERE "
-            f"{where} AND state IN ('reserved', 'started'){mine} RETURNING task_id",
-            [*params, *mine_params],
-        )]
+        return self._give_back(ids, owner, "")
 
     def unstart(self, ids: Sequence[int], owner: int | None = None) -> list[str]:
         """Like :meth:`requeue`, for started messages that never began: their start is not
         counted as a delivery (:data:`DJQUEUE_MAX_DELIVERIES`)."""
+        return self._give_back(ids, owner, ", deliveries = CASE WHEN state = 'started' AND "
+                               "deliveries > 0 THEN deliveries - 1 ELSE deliveries END")
+
+    def _give_back(self, ids: Sequence[int], owner: int | None, also: str) -> list[str]:
         if not ids:
             return []
         where, params = self._ids(ids)
         mine, mine_params = self._owned(owner)
         return [row[0] for row in self._returning(
             f"UPDATE {TABLE} SET state = 'ready', worker = '', owner = NULL, lease_until = NULL, "
-            "started_at = NULL, deliveries = CASE WHEN state = 'started' AND deliveries > 0 "
-            "THEN deliveries - 1 ELSE deliveries END WHERE "
+            f"started_at = NULL{also} WHERE "
             f"{where} AND state IN ('reserved', 'started'){mine} RETURNING task_id",
             [*params, *mine_params],
         )]
