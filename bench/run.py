@@ -1,5 +1,5 @@
 """The benchmark: ``python bench/run.py [--runs 3] [--compare celery] [--compare celery-django]
-[--compare pgqueuer] [--scale-out] [--baseline REV]``.
+[--compare pgqueuer] [--scale-out] [--baseline REV ...]``.
 
 Runs djqueue on SQLite and on PostgreSQL (and, with ``--compare celery``, Celery 5 on Redis; with
 ``--compare celery-django``, the same Celery app in a Django project; with ``--compare pgqueuer``,
@@ -70,11 +70,11 @@ def venv_python(venv: str, requirements: list[str]) -> str:
     return str(python)
 
 
-def baseline_tree(revision: str) -> Path:
-    """A checkout of ``revision`` (bench/.baseline, git-ignored), with its bytecode written."""
+def baseline_tree(revision: str, number: int) -> Path:
+    """A checkout of ``revision`` (bench/.baseline-N, git-ignored), with its bytecode written."""
     import compileall
 
-    tree = HERE / ".baseline"
+    tree = HERE / f".baseline-{number}"
     if tree.exists():
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=True)
     subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=ROOT,
@@ -141,9 +141,10 @@ def main() -> None:
     parser.add_argument("--pgqueuer", default=os.environ.get(
         "BENCH_PGQUEUER_URL", "postgres://postgres@127.0.0.1:5432/bench_pgqueuer"),
         help="pgqueuer's database (created, and its schema installed, when missing)")
-    parser.add_argument("--baseline", metavar="REV", help="also run djqueue as of this git "
-                        "revision on PostgreSQL (in a database of its own), taking turns with the "
-                        "checkout: the before and after of a change in one run")
+    parser.add_argument("--baseline", metavar="REV", action="append", default=[],
+                        help="also run djqueue as of this git revision on PostgreSQL (in a "
+                        "database of its own), taking turns with the checkout: the before and "
+                        "after of a change in one run (repeat for several)")
     options = parser.parse_args()
     compile_checkout()
     me = sys.executable
@@ -157,11 +158,13 @@ def main() -> None:
     systems[OURS] = (me, ["bench/djqueue_side.py"], {"DATABASE_URL": options.postgres}, ROOT)
     systems["djqueue SQLite (-c 2)"] = (me, ["bench/djqueue_side.py"],
                                         {"DATABASE_URL": options.sqlite}, ROOT)
-    before = f"djqueue PostgreSQL @{options.baseline}"
-    if options.baseline:
-        tree = baseline_tree(options.baseline)
+    befores = []
+    for number, revision in enumerate(dict.fromkeys(options.baseline), 1):
+        before = f"djqueue PostgreSQL @{revision}"
+        befores.append(before)
         systems[before] = (me, ["bench/djqueue_side.py"], {
-            "DATABASE_URL": database_beside(options.postgres, "_baseline")}, tree)
+            "DATABASE_URL": database_beside(options.postgres, f"_baseline{number}")},
+            baseline_tree(revision, number))
     # One run of each system in turn, --runs times over: the speed of the development machines
     # drifts over minutes (other tenants), and a drift would otherwise favour whichever system
     # ran first.
@@ -174,7 +177,7 @@ def main() -> None:
     print(table(rows))
     for title, *_ in others:
         print(f"\ndjqueue PostgreSQL vs {title}: " + ratios(rows[OURS], rows[title]))
-    if options.baseline:
+    for before in befores:
         print(f"\ndjqueue PostgreSQL vs {before}: " + ratios(rows[OURS], rows[before]))
     if options.scale_out:
         subprocess.run([me, "bench/scale_out.py"], cwd=ROOT, check=True,
