@@ -126,11 +126,8 @@ class Worker(Lifecycle):
         except REFUSED as exc:
             # Not an outage (retried above): the database refused a value of this round. Its
             # transaction wrote nothing; the messages it was to start are still reserved.
-            logger.error("The database refused a round (%s); settling its outcomes one by one.",
-                         str(exc).strip())
             self._reserved.extendleft(reversed(taken))
-            for outcome in outcomes:
-                self.settler.settle_alone(outcome)
+            self.processed += self.settler.settle_each(outcomes, exc)
             return False
         self.processed += rounds.processed(outcomes)
         if plan is not None and plan.jobs:

@@ -64,10 +64,16 @@ class Settler:
         try:
             self._run(outcomes)
         except REFUSED as exc:
-            logger.error("The database refused a round (%s); settling its outcomes one by one.",
-                         str(exc).strip())
-            for outcome in outcomes:
-                self.settle_alone(outcome)
+            return self.settle_each(outcomes, exc)
+        return rounds.processed(outcomes)
+
+    def settle_each(self, outcomes: Sequence[Outcome], refusal: Exception) -> int:
+        """Settle the outcomes of a round the database refused (``refusal``) one at a time;
+        returns how many count as processed."""
+        logger.error("The database refused a round (%s); settling its outcomes one by one.",
+                     str(refusal).strip())
+        for outcome in outcomes:
+            self.settle_alone(outcome)
         return rounds.processed(outcomes)
 
     def _run(self, outcomes: Sequence[Outcome]) -> None:
