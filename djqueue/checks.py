@@ -257,3 +257,24 @@ def check_worker(**kwargs: Any) -> list[checks.CheckMessage]:
             id="djqueue.E012",
         ))
     return messages
+
+
+@checks.register("djqueue")
+def check_listen_database(**kwargs: Any) -> list[checks.CheckMessage]:
+    """E013: DJQUEUE_LISTEN_DATABASE names no alias of DATABASES, or one with another engine
+    than the broker's."""
+    conf = _conf()
+    listen, using = conf.DJQUEUE_LISTEN_DATABASE, conf.broker_alias
+    if not listen:
+        return []
+    hint = ("Name an alias of DATABASES that connects to the broker's PostgreSQL directly (not "
+            "through PgBouncer): docs/deployment.md, 'PgBouncer'.")
+    if listen not in settings.DATABASES:
+        return [checks.Error(f"DJQUEUE_LISTEN_DATABASE = {listen!r} is not in DATABASES.",
+                             hint=hint, id="djqueue.E013")]
+    engines = [settings.DATABASES.get(alias, {}).get("ENGINE") for alias in (listen, using)]
+    if using in settings.DATABASES and engines[0] != engines[1]:
+        return [checks.Error(
+            f"DJQUEUE_LISTEN_DATABASE = {listen!r} uses {engines[0]}, the broker database "
+            f"{using!r} {engines[1]}.", hint=hint, id="djqueue.E013")]
+    return []

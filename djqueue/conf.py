@@ -68,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
     "DJQUEUE_POOL_BATCH_WINDOW": 0.02,
     # djqueue's own: seconds a beat's leadership lasts unless renewed (the failover time).
     "DJQUEUE_BEAT_LEASE_SECONDS": 20.0,
+    # djqueue's own: the database alias (in DATABASES) workers LISTEN on, when the broker's alias
+    # goes through a pooler in transaction mode; it must connect to PostgreSQL directly.
+    "DJQUEUE_LISTEN_DATABASE": None,
 }
 
 #: Celery ≥4 name (as a Django setting, ``CELERY_`` namespace) -> Celery 3.1 name.

@@ -39,6 +39,11 @@ class ListenerLost(Exception):
     """The listening connection could not be opened or was lost (the message says why)."""
 
 
+class ListenerUnavailable(ListenerLost):
+    """Listening is impossible with this configuration (the message says why and what to set):
+    the worker polls, and does not try again."""
+
+
 class Operations(Statements):
     """The message table's statements on one database alias, ``using``. Get one with
     :func:`djqueue.broker.operations`."""
@@ -152,9 +157,10 @@ class Operations(Statements):
         claim; returns what it claimed and the ids it started."""
         raise NotImplementedError(f"{self.vendor} sends a round as a transaction")
 
-    def listen(self) -> Any:
+    def listen(self, using: str | None = None) -> Any:
         """A connection of its own that hears of new messages and control commands, for the
-        worker to wait on (``fileno()``, ``close()``); raises :class:`ListenerLost`."""
+        worker to wait on (``fileno()``, ``close()``), made with the settings of ``using``
+        (``DJQUEUE_LISTEN_DATABASE``) if given; raises :class:`ListenerLost`."""
         raise NotImplementedError(f"{self.vendor} cannot listen: workers poll")
 
     def heard(self, listening: Any) -> tuple[set[str], bool]:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import operations
-from .base import ListenerLost
+from .base import ListenerLost, ListenerUnavailable
 
 logger = logging.getLogger("djqueue.notify")
 
@@ -31,8 +31,9 @@ REOPEN_SECONDS = 5.0
 class Listener:
     """Listen for new messages in ``queues``; does nothing on databases that cannot."""
 
-    def __init__(self, using: str, queues: Sequence[str]) -> None:
+    def __init__(self, using: str, queues: Sequence[str], listen_using: str | None = None) -> None:
         self.using = using
+        self.listen_using = listen_using  # DJQUEUE_LISTEN_DATABASE: a direct connection's alias
         self.queues = set(queues)
         self._wanted = False
         self._conn: Any = None
@@ -47,7 +48,10 @@ class Listener:
         if not self._wanted or self._conn is not None or time.monotonic() < self._reopen_at:
             return
         try:
-            self._conn = operations(self.using).listen()
+            self._conn = operations(self.using).listen(self.listen_using)
+        except ListenerUnavailable as exc:
+            logger.warning("%s; polling for new messages instead.", exc)
+            self._wanted = False
         except ListenerLost as exc:
             logger.warning("Cannot listen for new messages (%s); polling only for now.", exc)
             self._lost()

@@ -5,7 +5,7 @@
 - Several ids are one array parameter (``id = ANY(%s::bigint[])``), so a statement keeps one text
   whatever the number, and djqueue's hot statements (publishing, the claim, the worker's round)
   run with server-side parameters, prepared once they have run :data:`PREPARE_AFTER` times on a
-  connection (:meth:`PostgreSQLOperations.execute`).
+  connection (:meth:`PostgreSQLOperations.execute`) — never behind a pooler (:mod:`.pooling`).
 - The claim locks its rows with ``FOR UPDATE SKIP LOCKED``: concurrent workers never wait on each
   other nor take the same row; the heartbeat skips rows a round has locked.
 - A worker's common round is one statement: data-modifying ``WITH`` queries and the claim.
@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import logging
@@ -25,10 +26,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from django.db import connections, transaction
+from django.db import (
+    DatabaseError, OperationalError, ProgrammingError, connections, transaction,
+)
 from django.db.backends.signals import connection_created
 
-from .base import CLAIM_FLAGS, DEAD_ROWS, ListenerLost, Operations
+from . import pooling
+from .base import CLAIM_FLAGS, DEAD_ROWS, ListenerLost, ListenerUnavailable, Operations
 from .rows import (
     CLAIMED_COLUMNS, RESULT_COLUMNS, RESULT_UPDATED, RESULTS_TABLE, TABLE, Claimed, ClaimRequest,
     MessageHead, NewMessage, StartNow, claimed_from_rows, insert_sql, results_document,
@@ -94,42 +98,46 @@ class PostgreSQLOperations(Operations):
         connection.validate_thread_sharing()
         connection.validate_no_broken_transaction()
         raw = connection.connection
-        with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-            if not prepares(connection.settings_dict):
-                cursor.execute(sql, params)
-            else:
-                # For this statement only: Django's None stays.
-                raw.prepare_threshold = PREPARE_AFTER
-                try:
+        pooled = route(connection).pooled
+        try:
+            with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+                if pooled:
                     cursor.execute(sql, params)
-                finally:
-                    raw.prepare_threshold = None
-            return cursor.fetchall() if fetch else []
+                else:
+                    # For this statement only: Django's None stays.
+                    raw.prepare_threshold = PREPARE_AFTER
+                    try:
+                        cursor.execute(sql, params)
+                    finally:
+                        raw.prepare_threshold = None
+                return cursor.fetchall() if fetch else []
+        except (OperationalError, ProgrammingError) as exc:
+            if pooled or not pooling.clashed(exc):
+                raise
+            if connection.get_autocommit():  # its statement cache names what the server lacks
+                connection.close()
+            raise pooling.conflict(self.using, exc) from exc
 
     def steer_worker_planner(self, threads: Sequence[str]) -> None:
         """From now on, this process's PostgreSQL sessions opened by ``threads`` (names) plan with
-        sequential scans disabled (``enable_seqscan = off``), their prepared statements once,
-        with the plan for any parameters (``plan_cache_mode = force_generic_plan``), and never
-        compile them (``jit = off``).
+        ``enable_seqscan = off``, ``plan_cache_mode = force_generic_plan`` and ``jit = off``;
+        not on a pooled alias (:mod:`.pooling`), where session state would reach other clients.
 
-        A prefork worker process runs only djqueue's own statements, and each of them is answered
-        by an index. Statistics of a queue table are always out of date (it may hold a million
-        rows a minute after it was analyzed empty, or the reverse), and with them the planner
-        turned claims into sequential scans of the whole table: about 1 ms against 14 ms for a
-        claim of 400 rows from 20,000 on the development machine. With no plan but index scans
-        left to choose, a plan made for the parameters of each run (which PostgreSQL's ``auto``
-        mode kept choosing for the claim) is the same plan made again: planning was about a
+        A prefork worker process runs only djqueue's statements, each answered by an index. A
+        queue table's statistics are always out of date, and with them the planner turned claims
+        into sequential scans (about 14 ms against 1 ms for 400 rows of 20,000 here). With only
+        index scans to choose, a plan per run (``auto`` mode) is the same plan made again, a
         quarter of an idle worker's one-message claim. A generic plan does not know the claim's
-        ``LIMIT``, so with a million waiting rows its estimated cost passed ``jit_above_cost`` and
-        each claim spent 8 ms compiling what takes 1 ms to run; none of these statements reads
-        enough rows for JIT to pay. Pool children, which run the project's tasks, are other
-        processes and are not affected.
+        ``LIMIT``: with a million waiting rows its cost passed ``jit_above_cost``, and each claim
+        spent 8 ms compiling what runs in 1 ms. Pool children, which run the project's tasks, are
+        other processes and are not affected.
         """
         pid = os.getpid()
 
         def steer(sender: Any, connection: Any, **kwargs: Any) -> None:
             if (connection.vendor == "postgresql" and os.getpid() == pid
-                    and threading.current_thread().name in threads):
+                    and threading.current_thread().name in threads
+                    and not route(connection).pooled):  # session state would reach others
                 with connection.cursor() as cursor:
                     cursor.execute("SELECT set_config('enable_seqscan', 'off', false), "
                                    "set_config('plan_cache_mode', 'force_generic_plan', false), "
@@ -145,15 +153,13 @@ class PostgreSQLOperations(Operations):
         self, queues: Sequence[str], limit: int, worker: str, owner: int | None,
         lease_seconds: float, start: StartNow | None, confirm: str | None,
     ) -> tuple[str, list[object]]:
-        # ``c``: the picked rows, locked, each with its rank and whether it starts now. Per queue,
-        # so each reads the partial index in its order and stops after ``limit`` rows:
-        # ``queue = ANY(...)`` would read and sort every waiting row instead. Two updates then take
-        # the rows to start and the rows to reserve, each reaching its rows through the primary key
-        # (``id = ANY`` of one array): a join on the id could become a hash join over a sequential
-        # scan of the whole table when the statistics are from a moment it was small (14 ms
-        # instead of 1 ms for 400 rows of 20,000). Splitting them keeps a row's rank a column of
-        # ``c``; one update would have to find each row's position in the array, which for 500
-        # rows took a quarter of a worker's round.
+        # ``c``: the picked rows, locked, each with its rank and whether it starts now; per queue,
+        # so each reads the partial index in order and stops after ``limit`` rows (``queue =
+        # ANY(...)`` would read and sort every waiting row). Two updates take the rows to start and
+        # to reserve, each through the primary key (``id = ANY`` of one array: a join on the id
+        # could become a hash join over a sequential scan, 14 ms instead of 1 ms for 400 rows of
+        # 20,000). Two keep a row's rank a column of ``c``; one update would have to find each
+        # row's position in the array, a quarter of a round for 500 rows.
         go, go_params = self._starts_now(start, "rn", "task_name")
         late, late_params = self._among(f"{TABLE}.task_name",
                                         start.acks_late_names if start else ())
@@ -305,12 +311,23 @@ class PostgreSQLOperations(Operations):
 
     # Waking workers.
 
-    def listen(self) -> Any:
+    def listen(self, using: str | None = None) -> Any:
         """Its own autocommit connection (never one of Django's, which pool children and
-        transactions use), listening on both channels."""
+        transactions use), listening on both channels; with the parameters of ``using``
+        (``DJQUEUE_LISTEN_DATABASE``) if given, which must reach PostgreSQL directly."""
         import psycopg
 
-        params = connections[self.using].get_connection_params()
+        connection = connections[using or self.using]
+        try:
+            pooled = route(connection).pooled
+        except DatabaseError as exc:
+            raise ListenerLost(str(exc)) from exc
+        finally:
+            if using:  # only asked whether it is direct: the worker uses its own connection
+                connection.close()
+        if pooled:
+            raise ListenerUnavailable(pooling.CANNOT_LISTEN.format(alias=connection.alias))
+        params = connection.get_connection_params()
         params.pop("cursor_factory", None)
         params.setdefault("connect_timeout", 5)
         listening = None
@@ -320,7 +337,8 @@ class PostgreSQLOperations(Operations):
             listening.execute(f"LISTEN {CONTROL_CHANNEL}")
         except psycopg.Error as exc:
             if listening is not None:
-                _close_quietly(listening)
+                with contextlib.suppress(Exception):  # closing a broken connection
+                    listening.close()
             raise ListenerLost(str(exc)) from exc
         return listening
 
@@ -339,16 +357,13 @@ class PostgreSQLOperations(Operations):
             cursor.execute("SELECT pg_notify(%s, '')", [CONTROL_CHANNEL])
 
     def vacuum_if_bloated(self, known_dead: int = 0) -> bool:
-        """Every claim and acknowledgement leaves a dead row version behind, and the claim's index
-        scan steps over dead entries until a VACUUM removes them. Autovacuum normally does this
-        (the migration sets the message table's thresholds low: a queue table is small and churns
-        fast); where it is off or lags behind, workers call this from their heartbeat thread (at
-        each beat, and at once when a worker turns idle after a burst). When dead row versions
-        outnumber live ones (and exceed :data:`DEAD_ROWS`): ``VACUUM (SKIP_LOCKED)``, which never
-        waits for another vacuum of the same table and never blocks inserts or claims. (No
-        ANALYZE: a queue table's statistics are out of date a moment later whatever is done; the
-        worker does not let the planner rely on them, see :meth:`steer_worker_planner`.) The
-        statistics reach the statistics views up to seconds late: ``known_dead`` covers that."""
+        """Every claim and acknowledgement leaves a dead row version, which the claim's index scan
+        steps over until a VACUUM. Autovacuum normally does this (the migration sets low
+        thresholds); where it is off or behind, the heartbeat thread calls this at each beat and
+        when the worker turns idle after a burst: ``VACUUM (SKIP_LOCKED)`` (never waits, never
+        blocks inserts or claims) once dead versions outnumber live ones and :data:`DEAD_ROWS`.
+        No ANALYZE (see :meth:`steer_worker_planner`). ``known_dead`` covers statistics views
+        that lag seconds behind."""
         connection = connections[self.using]
         if not connection.get_autocommit():
             return False
@@ -370,17 +385,9 @@ class PostgreSQLOperations(Operations):
         return True
 
 
-def prepares(settings_dict: dict[str, Any]) -> bool:
-    """Whether djqueue prepares its statements on this connection.
-
-    Django keeps psycopg from preparing statements so that connection poolers work; djqueue
-    prepares its own unless the project says it sits behind such a pooler:
-    ``DISABLE_SERVER_SIDE_CURSORS`` (what Django asks for under PgBouncer's transaction pooling),
-    or ``prepare_threshold`` in ``OPTIONS``, which psycopg then applies as given.
-    """
-    return not settings_dict.get("DISABLE_SERVER_SIDE_CURSORS") and (
-        "prepare_threshold" not in settings_dict.get("OPTIONS", {})
-    )
+def route(connection: Any) -> pooling.Route:
+    """Whether ``connection``'s alias is reached through a pooler (:func:`.pooling.route`)."""
+    return pooling.route(connection, "SELECT current_setting('port')::int")
 
 
 @functools.cache
@@ -388,13 +395,6 @@ def _notifying_insert() -> str:
     """One message's ``INSERT`` and its ``NOTIFY``, in one statement."""
     return (f"WITH added AS ({insert_sql()} RETURNING queue) "
             f"SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM added")
-
-
-def _close_quietly(listening: Any) -> None:
-    try:
-        listening.close()
-    except Exception:  # noqa: BLE001 - closing a broken connection
-        pass
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -122,7 +122,7 @@ class Lifecycle(abc.ABC):
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.listener = Listener(self.using, self.queues)
+        self.listener = Listener(self.using, self.queues, conf.DJQUEUE_LISTEN_DATABASE)
 
     # Life cycle.
 
