@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -114,18 +115,30 @@ def recover(
 
 
 class Heartbeat(threading.Thread):
-    """Beats for one worker until :meth:`stop`."""
+    """Beats for one worker until :meth:`stop`.
 
-    def __init__(self, worker: Worker, fork_lock: threading.Lock) -> None:
+    With ``shared`` (the worker loop's Django connection, lent under ``db_lock``) the heartbeat
+    opens no connection of its own: the loop and the heartbeat take turns on one. Without it (the
+    ``solo`` pool, whose tasks run on the loop's thread and connection while the heartbeat must
+    go on) it opens one per beat and closes it before releasing ``fork_lock``, so that a process
+    forked meanwhile never inherits it.
+    """
+
+    def __init__(self, worker: Worker, fork_lock: threading.Lock, db_lock: threading.RLock,
+                 shared: BaseDatabaseWrapper | None = None) -> None:
         super().__init__(name=THREAD_NAME, daemon=True)
         self.worker = worker
         self.interval = max(worker.heartbeat_timeout / 6, 0.2)
         self.fork_lock = fork_lock
+        self.db_lock = db_lock
+        self.shared = shared
         self._stopping = threading.Event()
         self._poked = threading.Event()
         self._known_dead = 0  # dead row versions the worker reported with its poke
 
     def run(self) -> None:
+        if self.shared is not None:  # this thread's queries use the loop's connection
+            connections[self.worker.using] = self.shared
         while True:
             self._poked.wait(self.interval)
             self._poked.clear()
@@ -144,10 +157,10 @@ class Heartbeat(threading.Thread):
         self._poked.set()
 
     def beat(self) -> None:
-        """One heartbeat. The connection is closed again before the lock is released, so a pool
-        child forked meanwhile never inherits an open connection of this thread."""
+        """One heartbeat, on the loop's connection while the loop waits (``db_lock``), or on a
+        connection of its own (see the class)."""
         worker = self.worker
-        with self.fork_lock:
+        with self.db_lock, self.fork_lock:
             try:
                 # Heartbeats are on the database's clock, as leases are (Operations.now_sql).
                 WorkerNode.objects.using(worker.using).filter(pk=worker.node_id).update(
@@ -169,11 +182,16 @@ class Heartbeat(threading.Thread):
                 broker.vacuum_if_bloated(known_dead)
             except DatabaseError as exc:
                 logger.error("Heartbeat failed (database error: %s); will try again.", exc)
+                self._close()  # perhaps broken: the next use opens a new one
             finally:
-                try:
-                    connections.close_all()
-                except DatabaseError:
-                    pass  # already broken; a new connection is opened for the next beat
+                if self.shared is None:
+                    self._close()
+
+    def _close(self) -> None:
+        try:
+            connections.close_all()
+        except DatabaseError:
+            pass  # already broken; a new connection is opened for the next use
 
     def stop(self) -> None:
         self._stopping.set()

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.functions import Now
 
 from ..broker import operations
@@ -91,6 +93,9 @@ class Lifecycle(abc.ABC):
         self.max_deliveries: int | None = conf.DJQUEUE_MAX_DELIVERIES or None
         self.result_serializer = conf.CELERY_RESULT_SERIALIZER
         self.fork_lock = threading.Lock()
+        # Held by the loop while it uses the database, and by the heartbeat thread while it uses
+        # the same connection (see heartbeat.Heartbeat); taken before fork_lock, never after.
+        self.db_lock = threading.RLock()
         self.pool: Pool = POOLS[self.pool_name](
             self.concurrency,
             self.result_serializer,
@@ -146,17 +151,19 @@ class Lifecycle(abc.ABC):
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
         }
         previous_fd = signal.set_wakeup_fd(self._wake_w.fileno())
-        self._heartbeat = heartbeat.Heartbeat(self, self.fork_lock)
+        self._heartbeat = heartbeat.Heartbeat(self, self.fork_lock, self.db_lock,
+                                              self._lent_connection())
         self._heartbeat.start()
         logger.info("%s ready.", self.hostname)
         try:
             while not self.finished:
                 self.loop()
         finally:
-            if self._reserved:  # only after an unexpected error: never keep claimed messages
-                self._give_back_reserved()
-            if self._pending:
-                self.finish(self._pending, log=False)
+            with self.db_lock:  # the heartbeat still beats on the same connection
+                if self._reserved:  # only after an unexpected error: never keep claimed messages
+                    self._give_back_reserved()
+                if self._pending:
+                    self.finish(self._pending, log=False)
             self.pool.stop()
             self._heartbeat.stop()
             self.with_db_retry(self._mark_stopped)
@@ -164,6 +171,15 @@ class Lifecycle(abc.ABC):
             signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _lent_connection(self) -> BaseDatabaseWrapper | None:
+        """The loop's connection, for the heartbeat thread to use in turn (one connection for
+        both); None with the ``solo`` pool, whose tasks use it while the heartbeat must go on."""
+        if self.pool_name == "solo":
+            return None
+        connection = connections[self.using]
+        connection.inc_thread_sharing()
+        return connection
 
     def _mark_stopped(self) -> None:
         WorkerNode.objects.using(self.using).filter(pk=self.node_id).update(

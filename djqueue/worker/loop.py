@@ -38,28 +38,31 @@ class Worker(Lifecycle):
 
     def loop(self) -> None:
         """One iteration: a round (settle what finished, start what the pool can take, claim
-        more), then wait for outcomes, a wake-up or the next poll."""
-        if self.stop_requested:
-            self._shutdown_step()
-            if self.finished:
-                return
-        self._control.poll()  # remote-control commands, twice a second
-        self._check_revocations()
-        self._round()
-        extra = [self._wake_r, *self.listener.waitables()]
+        more), then wait for outcomes, a wake-up or the next poll. The heartbeat thread may use
+        the loop's connection only while the loop waits (``db_lock``)."""
+        with self.db_lock:
+            if self.stop_requested:
+                self._shutdown_step()
+                if self.finished:
+                    return
+            self._control.poll()  # remote-control commands, twice a second
+            self._check_revocations()
+            self._round()
+            extra = [self._wake_r, *self.listener.waitables()]  # may (re)open the listener
         outcomes = self.pool.wait(self.listener.limit(self._wait_timeout()), extra=extra)
         self._drain_wakeups()
-        if self.listener.heard():
-            self._claim_now = True
-        if self.listener.control_heard():
-            self._control.poll(now=True)
-        if outcomes:
-            for outcome in outcomes:
-                log_outcome(outcome)
-            self._pending.extend(outcomes)
-            self._claim_now = True
-        if not self.stop_requested:
-            self.cleanup.tick()
+        with self.db_lock:
+            if self.listener.heard():
+                self._claim_now = True
+            if self.listener.control_heard():
+                self._control.poll(now=True)
+            if outcomes:
+                for outcome in outcomes:
+                    log_outcome(outcome)
+                self._pending.extend(outcomes)
+                self._claim_now = True
+            if not self.stop_requested:
+                self.cleanup.tick()
 
     def _claim_limit(self, planned: int = 0) -> int:
         """How many messages to claim now (0: none), whatever the time: up to the prefetch limit

@@ -9,7 +9,7 @@ import os
 import signal
 from multiprocessing.connection import Connection
 
-from django.db import connections
+from django.db import close_old_connections, connections
 
 from ..execution import Job, execute, job_from_wire, outcome_to_wire
 
@@ -65,6 +65,10 @@ def child_main(
                 conn.send(outcome_to_wire(execute(job_from_wire(fields))))
         except OSError:
             break  # the worker is gone (its end of the pipe closed): nobody to answer
+        finally:
+            # As Django does after a request (and Celery after a task): a connection the tasks
+            # opened is kept only for CONN_MAX_AGE, so an idle child holds none by default.
+            close_old_connections()
         done += len(jobs)
     connections.close_all()
 
