@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from pathlib import Path
 
@@ -286,9 +286,10 @@ def _process_starter(
 
     def start(
         *args: str, env: dict[str, str] | None = None, ready: bool = True,
-        settings: dict[str, object] | None = None,
+        settings: dict[str, object] | None = None, inside: Sequence[str] = (),
     ) -> WorkerProcess:
-        """``settings`` are added to the process's Django settings (JSON values only)."""
+        """``settings`` are added to the process's Django settings (JSON values only);
+        ``inside`` prefixes the command (``ip netns exec <host>``: tests/netns.py)."""
         env = dict(env or {})
         if settings:
             env.update(DJANGO_SETTINGS_MODULE="tests.worker_settings",
@@ -296,7 +297,7 @@ def _process_starter(
         log_path = tmp_path / f"{command}-{len(started)}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "manage.py", "celery", command, "-l", "info", *args],
+                [*inside, sys.executable, "manage.py", "celery", command, "-l", "info", *args],
                 cwd=ROOT,
                 env={**base_env, **(env or {})},
                 stdout=log,

@@ -44,9 +44,17 @@ class PrivatePostgres:
     def __init__(self, bindir: Path, datadir: Path, port: int) -> None:
         self.bindir, self.datadir, self.port = bindir, datadir, port
         self.url = f"postgres://postgres@127.0.0.1:{port}/postgres"
+        self.listen = ["127.0.0.1"]
+
+    def serve(self, addresses: list[str], network: str) -> None:
+        """Also listen on ``addresses`` and let clients of ``network`` in (restarts)."""
+        with (self.datadir / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {network} trust\n")
+        self.listen = ["127.0.0.1", *addresses]
+        self.pg_ctl("restart", "-m", "fast")
 
     def pg_ctl(self, *args: str) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.datadir}"
+        options = f"-p {self.port} -c listen_addresses={','.join(self.listen)} -k {self.datadir}"
         command = [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "-o", options,
                    "-l", str(self.datadir / "server.log"), *args]
         subprocess.run(_as_postgres(command), check=True, capture_output=True, timeout=60)
