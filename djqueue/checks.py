@@ -15,6 +15,7 @@ from django.core import checks
 from django.db import connections
 
 from .client import annotations, routing
+from . import setting_names
 from .conf import ALIASES, CELERY_PREFIXES, DEFAULTS, Settings
 from .exceptions import ImproperlyConfigured
 from .backends import CacheBackend, backend_class
@@ -33,18 +34,18 @@ def _conf() -> Settings:
 
 @checks.register("djqueue")
 def check_spellings(**kwargs: Any) -> list[checks.CheckMessage]:
-    """E001: one setting given under its Celery 3.1 name and a Celery ≥4 name, with different
-    values. W001: Celery settings djqueue does not use."""
+    """E001: Celery 3.1 names mixed with Celery ≥4 names (Celery refuses that too). W001: Celery
+    settings djqueue does not use."""
     conf, messages = _conf(), []
-    for name in DEFAULTS:
-        found = conf.spellings(name)
-        if len(found) > 1 and any(value != next(iter(found.values())) for value in found.values()):
-            spelled = ", ".join(f"{key} = {value!r}" for key, value in found.items())
-            messages.append(checks.Error(
-                f"{name} is set twice with different values: {spelled}.",
-                hint="Keep one spelling (both are accepted; the Celery 3.1 name wins).",
-                id="djqueue.E001",
-            ))
+    old, new = setting_names.mixed(set(dir(settings)))
+    if old:
+        renames = ", ".join(f"{name} -> {setting_names.renamed(name)}" for name in old)
+        messages.append(checks.Error(
+            f"Celery's old and new setting names are mixed: {', '.join(old)} (Celery 3.1) with "
+            f"{', '.join(new)} (Celery ≥ 4).",
+            hint=f"Use one set of names; to use the new ones, rename {renames}.",
+            id="djqueue.E001",
+        ))
     for name in sorted(dir(settings)):
         if name.startswith(CELERY_PREFIXES) and name not in DEFAULTS and name not in ALIASES:
             messages.append(checks.Warning(
@@ -149,14 +150,17 @@ def check_backend_and_broker(**kwargs: Any) -> list[checks.CheckMessage]:
     """E005 unknown result backend, E006 a database that cannot be the broker, E008 a cache alias
     that CACHES lacks, E011 an unknown time zone."""
     conf, messages = _conf(), []
+    url = "://" in str(conf.CELERY_RESULT_BACKEND)
     try:
         backend = backend_class(conf.CELERY_RESULT_BACKEND)
-    except ImproperlyConfigured as exc:
-        messages.append(checks.Error(str(exc), hint="djqueue keeps results in the database or in "
-                                     "Django's cache.", id="djqueue.E005"))
+        if url:
+            backend.from_conf(conf)  # a malformed URL; nothing connects yet
+    except (ImproperlyConfigured, ValueError) as exc:
+        messages.append(checks.Error(str(exc), hint="djqueue keeps results in the database, in "
+                                     "Django's cache, in Redis or in Memcached.", id="djqueue.E005"))
     else:
         alias = conf.CELERY_CACHE_BACKEND
-        if backend is CacheBackend and alias not in settings.CACHES:
+        if backend is CacheBackend and not url and alias not in settings.CACHES:
             messages.append(checks.Error(
                 f"CELERY_CACHE_BACKEND = {alias!r} is not a key of CACHES.",
                 hint=f"Use one of: {', '.join(settings.CACHES)}.", id="djqueue.E008",

@@ -157,19 +157,10 @@ class Settings(Mapping[str, Any]):
         object.__setattr__(self, "_source", source)
         self.forget()
 
-    def spellings(self, name: str) -> dict[str, Any]:
-        """Every spelling of setting ``name`` present in Django settings, with its value."""
-        canonical = canonical_name(name)
-        found = {}
-        for spelling in (canonical, *_CANONICAL_ALIASES.get(canonical, ())):
-            value = getattr(django_settings, spelling, _UNSET)
-            if value is not _UNSET:
-                found[spelling] = value
-        return found
-
     def reset(self) -> None:
-        """Drop every runtime override (tests use this)."""
+        """Drop every runtime override and any ``config_from_object`` source (tests use this)."""
         self._overrides.clear()
+        object.__setattr__(self, "_source", None)
         self.forget()
 
     def __getitem__(self, name: str) -> Any:

@@ -82,6 +82,11 @@ def canonical_name(name: str) -> str:
     return ALIASES.get(name) or NEW_NAMES.get(name) or name
 
 
+def renamed(old_name: str) -> str:
+    """The Celery ≥4 Django setting (``CELERY_`` namespace) for Celery 3.1 name ``old_name``."""
+    return next(name for name, old in ALIASES.items() if old == old_name)
+
+
 def mixed(names: set[str]) -> tuple[list[str], list[str]]:
     """``(old, new)``: the old-only and new-only names among ``names`` when both occur, else two
     empty lists."""
