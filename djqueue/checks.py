@@ -21,6 +21,7 @@ from .exceptions import ImproperlyConfigured
 from .backends import CacheBackend, backend_class
 from .broker import VENDORS, supports
 from .client.base import app
+from .client.call_checks import check_time_limits
 from .client.rates import parse_rate, task_rate
 from .worker.pools import POOLS
 from .serialization import CONTENT_TYPES
@@ -251,6 +252,16 @@ def check_worker(**kwargs: Any) -> list[checks.CheckMessage]:
                  "(default 0.02); 0 sends one task at a time.",
             id="djqueue.E012",
         ))
+    limits = [("CELERYD_TASK_SOFT_TIME_LIMIT / CELERYD_TASK_TIME_LIMIT",
+               conf.CELERYD_TASK_SOFT_TIME_LIMIT, conf.CELERYD_TASK_TIME_LIMIT)]
+    limits += [(f"Task {t.name!r}", t.soft_time_limit, t.time_limit) for t in _tasks(messages)]
+    for where, soft, hard in limits:
+        try:
+            check_time_limits(soft, hard, where)
+        except (ValueError, TypeError) as exc:
+            messages.append(checks.Error(str(exc), hint="Give soft_time_limit a value below "
+                                         "time_limit (seconds), or leave one unset.",
+                                         id="djqueue.E012"))
     deliveries = conf.DJQUEUE_MAX_DELIVERIES
     if deliveries is not None and (not isinstance(deliveries, int) or isinstance(deliveries, bool)
                                    or deliveries < 1):

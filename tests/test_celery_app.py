@@ -13,9 +13,10 @@ import pytest
 from django.core import checks
 from django.test import override_settings
 
-from djqueue import Celery, Task, current_app, shared_task
+from djqueue import AsyncResult, Celery, Task, current_app, shared_task
 from djqueue.client import celery_app
 from djqueue.client.base import app as djqueue_app
+from djqueue.models import Message
 from djqueue.setting_names import ALIASES, NEW_NAMES, canonical_name, namespaced
 from tasks import add
 
@@ -159,3 +160,54 @@ def test_unknown_new_names_stay_warnings() -> None:
     found = messages(CELERY_WORKER_SEND_TASK_EVENTS=True)
     assert {m.id for m in found} == {"djqueue.W001"}
     assert "CELERY_WORKER_SEND_TASK_EVENTS" in found[0].msg
+
+
+def test_an_async_result_is_its_id() -> None:
+    result = AsyncResult("x")
+    assert str(result) == "x" and result == "x" and "x" == result and result != "y"
+    assert result == AsyncResult("x") and hash(result) == hash("x")
+    assert f"{add.AsyncResult('abc')}" == "abc"
+
+
+def test_arguments_are_checked_at_call_time(db) -> None:
+    with pytest.raises(TypeError, match=r"tasks\.add\(\) missing a required argument: 'y'"):
+        add.delay(5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'z'"):
+        add.apply_async((1, 2), {"z": 3})
+    assert not Message.objects.exists()  # nothing was sent
+    Celery("proj").conf.task_always_eager = True  # checked before running eagerly too
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        add.delay(1, 2, 3)
+
+    @shared_task(typing=False, name="test_celery_app.untyped")
+    def untyped(x: int) -> int:
+        return x
+
+    Celery("proj").conf.task_always_eager = False
+    assert untyped.delay().id  # typing=False: sent as it is (the worker's call fails)
+    assert Message.objects.filter(task_name="test_celery_app.untyped").count() == 1
+    del djqueue_app.tasks["test_celery_app.untyped"]
+
+
+def test_a_soft_time_limit_above_the_hard_one_is_refused(db) -> None:
+    with pytest.raises(ValueError, match=r"Task test_celery_app.limits: soft_time_limit \(10\) is "
+                                         r"greater than time_limit \(5\)"):
+        shared_task(name="test_celery_app.limits", soft_time_limit=10, time_limit=5)(lambda: 1)
+    with pytest.raises(ValueError, match=r"Call of tasks.add: soft_time_limit \(3\)"):
+        add.apply_async((1, 1), soft_time_limit=3, time_limit=2)
+    with pytest.raises(ValueError, match="soft_time_limit"):
+        djqueue_app.send_task("tasks.add", (1, 1), soft_time_limit=3, time_limit=2)
+    assert not Message.objects.exists()
+    add.apply_async((1, 1), soft_time_limit=2, time_limit=3)  # in order: sent
+    found = messages(CELERYD_TASK_SOFT_TIME_LIMIT=60, CELERYD_TASK_TIME_LIMIT=30)
+    assert "djqueue.E012" in {m.id for m in found}
+
+
+def test_a_worker_with_no_task_says_what_to_add(start_worker) -> None:
+    # The seed's first run: tasks.py beside manage.py, not listed in CELERY_IMPORTS.
+    worker = start_worker("-c", "1", "-P", "solo", settings={
+        "INSTALLED_APPS": ["django.contrib.contenttypes", "django.contrib.auth", "djqueue"],
+        "CELERY_IMPORTS": []})
+    log = worker.log()
+    assert "[tasks]\n  (none registered)\n\nNo task is registered" in log
+    assert 'CELERY_IMPORTS = ("tasks",)' in log

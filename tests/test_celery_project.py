@@ -21,6 +21,8 @@ def test_the_project_runs_its_tasks(project_worker, record_file) -> None:  # noq
     worker = project_worker("-c", "2")
     log = worker.log()
     assert "demoapp.tasks.add" in log and "proj.celery.debug_task" in log
+    assert ".> app:         proj\n" in log  # Celery("proj") names the app
+    assert "No task is registered" not in log
     assert add.delay(2, 3).get(timeout=20) == 5
     assert record.delay("once").get(timeout=20) == "once"
     failed = fail.delay("boom")

@@ -15,6 +15,7 @@ from django.apps import apps as django_apps
 from django.utils import timezone
 
 from . import celery_app, identifiers, publishing, routing
+from .call_checks import check_time_limits
 from .control import Control
 from ..broker.rows import MessageHead, NewMessage
 from ..backends import ResultBackend, backend_from_setting, backend_key
@@ -215,6 +216,12 @@ class App:
         if task is not None:
             expires = task.expires if expires is None else expires
             serializer = serializer or task.serializer
+            if time_limit is not None or soft_time_limit is not None:
+                check_time_limits(
+                    task.soft_time_limit if soft_time_limit is None else soft_time_limit,
+                    task.time_limit if time_limit is None else time_limit, f"Call of {name}")
+        else:
+            check_time_limits(soft_time_limit, time_limit, f"Call of {name}")
         serializer = serializer or batch.serializer
         now = batch.now
         if countdown is not None and eta is not None:
@@ -265,4 +272,4 @@ def _aware(value: datetime.datetime, zone: datetime.tzinfo) -> datetime.datetime
     return value
 
 
-app = App(conf=celery_app.CONF)
+app = App(celery_app.main_name(), conf=celery_app.CONF)

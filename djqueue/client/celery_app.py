@@ -60,6 +60,11 @@ class _Setup:
     pending: ClassVar[list[PendingTask]] = []
 
 
+def main_name() -> str:
+    """The name the project gave its app (``Celery("proj")``), else ``"djqueue"``."""
+    return _Setup.main or "djqueue"
+
+
 def _app() -> App:
     # Imported on first use: the App loads djqueue's models, which Django can import only once
     # its app registry is ready, and this module is imported before (from a project's package).
@@ -157,6 +162,8 @@ class Celery:
                                _Setup.main)
             else:
                 _Setup.main = main
+                if "djqueue.client.base" in sys.modules:  # the App exists: it takes the name
+                    _app().main = main
         overrides = dict(changes or {})
         if broker is not None:
             overrides["broker_url"] = broker
@@ -183,7 +190,7 @@ class Celery:
 
     @property
     def main(self) -> str:
-        return _Setup.main or "djqueue"
+        return main_name()
 
     @property
     def conf(self) -> Settings:
