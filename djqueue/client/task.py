@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from django.utils import timezone
 
 from . import annotations
+from .call_checks import check_arguments, check_time_limits
 from .. import states
 from ..exceptions import MaxRetriesExceededError, Retry
 from ..canvas import Signature
@@ -160,6 +161,8 @@ class Task:
         """Enqueue a call. Inside ``transaction.atomic()`` the message commits or rolls back with
         the caller's transaction. With ``CELERY_ALWAYS_EAGER`` the task runs here instead."""
         self.annotate()
+        if self.typing:
+            check_arguments(self, args or (), kwargs or {})
         if self.app.conf.CELERY_ALWAYS_EAGER:
             return self.apply(args, kwargs, task_id=task_id)
         return self.app.send_task(
@@ -300,6 +303,8 @@ def build_task(app: App, fun: Callable[..., Any], **options: Any) -> Task:
         "__qualname__": fun.__qualname__,
         **options,
     }
+    check_time_limits(options.get("soft_time_limit", getattr(base, "soft_time_limit", None)),
+                      options.get("time_limit", getattr(base, "time_limit", None)), f"Task {name}")
     cls = type(fun.__name__, (base,), attrs)
     instance = cls()
     instance.app = app
