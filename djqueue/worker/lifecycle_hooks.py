@@ -1,0 +1,45 @@
+"""The worker's side of a task's life cycle (:mod:`djqueue.client.hooks` has the handlers): the
+request a call runs with, read from its message, and what ``Reject`` and ``Ignore`` do to it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import states
+from ..client.hooks import log_predicate
+from ..exceptions import Ignore, Reject
+
+if TYPE_CHECKING:
+    from ..client.task import Task
+    from .execution import Job, Outcome
+
+
+def push_request(task: Task, job: Job, payload: dict[str, Any], args: list[Any],
+                 kwargs: dict[str, Any]) -> None:
+    """``task.request`` for ``job``: its row's fields, then the headers of its body."""
+    task.push_request(
+        payload.get("headers"), id=job.task_id, args=args, kwargs=kwargs, retries=job.retries,
+        hostname=job.hostname, eta=payload.get("eta"), expires=payload.get("expires"),
+        delivery_info={"routing_key": job.queue, "priority": job.priority,
+                       "redelivered": job.deliveries > 1},
+        timelimit=(job.time_limit, job.soft_time_limit), correlation_id=job.task_id,
+    )
+
+
+def predicate(task: Task, outcome: Outcome, exc: Reject | Ignore,
+              failed: Callable[[Outcome, BaseException, str], None], serializer: str) -> None:
+    """Settle a call that raised ``Ignore`` (acknowledged, nothing stored) or ``Reject``: back to
+    the queue with ``acks_late`` and ``requeue``; otherwise FAILURE with the ``Reject``, its
+    message set aside (``acks_late``: the dead letter) or acknowledged (it was at the start, as
+    in Celery). Logged here, in the pool process, with Celery's lines."""
+    job = outcome.job
+    log_predicate(task, job.task_id, exc)
+    outcome.logged = True
+    if isinstance(exc, Ignore):
+        outcome.state, outcome.store = states.IGNORED, False
+    elif job.acks_late and exc.requeue:
+        outcome.state, outcome.action, outcome.store = states.REJECTED, "requeue", False
+    else:
+        failed(outcome, exc, serializer)
+        outcome.action = "reject" if job.acks_late else "ack"
