@@ -297,3 +297,17 @@ def test_a_raising_handler_in_the_worker_is_logged_and_the_outcome_stays(
     assert f"Task tests.hook_tasks.hooked[{outcome.job.task_id}] INTERNAL ERROR: " \
         "LookupError('handler broke')" in caplog.text
     assert "after_return" not in " ".join(events(record_file, outcome.job.task_id))
+
+
+@pytest.mark.django_db
+def test_headers_that_are_not_a_mapping_set_the_message_aside() -> None:
+    job = job_of(hooked, ("ok",))
+    job.body = json.dumps({"args": ["ok"], "kwargs": {}, "headers": "not a mapping"})
+    outcome = execute(job)
+    assert (outcome.state, outcome.action) == (states.FAILURE, "reject")
+    assert "Malformed message body" in outcome.result_repr
+
+
+def test_base_must_be_a_task_class() -> None:
+    with pytest.raises(TypeError, match="must be a subclass of djqueue's Task"):
+        app.task(base=object)(lambda: None)

@@ -306,6 +306,9 @@ def build_task(app: App, fun: Callable[..., Any], **options: Any) -> Task:
             f"known options are {', '.join(sorted(TASK_OPTIONS))}"
         )
     base = options.pop("base", None) or Task
+    if not (isinstance(base, type) and issubclass(base, Task)):
+        raise TypeError(f"@task(base=...) must be a subclass of djqueue's Task (app.Task), "
+                        f"not {base!r}")
     bind = bool(options.pop("bind", False))
     name = options.pop("name", None) or f"{fun.__module__}.{fun.__name__}"
     attrs: dict[str, Any] = {

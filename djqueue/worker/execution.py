@@ -207,15 +207,16 @@ def _execute(job: Job) -> Outcome:
     try:
         payload = loads(job.body, job.content_type, conf.CELERY_ACCEPT_CONTENT or [])
         args, kwargs = list(payload["args"]), dict(payload["kwargs"])
+        headers = payload.get("headers")
+        headers = None if headers is None else dict(headers)
     except (DecodeError, KeyError, TypeError, ValueError) as exc:
         error = exc if isinstance(exc, DecodeError) else DecodeError(f"Malformed message body: {exc!r}")
         return unrun(job, error, result_serializer, action="reject")
     task = app.tasks[job.task_name]
-    headers = payload.get("headers")
     ignore_result = bool(task.resolved("ignore_result", "CELERY_IGNORE_RESULT"))
     outcome = Outcome(job, states.SUCCESS, args_repr=_short_repr(args), kwargs_repr=_short_repr(kwargs))
     _check_connections()
-    push_request(task, job, payload, args, kwargs)
+    push_request(task, job, payload, headers, args, kwargs)
     hooks = hooks_of(task)
     retval: Any = outcome  # what the handlers are given: the value or the exception
     ignore_value = ignore_result

@@ -15,11 +15,11 @@ if TYPE_CHECKING:
     from .execution import Job, Outcome
 
 
-def push_request(task: Task, job: Job, payload: dict[str, Any], args: list[Any],
-                 kwargs: dict[str, Any]) -> None:
-    """``task.request`` for ``job``: its row's fields, then the headers of its body."""
+def push_request(task: Task, job: Job, payload: dict[str, Any], headers: dict[str, Any] | None,
+                 args: list[Any], kwargs: dict[str, Any]) -> None:
+    """``task.request`` for ``job``: the ``headers`` of its body, then its row's fields."""
     task.push_request(
-        payload.get("headers"), id=job.task_id, args=args, kwargs=kwargs, retries=job.retries,
+        headers, id=job.task_id, args=args, kwargs=kwargs, retries=job.retries,
         hostname=job.hostname, eta=payload.get("eta"), expires=payload.get("expires"),
         delivery_info={"routing_key": job.queue, "priority": job.priority,
                        "redelivered": job.deliveries > 1},
