@@ -26,6 +26,7 @@ from djqueue.worker.execution import Job, execute, log_outcome
 
 from . import hook_tasks
 from .hook_tasks import hooked, progress, rejecting, request_fields, wrapped
+from .test_backends import CACHE_SETTINGS, redis_available  # noqa: F401 - a fixture
 
 
 def events(record_file: Path, task_id: str | None = None) -> list[str]:
@@ -224,7 +225,7 @@ def test_execute_reads_the_request_from_the_message(
     job = job_of(request_fields, (1,), headers={"tenant": "t1"}, shadow="nick",
                  time_limit=30, soft_time_limit=20, deliveries=2)
     payload = json.loads(job.body)  # as the canvas writes workflow fields: Celery's names
-    payload["headers"].update(parent_id="p-1", root_id="r-1", group="g-1", group_index=0)
+    payload.update(parent_id="p-1", root_id="r-1", group="g-1", group_index=0)
     job.body = json.dumps(payload)
     outcome = execute(job)
     fields = json.loads(outcome.result)
@@ -311,3 +312,14 @@ def test_headers_that_are_not_a_mapping_set_the_message_aside() -> None:
 def test_base_must_be_a_task_class() -> None:
     with pytest.raises(TypeError, match="must be a subclass of djqueue's Task"):
         app.task(base=object)(lambda: None)
+
+
+def test_update_state_through_the_cache_backend(redis_available: None, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+    with override_settings(**CACHE_SETTINGS):
+        result = progress.apply((str(gate),), task_id=f"cache-progress-{tmp_path.name}")
+        assert result.result == "finished"  # eager: the final state is not stored, PROGRESS is
+        seen = AsyncResult(result.id)
+        assert seen.state == "PROGRESS" and seen.info == {"current": 3, "total": 3}
+        seen.forget()

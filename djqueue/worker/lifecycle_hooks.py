@@ -15,9 +15,20 @@ if TYPE_CHECKING:
     from .execution import Job, Outcome
 
 
+#: Workflow fields the canvas writes as top-level keys of a message's body (only when set),
+#: under Celery's names; the request reads them as it reads headers.
+WORKFLOW_FIELDS = ("root_id", "parent_id", "group", "group_index", "chord", "callbacks",
+                   "errbacks", "chain")
+
+
 def push_request(task: Task, job: Job, payload: dict[str, Any], headers: dict[str, Any] | None,
                  args: list[Any], kwargs: dict[str, Any]) -> None:
-    """``task.request`` for ``job``: the ``headers`` of its body, then its row's fields."""
+    """``task.request`` for ``job``: the ``headers`` and workflow fields of its body, then its
+    row's fields."""
+    if len(payload) > 2:  # more than args and kwargs
+        workflow = {name: payload[name] for name in WORKFLOW_FIELDS if name in payload}
+        if workflow:
+            headers = {**headers, **workflow} if headers else workflow
     task.push_request(
         headers, id=job.task_id, args=args, kwargs=kwargs, retries=job.retries,
         hostname=job.hostname, eta=payload.get("eta"), expires=payload.get("expires"),
