@@ -270,18 +270,19 @@ def test_update_state_is_read_back_and_replaced_by_the_final_state(tmp_path: Pat
         progress.update_state(state="PROGRESS")
 
 
-@pytest.mark.django_db(transaction=True)
-def test_delay_on_commit_sends_after_the_commit_and_never_on_rollback() -> None:
-    with transaction.atomic():
+@pytest.mark.django_db
+def test_delay_on_commit_sends_after_the_commit_and_never_on_rollback(
+        django_capture_on_commit_callbacks: Any) -> None:
+    with django_capture_on_commit_callbacks(execute=True) as sent:
         assert hooked.delay_on_commit("ok") is None
         hooked.apply_async_on_commit(("ok",), countdown=60)
         assert not Message.objects.exists()
-    assert Message.objects.count() == 2
-    with pytest.raises(RuntimeError), transaction.atomic():
-        hooked.delay_on_commit("ok")
-        raise RuntimeError("roll back")
-    assert Message.objects.count() == 2
-    assert not TaskResult.objects.exists()
+    assert len(sent) == 2 and Message.objects.count() == 2
+    with django_capture_on_commit_callbacks(execute=True) as sent:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            hooked.delay_on_commit("ok")
+            raise RuntimeError("roll back")
+    assert sent == [] and Message.objects.count() == 2
 
 
 @pytest.mark.django_db
