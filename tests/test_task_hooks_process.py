@@ -53,7 +53,8 @@ def test_life_cycle_in_a_worker(start_worker, record_file: Path, tmp_path: Path,
     assert events(record_file, ok.id) == [
         "before_start ['ok']", "run retries=0", "on_success 'ok'", "after_return SUCCESS 'ok' None"]
     assert events(record_file, failed.id) == [
-        "before_start ['fail']", "run retries=0", f"on_failure ValueError traced=True id={failed.id}",
+        "before_start ['fail']", "run retries=0",
+        f"on_failure ValueError traced=True id={failed.id}",
         "after_return FAILURE ValueError('failed on purpose') None"]
     assert events(record_file, retried.id) == [
         "before_start ['retry']", "run retries=0", "on_retry KeyError('again') Retry",

@@ -171,7 +171,8 @@ class Task:
         """Celery 5.4's ``delay()`` once the current transaction of the ``default`` database
         commits (at once outside one); returns None. ``delay()`` inside ``atomic()`` already
         commits or rolls back with the transaction and returns the result: use this one when
-        the transaction is on another database than the broker's (``BROKER_URL = "django://<alias>"``)."""
+        the transaction is on another database than the broker's
+        (``BROKER_URL = "django://<alias>"``)."""
         transaction.on_commit(functools.partial(self.delay, *args, **kwargs))
 
     def apply_async_on_commit(self, *args: Any, **kwargs: Any) -> None:
@@ -208,7 +209,8 @@ class Task:
         the running call (or ``task_id``) now: ``AsyncResult.state`` and ``.info`` read them
         until the call's final state replaces them."""
         if not isinstance(state, str) or not 0 < len(state) <= 50:
-            raise ValueError(f"update_state() needs a state name of 1 to 50 characters, not {state!r}")
+            raise ValueError(
+                f"update_state() needs a state name of 1 to 50 characters, not {state!r}")
         hooks.store_state(self, task_id, state, meta)
 
     # Signatures (see djqueue.canvas).

@@ -24,7 +24,8 @@ from .. import states
 from ..client.base import app
 from ..client.hooks import hooks_of
 from ..exceptions import (
-    DecodeError, EncodeError, Ignore, NotRegistered, Reject, Retry, SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerLostError,
+    DecodeError, EncodeError, Ignore, NotRegistered, Reject, Retry, SoftTimeLimitExceeded,
+    TaskRevokedError, TimeLimitExceeded, WorkerLostError,
 )
 from ..serialization import (
     CONTENT_TYPES, dumps, exception_to_data, loads, readable, readable_json, safe_repr,
