@@ -208,8 +208,7 @@ def _execute(job: Job) -> Outcome:
     try:
         payload = loads(job.body, job.content_type, conf.CELERY_ACCEPT_CONTENT or [])
         args, kwargs = list(payload["args"]), dict(payload["kwargs"])
-        headers = payload.get("headers")
-        headers = None if headers is None else dict(headers)
+        headers = dict(payload["headers"]) if "headers" in payload else None
     except (DecodeError, KeyError, TypeError, ValueError) as exc:
         error = exc if isinstance(exc, DecodeError) else DecodeError(f"Malformed message body: {exc!r}")
         return unrun(job, error, result_serializer, action="reject")
@@ -217,13 +216,10 @@ def _execute(job: Job) -> Outcome:
     ignore_result = bool(task.resolved("ignore_result", "CELERY_IGNORE_RESULT"))
     outcome = Outcome(job, states.SUCCESS, args_repr=_short_repr(args), kwargs_repr=_short_repr(kwargs))
     _check_connections()
-    push_request(task, job, payload, headers, args, kwargs)
+    # apply_async(ignore_result=True) drops the value, not an error, as in Celery.
+    ignore_value = push_request(task, outcome, payload, headers, args, kwargs) or ignore_result
     hooks = hooks_of(task)
     retval: Any = outcome  # what the handlers are given: the value or the exception
-    ignore_value = ignore_result
-    if headers:  # apply_async(ignore_result=True) drops a value, not an error, as in Celery
-        outcome.shadow = task.request.shadow
-        ignore_value = ignore_result or bool(task.request.ignore_result)
     try:
         with _SoftLimit(job.soft_time_limit):
             retval = value = (hooks.run(job.task_id, args, kwargs) if hooks

@@ -12,7 +12,7 @@ from ..exceptions import Ignore, Reject
 
 if TYPE_CHECKING:
     from ..client.task import Task
-    from .execution import Job, Outcome
+    from .execution import Outcome
 
 
 #: Workflow fields the canvas writes as top-level keys of a message's body (only when set),
@@ -21,10 +21,12 @@ WORKFLOW_FIELDS = ("root_id", "parent_id", "group", "group_index", "chord", "cal
                    "errbacks", "chain")
 
 
-def push_request(task: Task, job: Job, payload: dict[str, Any], headers: dict[str, Any] | None,
-                 args: list[Any], kwargs: dict[str, Any]) -> None:
-    """``task.request`` for ``job``: the ``headers`` and workflow fields of its body, then its
-    row's fields."""
+def push_request(task: Task, outcome: Outcome, payload: dict[str, Any],
+                 headers: dict[str, Any] | None, args: list[Any], kwargs: dict[str, Any]) -> bool:
+    """Push ``task.request`` for the outcome's job: the ``headers`` and workflow fields of its
+    body, then its row's fields. Gives the outcome the call's ``shadow`` name; returns whether
+    the call asked not to store its value (``apply_async(ignore_result=True)``)."""
+    job = outcome.job
     if len(payload) > 2:  # more than args and kwargs
         workflow = {name: payload[name] for name in WORKFLOW_FIELDS if name in payload}
         if workflow:
@@ -36,6 +38,11 @@ def push_request(task: Task, job: Job, payload: dict[str, Any], headers: dict[st
                        "redelivered": job.deliveries > 1},
         timelimit=(job.time_limit, job.soft_time_limit), correlation_id=job.task_id,
     )
+    if not headers:
+        return False
+    request = task.request
+    outcome.shadow = request.shadow
+    return bool(request.ignore_result)
 
 
 def predicate(task: Task, outcome: Outcome, exc: Reject | Ignore,
