@@ -114,6 +114,6 @@ def request_fields(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         for name in ("id", "task", "args", "kwargs", "retries", "is_eager", "eta", "expires",
                      "hostname", "delivery_info", "timelimit", "parent_id", "root_id", "group",
                      "group_index", "chord", "callbacks", "errbacks", "chain", "correlation_id",
-                     "reply_to", "origin", "ignore_result", "shadow", "headers",
+                     "reply_to", "origin", "ignore_result", "shadow", "headers", "properties",
                      "called_directly")
     } | {"custom": getattr(request, "tenant", None)}

@@ -238,6 +238,8 @@ def test_execute_reads_the_request_from_the_message(
         "p-1", "r-1", "g-1", 0)
     assert fields["headers"] == {"tenant": "t1"} and fields["custom"] == "t1"
     assert fields["chord"] is None and fields["callbacks"] is None
+    assert fields["properties"] == {"correlation_id": job.task_id, "reply_to": None,
+                                    "priority": job.priority}
     log_outcome(outcome)
     assert f"Task nick[{job.task_id}] succeeded in" in caplog.text
 

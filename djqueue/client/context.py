@@ -9,6 +9,7 @@ default, so a plain call pays for no field it does not have.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,7 +44,6 @@ class Context:
     correlation_id: str | None = None
     reply_to: str | None = None
     origin: str | None = None
-    properties: dict[str, Any] | None = None
     ignore_result: bool = False
     shadow: str | None = None
     replaced_task_nesting: int = 0
@@ -64,6 +64,12 @@ class Context:
                       if key not in CELERY_FIELDS}
             self.headers = custom or None
         self.__dict__.update(fields)
+
+    @functools.cached_property
+    def properties(self) -> dict[str, Any]:
+        """The message's properties as Celery names them (made on first use)."""
+        return {"correlation_id": self.correlation_id, "reply_to": self.reply_to,
+                "priority": (self.delivery_info or {}).get("priority")}
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
