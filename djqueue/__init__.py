@@ -13,6 +13,8 @@ _EXPORTS = {
     "App": "djqueue.client.base",
     "app": "djqueue.client.base",
     "AsyncResult": "djqueue.result",
+    "Celery": "djqueue.client.celery_app",
+    "current_app": "djqueue.client.celery_app",
     "EagerResult": "djqueue.result",
     "GroupResult": "djqueue.result",
     "Signature": "djqueue.canvas",

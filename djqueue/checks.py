@@ -15,11 +15,13 @@ from django.core import checks
 from django.db import connections
 
 from .client import annotations, routing
+from . import setting_names
 from .conf import ALIASES, CELERY_PREFIXES, DEFAULTS, Settings
 from .exceptions import ImproperlyConfigured
 from .backends import CacheBackend, backend_class
 from .broker import VENDORS, supports
 from .client.base import app
+from .client.call_checks import check_time_limits
 from .client.rates import parse_rate, task_rate
 from .worker.pools import POOLS
 from .serialization import CONTENT_TYPES
@@ -33,18 +35,18 @@ def _conf() -> Settings:
 
 @checks.register("djqueue")
 def check_spellings(**kwargs: Any) -> list[checks.CheckMessage]:
-    """E001: one setting given under its Celery 3.1 name and a Celery ≥4 name, with different
-    values. W001: Celery settings djqueue does not use."""
+    """E001: Celery 3.1 names mixed with Celery ≥4 names (Celery refuses that too). W001: Celery
+    settings djqueue does not use."""
     conf, messages = _conf(), []
-    for name in DEFAULTS:
-        found = conf.spellings(name)
-        if len(found) > 1 and any(value != next(iter(found.values())) for value in found.values()):
-            spelled = ", ".join(f"{key} = {value!r}" for key, value in found.items())
-            messages.append(checks.Error(
-                f"{name} is set twice with different values: {spelled}.",
-                hint="Keep one spelling (both are accepted; the Celery 3.1 name wins).",
-                id="djqueue.E001",
-            ))
+    old, new = setting_names.mixed(set(dir(settings)))
+    if old:
+        renames = ", ".join(f"{name} -> {setting_names.renamed(name)}" for name in old)
+        messages.append(checks.Error(
+            f"Celery's old and new setting names are mixed: {', '.join(old)} (Celery 3.1) with "
+            f"{', '.join(new)} (Celery ≥ 4).",
+            hint=f"Use one set of names; to use the new ones, rename {renames}.",
+            id="djqueue.E001",
+        ))
     for name in sorted(dir(settings)):
         if name.startswith(CELERY_PREFIXES) and name not in DEFAULTS and name not in ALIASES:
             messages.append(checks.Warning(
@@ -149,14 +151,17 @@ def check_backend_and_broker(**kwargs: Any) -> list[checks.CheckMessage]:
     """E005 unknown result backend, E006 a database that cannot be the broker, E008 a cache alias
     that CACHES lacks, E011 an unknown time zone."""
     conf, messages = _conf(), []
+    url = "://" in str(conf.CELERY_RESULT_BACKEND)
     try:
         backend = backend_class(conf.CELERY_RESULT_BACKEND)
-    except ImproperlyConfigured as exc:
-        messages.append(checks.Error(str(exc), hint="djqueue keeps results in the database or in "
-                                     "Django's cache.", id="djqueue.E005"))
+        if url:
+            backend.from_conf(conf)  # a malformed URL; nothing connects yet
+    except (ImproperlyConfigured, ValueError) as exc:
+        messages.append(checks.Error(str(exc), hint="djqueue keeps results in the database, in "
+                                     "Django's cache, in Redis or in Memcached.", id="djqueue.E005"))
     else:
         alias = conf.CELERY_CACHE_BACKEND
-        if backend is CacheBackend and alias not in settings.CACHES:
+        if backend is CacheBackend and not url and alias not in settings.CACHES:
             messages.append(checks.Error(
                 f"CELERY_CACHE_BACKEND = {alias!r} is not a key of CACHES.",
                 hint=f"Use one of: {', '.join(settings.CACHES)}.", id="djqueue.E008",
@@ -247,6 +252,16 @@ def check_worker(**kwargs: Any) -> list[checks.CheckMessage]:
                  "(default 0.02); 0 sends one task at a time.",
             id="djqueue.E012",
         ))
+    limits = [("CELERYD_TASK_SOFT_TIME_LIMIT / CELERYD_TASK_TIME_LIMIT",
+               conf.CELERYD_TASK_SOFT_TIME_LIMIT, conf.CELERYD_TASK_TIME_LIMIT)]
+    limits += [(f"Task {t.name!r}", t.soft_time_limit, t.time_limit) for t in _tasks(messages)]
+    for where, soft, hard in limits:
+        try:
+            check_time_limits(soft, hard, where)
+        except (ValueError, TypeError) as exc:
+            messages.append(checks.Error(str(exc), hint="Give soft_time_limit a value below "
+                                         "time_limit (seconds), or leave one unset.",
+                                         id="djqueue.E012"))
     deliveries = conf.DJQUEUE_MAX_DELIVERIES
     if deliveries is not None and (not isinstance(deliveries, int) or isinstance(deliveries, bool)
                                    or deliveries < 1):

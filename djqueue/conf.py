@@ -23,6 +23,8 @@ from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 from django.utils import timezone as django_timezone
 
+from .setting_names import ALIASES, ConfigSource, canonical_name
+
 #: Celery 3.1 name -> default.
 DEFAULTS: dict[str, Any] = {
     "BROKER_URL": "django://",
@@ -41,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "CELERY_ENABLE_UTC": True,
     "CELERY_IGNORE_RESULT": False,
     "CELERY_IMPORTS": (),
+    # Modules imported after CELERY_IMPORTS (Celery's ``include``, also ``Celery(include=...)``).
+    "CELERY_INCLUDE": (),
     "CELERY_QUEUES": None,
     "CELERY_RESULT_BACKEND": None,
     "CELERY_RESULT_SERIALIZER": "json",
@@ -70,35 +74,6 @@ DEFAULTS: dict[str, Any] = {
     "DJQUEUE_BEAT_LEASE_SECONDS": 20.0,
 }
 
-#: Celery ≥4 name (as a Django setting, ``CELERY_`` namespace) -> Celery 3.1 name.
-ALIASES: dict[str, str] = {
-    "CELERY_BROKER_URL": "BROKER_URL",
-    "CELERY_BROKER_TRANSPORT_OPTIONS": "BROKER_TRANSPORT_OPTIONS",
-    "CELERY_TASK_ACKS_LATE": "CELERY_ACKS_LATE",
-    "CELERY_TASK_ALWAYS_EAGER": "CELERY_ALWAYS_EAGER",
-    "CELERY_TASK_ANNOTATIONS": "CELERY_ANNOTATIONS",
-    "CELERY_TASK_CREATE_MISSING_QUEUES": "CELERY_CREATE_MISSING_QUEUES",
-    "CELERY_TASK_DEFAULT_PRIORITY": "CELERY_DEFAULT_PRIORITY",
-    "CELERY_TASK_DEFAULT_QUEUE": "CELERY_DEFAULT_QUEUE",
-    "CELERY_TASK_DEFAULT_RATE_LIMIT": "CELERY_DEFAULT_RATE_LIMIT",
-    "CELERY_WORKER_DISABLE_RATE_LIMITS": "CELERY_DISABLE_RATE_LIMITS",
-    "CELERY_TASK_EAGER_PROPAGATES": "CELERY_EAGER_PROPAGATES_EXCEPTIONS",
-    "CELERY_TASK_IGNORE_RESULT": "CELERY_IGNORE_RESULT",
-    "CELERY_TASK_QUEUES": "CELERY_QUEUES",
-    "CELERY_TASK_ROUTES": "CELERY_ROUTES",
-    "CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED": "CELERY_STORE_ERRORS_EVEN_IF_IGNORED",
-    "CELERY_RESULT_EXPIRES": "CELERY_TASK_RESULT_EXPIRES",
-    "CELERY_TASK_TRACK_STARTED": "CELERY_TRACK_STARTED",
-    "CELERY_WORKER_CONCURRENCY": "CELERYD_CONCURRENCY",
-    "CELERY_WORKER_MAX_TASKS_PER_CHILD": "CELERYD_MAX_TASKS_PER_CHILD",
-    "CELERY_WORKER_POOL": "CELERYD_POOL",
-    "CELERY_WORKER_PREFETCH_MULTIPLIER": "CELERYD_PREFETCH_MULTIPLIER",
-    "CELERY_TASK_SOFT_TIME_LIMIT": "CELERYD_TASK_SOFT_TIME_LIMIT",
-    "CELERY_TASK_TIME_LIMIT": "CELERYD_TASK_TIME_LIMIT",
-    "CELERY_BEAT_MAX_LOOP_INTERVAL": "CELERYBEAT_MAX_LOOP_INTERVAL",
-    "CELERY_BEAT_SCHEDULE": "CELERYBEAT_SCHEDULE",
-}
-
 #: Setting-name prefixes of Celery's settings. A Django setting with one of these prefixes that is
 #: not a setting (or alias) djqueue knows is reported by the system checks as unused.
 CELERY_PREFIXES = ("CELERY_", "CELERYD_", "CELERYBEAT_", "CELERYMON_", "BROKER_")
@@ -121,17 +96,13 @@ def _forget_cached(**_: Any) -> None:
 setting_changed.connect(_forget_cached, dispatch_uid="djqueue.conf.forget_cached")
 
 
-def canonical_name(name: str) -> str:
-    """The Celery 3.1 name for ``name`` (which may be a Celery ≥4 alias)."""
-    return ALIASES.get(name, name)
-
-
 class Settings(Mapping[str, Any]):
     """Read-only view of the queue settings, with runtime overrides on top."""
 
     def __init__(self) -> None:
         object.__setattr__(self, "_overrides", {})
         object.__setattr__(self, "_generation", 0)
+        object.__setattr__(self, "_source", None)
         _INSTANCES[id(self)] = self
 
     def forget(self) -> None:
@@ -147,6 +118,10 @@ class Settings(Mapping[str, Any]):
             raise AttributeError(f"{name!r} is not a setting djqueue knows")
         if name in self._overrides:
             return self._overrides[name]
+        if self._source is not None:
+            value = self._source.get(name, _UNSET)
+            if value is not _UNSET:
+                return value
         value = getattr(django_settings, name, _UNSET)
         if value is _UNSET:
             for alias in _CANONICAL_ALIASES.get(name, ()):
@@ -176,19 +151,16 @@ class Settings(Mapping[str, Any]):
         for key, value in {**(other or {}), **kwargs}.items():
             setattr(self, key, value)
 
-    def spellings(self, name: str) -> dict[str, Any]:
-        """Every spelling of setting ``name`` present in Django settings, with its value."""
-        canonical = canonical_name(name)
-        found = {}
-        for spelling in (canonical, *_CANONICAL_ALIASES.get(canonical, ())):
-            value = getattr(django_settings, spelling, _UNSET)
-            if value is not _UNSET:
-                found[spelling] = value
-        return found
+    def read_from(self, source: ConfigSource | None) -> None:
+        """Read settings from ``source`` first (``app.config_from_object()`` of an object other
+        than the Django settings' ``CELERY_`` namespace); None: from the Django settings only."""
+        object.__setattr__(self, "_source", source)
+        self.forget()
 
     def reset(self) -> None:
-        """Drop every runtime override (tests use this)."""
+        """Drop every runtime override and any ``config_from_object`` source (tests use this)."""
         self._overrides.clear()
+        object.__setattr__(self, "_source", None)
         self.forget()
 
     def __getitem__(self, name: str) -> Any:

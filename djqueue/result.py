@@ -35,7 +35,13 @@ class AsyncResult:
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"
 
+    def __str__(self) -> str:
+        return self.id
+
     def __eq__(self, other: object) -> bool:
+        """Equal to a result of the same id, and to the id itself, as in Celery."""
+        if isinstance(other, str):
+            return other == self.id
         return isinstance(other, AsyncResult) and other.id == self.id
 
     def __hash__(self) -> int:

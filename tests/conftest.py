@@ -280,8 +280,11 @@ def start_beat(
 
 
 def _process_starter(
-    command: str, ready_text: str, tmp_path: Path, base_env: dict[str, str]
+    command: str, ready_text: str, tmp_path: Path, base_env: dict[str, str], *,
+    cwd: Path = ROOT, settings_module: str = "tests.worker_settings",
 ) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``manage.py celery <command>`` processes in ``cwd``; ``settings=`` gives them
+    ``settings_module`` (which must read DJQUEUE_EXTRA_SETTINGS)."""
     started: list[WorkerProcess] = []
 
     def start(
@@ -291,13 +294,13 @@ def _process_starter(
         """``settings`` are added to the process's Django settings (JSON values only)."""
         env = dict(env or {})
         if settings:
-            env.update(DJANGO_SETTINGS_MODULE="tests.worker_settings",
+            env.update(DJANGO_SETTINGS_MODULE=settings_module,
                        DJQUEUE_EXTRA_SETTINGS=json.dumps(settings))
         log_path = tmp_path / f"{command}-{len(started)}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "manage.py", "celery", command, "-l", "info", *args],
-                cwd=ROOT,
+                cwd=cwd,
                 env={**base_env, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,

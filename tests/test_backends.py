@@ -24,6 +24,7 @@ from djqueue.client.base import app
 from djqueue.backends import ResultBackend, ResultRecord
 from djqueue.backends.cache import CacheBackend
 from djqueue.backends.database import DatabaseBackend
+from djqueue.backends.redis import RedisBackend
 from djqueue.exceptions import ImproperlyConfigured
 from djqueue.models import TaskResult
 from djqueue.worker.loop import Worker
@@ -59,12 +60,35 @@ def redis_available() -> None:
         pytest.skip(f"Redis at {REDIS_URL} cannot be reached: {exc}")
 
 
-@pytest.fixture(params=["database", "cache"])
+#: The Redis result backend's tests use a database index of their own.
+REDIS_RESULTS_URL = os.environ.get("DJQUEUE_TEST_REDIS_RESULTS_URL", "redis://127.0.0.1:6379/4")
+MEMCACHED_URL = "cache+memcached://{}/".format(
+    os.environ.get("DJQUEUE_TEST_MEMCACHED", "127.0.0.1:11211"))
+
+
+@pytest.fixture
+def memcached_available() -> None:
+    try:
+        CacheBackend(url=MEMCACHED_URL).cache.get("ping")
+    except Exception as exc:  # noqa: BLE001 - pymemcache raises OSError and its own errors
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Memcached at {MEMCACHED_URL} cannot be reached under CI: {exc}")
+        pytest.skip(f"Memcached at {MEMCACHED_URL} cannot be reached: {exc}")
+
+
+@pytest.fixture(params=["database", "cache", "redis", "memcached"])
 def backend(request: pytest.FixtureRequest) -> Iterator[ResultBackend]:
     if request.param == "database":
         yield DatabaseBackend(using="default", expires=60)
         return
+    if request.param == "memcached":
+        request.getfixturevalue("memcached_available")
+        yield CacheBackend(expires=60, url=MEMCACHED_URL)
+        return
     request.getfixturevalue("redis_available")
+    if request.param == "redis":
+        yield RedisBackend(REDIS_RESULTS_URL, expires=60)
+        return
     with override_settings(CACHES=REDIS_CACHES):
         yield CacheBackend(expires=60, cache_alias="results")
 
@@ -95,6 +119,16 @@ def test_contract_last_record_of_an_id_wins(backend: ResultBackend) -> None:
     assert backend.get(other).state == states.SUCCESS
     backend.store([record_for(task_id, states.FAILURE)])  # a later store replaces
     assert backend.get(task_id).state == states.FAILURE
+
+
+def test_contract_get_many(backend: ResultBackend) -> None:
+    stored = [record_for(str(uuid.uuid4()), result=str(i)) for i in range(3)]
+    odd = record_for("an id with spaces, and " + "long " * 40)  # fine as a memcached key too
+    backend.store([*stored, odd])
+    unknown = str(uuid.uuid4())
+    found = backend.get_many([r.task_id for r in stored] + [odd.task_id, unknown])
+    assert found == {r.task_id: r for r in [*stored, odd]}
+    assert backend.get_many([]) == {}
 
 
 def test_contract_forget(backend: ResultBackend) -> None:
@@ -140,6 +174,31 @@ def test_cache_backend_chosen_by_settings(redis_available) -> None:
     with override_settings(CELERY_RESULT_BACKEND="cache", CELERY_CACHE_BACKEND="absent"):
         with pytest.raises(ImproperlyConfigured, match="'absent' is not a key of CACHES"):
             app.backend  # noqa: B018 - building the backend is what fails
+
+
+@pytest.mark.parametrize(("setting", "chosen"), [
+    ("django-db", DatabaseBackend), ("redis://127.0.0.1:6379/4", RedisBackend),
+    ("cache+memcached://127.0.0.1:11211;127.0.0.1:11212/", CacheBackend),
+])
+def test_backend_urls_as_celery_projects_write_them(setting: str, chosen: type) -> None:
+    with override_settings(CELERY_RESULT_BACKEND=setting):
+        backend = app.backend
+    assert type(backend) is chosen
+    if chosen is RedisBackend:
+        assert backend.client.connection_pool.connection_kwargs["db"] == 4
+    if chosen is CacheBackend:
+        assert backend.servers == ["127.0.0.1:11211", "127.0.0.1:11212"]
+
+
+@pytest.mark.parametrize("setting", ["rpc://", "amqp://guest@localhost//", "mongodb://x/"])
+def test_broker_result_backends_are_refused_naming_the_choices(setting: str) -> None:
+    with override_settings(CELERY_RESULT_BACKEND=setting):
+        with pytest.raises(ImproperlyConfigured) as refused:
+            app.backend  # noqa: B018
+    for choice in ("'django-db'", "'redis://host:port/db'", "'cache+memcached://host:port/'"):
+        assert choice in str(refused.value)
+    assert ("djqueue's broker is the database" in str(refused.value)) == (
+        not setting.startswith("mongodb"))
 
 
 def test_cache_backend_with_a_real_worker(start_worker, redis_available) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from djqueue import states
@@ -43,20 +45,40 @@ def test_inspect_a_real_worker(start_worker) -> None:
                [t["id"] for t in inspect.active()["alpha@test"]] == [running.id], what="active")
 
     [active] = inspect.active()["alpha@test"]
-    assert (active["name"], active["args"]) == ("example_project.demo.tasks.sleep", "(30, 'done')")
+    # Celery 5's shapes: args and kwargs as the task gets them, the process running it.
+    stats = inspect.stats()["alpha@test"]
+    assert active == {
+        "id": running.id, "name": "example_project.demo.tasks.sleep", "args": [30, "done"],
+        "kwargs": {}, "type": "example_project.demo.tasks.sleep", "hostname": "alpha@test",
+        "time_start": active["time_start"], "acknowledged": False,
+        "worker_pid": stats["pool"]["processes"][0],
+        "delivery_info": {"exchange": "", "routing_key": "celery", "priority": 0,
+                          "redelivered": False}}
+    assert abs(active["time_start"] - time.time()) < 60
     [buffered] = inspect.reserved()["alpha@test"]
-    assert buffered["id"] == waiting.id
+    assert buffered["id"] == waiting.id and buffered["args"] == [1, 2]
+    assert buffered["time_start"] is buffered["worker_pid"] is None
     [entry] = inspect.scheduled()["alpha@test"]
-    assert entry["request"]["id"] == later.id and entry["request"]["args"] == "(5, 5)"
+    assert entry["request"]["id"] == later.id and entry["request"]["args"] == [5, 5]
     assert inspect.query_task(running.id, waiting.id, "unknown") == {"alpha@test": {
         running.id: ["active", active],
         waiting.id: ["reserved", buffered],
     }}
     assert {"tasks.add", "example_project.demo.tasks.sleep"} <= set(inspect.registered()["alpha@test"])
-    stats = inspect.stats()["alpha@test"]
-    assert stats["pool"] == {"implementation": "prefork", "max-concurrency": 1}
+    assert "tasks.add [name=tasks.add]" in inspect.registered("name")["alpha@test"]
+    assert "error" in inspect.registered("name; rm")["alpha@test"]
+    pool = stats["pool"]
+    assert (pool["implementation"], pool["max-concurrency"], pool["max-tasks-per-child"]) == (
+        "prefork", 1, "N/A")
+    assert len(pool["processes"]) == 1 and pool["processes"][0] != worker.pid
     assert stats["pid"] == worker.pid and stats["queues"] == ["celery"]
-    assert inspect.active_queues() == {"alpha@test": [{"name": "celery", "routing_key": "celery"}]}
+    assert int(stats["clock"]) >= 1 and stats["rusage"]["ru_utime"] > 0
+    [queue] = inspect.active_queues()["alpha@test"]
+    assert (queue["name"], queue["routing_key"], queue["exchange"]["name"]) == ("celery",) * 3
+    assert queue["durable"] is True and queue["exclusive"] is False
+    clock = inspect.clock()["alpha@test"]["clock"]
+    assert clock == ControlCommand.objects.latest("id").id  # the command that asked
+    assert inspect.report()["alpha@test"]["ok"].startswith("software -> djqueue:")
     assert inspect.conf()["alpha@test"]["CELERY_RESULT_BACKEND"] == "database"
     assert inspect.ping() == {"alpha@test": {"ok": "pong"}}
     # Another node name gets no answer; the command is not for this worker.

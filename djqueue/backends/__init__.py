@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING
 
 from ..exceptions import ImproperlyConfigured
@@ -26,16 +27,43 @@ BACKEND_NAMES: dict[str | None, type[ResultBackend]] = {
 }
 
 
+#: Celery's URL schemes that name a result store djqueue has (``redis://host:port/db``,
+#: ``cache+memcached://host:port/``), and the backend each selects (by module, see below).
+URL_SCHEMES = {"redis": "redis", "rediss": "redis", "unix": "redis", "cache+memcached": "cache"}
+
+SUPPORTED = ("'database' (or 'django-db'), 'cache' (or 'django-cache': the CACHES alias that "
+             "CELERY_CACHE_BACKEND names), 'redis://host:port/db', 'cache+memcached://host:port/',"
+             " or unset to keep no results")
+
+
 def backend_class(value: object) -> type[ResultBackend]:
-    """The backend class ``CELERY_RESULT_BACKEND = value`` selects; ImproperlyConfigured if none."""
+    """The backend class ``CELERY_RESULT_BACKEND = value`` selects; ImproperlyConfigured if none
+    (``rpc://`` and ``amqp://``, Celery's message-broker backends, included: djqueue's broker
+    is the database)."""
     key = value.lower() if isinstance(value, str) else value
+    scheme = key.partition("://")[0] if isinstance(key, str) and "://" in key else None
+    kind = URL_SCHEMES.get(scheme or "")
+    if kind is not None:
+        package = "redis" if kind == "redis" else "pymemcache"
+        if importlib.util.find_spec(package) is None:
+            raise ImproperlyConfigured(
+                f"CELERY_RESULT_BACKEND = {value!r} needs the {package} package: "
+                f"pip install {'djqueue[redis]' if kind == 'redis' else 'pymemcache'}")
+    if kind == "redis":
+        # Imported when chosen: it needs the redis package, an optional dependency.
+        from .redis import RedisBackend
+
+        return RedisBackend
+    if kind == "cache":
+        return CacheBackend
     try:
         return BACKEND_NAMES[key]  # type: ignore[index]
     except (KeyError, TypeError):
-        known = ", ".join(repr(name) for name in BACKEND_NAMES if name)
+        why = (" (Celery's result backend over the message broker; djqueue's broker is the "
+               "database)" if scheme in ("rpc", "amqp") else "")
         raise ImproperlyConfigured(
-            f"CELERY_RESULT_BACKEND = {value!r} is not a result backend djqueue has; "
-            f"use one of {known}, or leave it unset to keep no results."
+            f"CELERY_RESULT_BACKEND = {value!r} is not a result backend djqueue has{why}; "
+            f"use {SUPPORTED}."
         ) from None
 
 

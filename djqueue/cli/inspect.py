@@ -21,6 +21,8 @@ METHODS = {
     "ping": "Ping the workers.",
     "conf": "The workers' settings (non-defaults; --with-defaults for all).",
     "query_task": "Where given task ids are held (active or reserved).",
+    "clock": "Each worker's logical clock.",
+    "report": "Versions and settings, for a bug report.",
 }
 
 
@@ -30,6 +32,9 @@ def add_arguments(parser: ArgumentParser) -> None:
         sub = methods.add_parser(name, help=text)
         if name == "query_task":
             sub.add_argument("task_ids", nargs="+", metavar="task_id")
+        if name == "registered":
+            sub.add_argument("taskinfoitems", nargs="*", metavar="attribute",
+                             help="Task attributes to show where set (default: rate_limit).")
         if name == "conf":
             sub.add_argument("--with-defaults", action="store_true")
         add_remote_options(sub)
@@ -40,6 +45,8 @@ def run(options: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
     method = options["inspect_method"]
     if method == "query_task":
         replies = inspect.query_task(options["task_ids"])
+    elif method == "registered":
+        replies = inspect.registered(*options["taskinfoitems"])
     elif method == "conf":
         replies = inspect.conf(with_defaults=options["with_defaults"])
     else:

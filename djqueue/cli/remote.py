@@ -35,7 +35,10 @@ def describe(reply: Any) -> tuple[bool, str]:
     if isinstance(reply, list):
         if not reply:
             return True, "    - empty -"
-        return True, "\n".join("    * " + json.dumps(item, sort_keys=True, default=repr) for item in reply)
+        return True, "\n".join(  # names as they are (``* tasks.add``), as Celery prints them
+            "    * " + (item if isinstance(item, str) else json.dumps(item, sort_keys=True,
+                                                                  default=repr))
+            for item in reply)
     return True, _indented(json.dumps(reply, indent=4, sort_keys=True, default=repr))
 
 

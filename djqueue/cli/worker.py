@@ -6,11 +6,13 @@ from argparse import ArgumentParser
 from typing import Any, TextIO
 
 from ..client.base import app
+from ..client.call_checks import check_time_limits
 from ..worker.banner import banner
 from ..beat.scheduler import start_embedded, stop_embedded
 from ..worker.loop import Worker
 from .arguments import names, positive_int, positive_seconds
 from .logs import configure_logging, loglevel
+from .remote import usage_error
 
 HELP = "Start a worker."
 
@@ -55,6 +57,10 @@ def run(options: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
         soft_time_limit=options["soft_time_limit"],
         max_tasks_per_child=options["max_tasks_per_child"],
     )
+    try:
+        check_time_limits(worker.soft_time_limit, worker.time_limit, "The worker")
+    except ValueError as exc:
+        return usage_error(str(exc), stderr)
     stdout.write(banner(worker))
     stdout.flush()
     beat = start_embedded(app) if options["beat"] else None

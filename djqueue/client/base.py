@@ -14,7 +14,8 @@ from typing import Any, overload
 from django.apps import apps as django_apps
 from django.utils import timezone
 
-from . import identifiers, publishing, routing
+from . import celery_app, identifiers, publishing, routing
+from .call_checks import check_time_limits
 from .control import Control
 from .headers import take_headers
 from ..broker.rows import MessageHead, NewMessage
@@ -62,9 +63,9 @@ class App:
     #: The base class of tasks, for ``class MyTask(app.Task)`` and ``@app.task(base=MyTask)``.
     Task = Task
 
-    def __init__(self, main: str = "djqueue") -> None:
+    def __init__(self, main: str = "djqueue", conf: Settings | None = None) -> None:
         self.main = main
-        self.conf = Settings()
+        self.conf = Settings() if conf is None else conf
         self._tasks = TaskRegistry()
         self._discovered = False
         self._backend: tuple[tuple[object, ...], ResultBackend] | None = None
@@ -73,6 +74,11 @@ class App:
         return f"<App {self.main}>"
 
     # Tasks.
+
+    @property
+    def discovered(self) -> bool:
+        """Whether the project's task modules were imported (on first use of ``tasks``)."""
+        return self._discovered
 
     @property
     def tasks(self) -> TaskRegistry:
@@ -99,7 +105,8 @@ class App:
         return decorate(fun) if fun is not None else decorate
 
     def autodiscover(self) -> None:
-        """Import the ``tasks`` module of every installed app, then every ``CELERY_IMPORTS`` module.
+        """Import the ``tasks`` module of every installed app, every ``CELERY_IMPORTS`` module,
+        then what ``app.autodiscover_tasks()`` and ``CELERY_INCLUDE`` name (client/celery_app.py).
 
         This is the only way task code gets imported: a worker never imports a module because a
         message names it. An error inside a tasks module is raised, not hidden.
@@ -112,8 +119,10 @@ class App:
                 modules.append(name)
         imports = self.conf.CELERY_IMPORTS or ()
         modules.extend([imports] if isinstance(imports, str) else imports)
+        modules.extend(celery_app.requested_modules(self.conf))
         for name in modules:
             importlib.import_module(name)
+        celery_app.register_pending()
 
     @property
     def control(self) -> Control:
@@ -212,6 +221,12 @@ class App:
         if task is not None:
             expires = task.expires if expires is None else expires
             serializer = serializer or task.serializer
+            if time_limit is not None or soft_time_limit is not None:
+                check_time_limits(
+                    task.soft_time_limit if soft_time_limit is None else soft_time_limit,
+                    task.time_limit if time_limit is None else time_limit, f"Call of {name}")
+        else:
+            check_time_limits(soft_time_limit, time_limit, f"Call of {name}")
         serializer = serializer or batch.serializer
         now = batch.now
         if countdown is not None and eta is not None:
@@ -264,4 +279,4 @@ def _aware(value: datetime.datetime, zone: datetime.tzinfo) -> datetime.datetime
     return value
 
 
-app = App()
+app = App(celery_app.main_name(), conf=celery_app.CONF)

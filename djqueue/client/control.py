@@ -47,7 +47,7 @@ RATE_LIMIT_LENGTH: int = RateLimitOverride._meta.get_field("rate_limit").max_len
 COMMANDS = frozenset({
     "ping", "rate_limit", "time_limit", "revoke", "add_consumer", "cancel_consumer", "pool_grow",
     "pool_shrink", "shutdown", "active", "reserved", "scheduled", "registered", "revoked",
-    "stats", "active_queues", "conf", "query_task",
+    "stats", "active_queues", "conf", "query_task", "clock", "report",
 })
 
 
@@ -258,8 +258,22 @@ class Inspect:
     def scheduled(self) -> dict[str, Any] | None:
         return self._request("scheduled")
 
-    def registered(self) -> dict[str, Any] | None:
+    def registered(self, *taskinfoitems: str) -> dict[str, Any] | None:
+        """Task names; ``registered("rate_limit")`` adds those attributes that are set, as
+        ``"tasks.add [rate_limit=10/s]"`` (by default ``rate_limit``)."""
+        if taskinfoitems:
+            return self._request("registered", taskinfoitems=list(taskinfoitems))
         return self._request("registered")
+
+    registered_tasks = registered
+
+    def clock(self) -> dict[str, Any] | None:
+        """Each worker's logical clock, ``{"clock": n}`` (see djqueue/worker/inspection.py)."""
+        return self._request("clock")
+
+    def report(self) -> dict[str, Any] | None:
+        """Versions and settings for a bug report, ``{"ok": text}``."""
+        return self._request("report")
 
     def revoked(self) -> dict[str, Any] | None:
         return self._request("revoked")

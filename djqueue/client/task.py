@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import annotations, hooks
+from .call_checks import check_arguments, check_time_limits
 from .context import Context
 from .headers import take_headers
 from ..exceptions import MaxRetriesExceededError, Retry
@@ -148,6 +149,8 @@ class Task:
         """Enqueue a call. Inside ``transaction.atomic()`` the message commits or rolls back with
         the caller's transaction. With ``CELERY_ALWAYS_EAGER`` the task runs here instead."""
         self.annotate()
+        if self.typing:
+            check_arguments(self, args or (), kwargs or {})
         if options.get("shadow") is None and type(self).shadow_name is not Task.shadow_name:
             options["shadow"] = self.shadow_name(args, kwargs, options)
         if self.app.conf.CELERY_ALWAYS_EAGER:
@@ -323,6 +326,8 @@ def build_task(app: App, fun: Callable[..., Any], **options: Any) -> Task:
         "__qualname__": fun.__qualname__,
         **options,
     }
+    check_time_limits(options.get("soft_time_limit", getattr(base, "soft_time_limit", None)),
+                      options.get("time_limit", getattr(base, "time_limit", None)), f"Task {name}")
     cls = type(fun.__name__, (base,), attrs)
     instance = cls()
     instance.app = app

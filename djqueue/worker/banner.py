@@ -33,5 +33,18 @@ def banner(worker: Worker) -> str:
     ]
     lines += [f"                .> {queue}" for queue in worker.queues]
     lines += ["", "[tasks]"]
-    lines += [f"  . {name}" for name in sorted(worker.app.tasks)] or ["  (none registered)"]
+    lines += [f"  . {name}" for name in sorted(worker.app.tasks)] or ["  (none registered)", "",
+                                                                      *NO_TASKS.splitlines()]
     return "\n".join(lines) + "\n"
+
+
+#: What the banner says when no task is registered: where a worker looks for tasks, so that a
+#: new user adds the missing line before sending the first message, not after it is refused.
+NO_TASKS = """\
+No task is registered, so this worker can run none. A worker imports the tasks.py module of every
+app in INSTALLED_APPS and the modules listed in CELERY_IMPORTS; it never imports a module because
+a message names it. Add one of:
+  - for a tasks.py beside manage.py:   CELERY_IMPORTS = ("tasks",)   in your settings
+  - for tasks in an app:               the app's tasks.py, and the app in INSTALLED_APPS
+  - for another module:                its dotted path in CELERY_IMPORTS
+then start the worker again: its [tasks] list shows what it found."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import inspect
-import json
 import logging
 import os
 import re
@@ -31,14 +30,13 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from ..broker import operations
-from . import control_arguments as check
+from . import control_arguments as check, inspection
 from ..client.control import db_now_plus, normalize_rate, store_rate_limit
 from .control_arguments import ControlError
 from ..conf import DEFAULTS
 from ..models import (
     ControlCommand, ControlReply, Message, RateLimitOverride, Revocation, WorkerNode,
 )
-from ..serialization import loads
 
 if TYPE_CHECKING:
     from .loop import Worker
@@ -58,41 +56,8 @@ LIST_LIMIT = 1000
 
 # Helpers for the handlers.
 
-def _request_info(worker: Worker, message_id: int, task_id: str, task_name: str, queue: str,
-                  priority: int, content_type: str, body: str) -> dict[str, Any]:
-    """What inspection shows of one message; arguments as ``repr`` strings (JSON-safe)."""
-    try:
-        payload = loads(body, content_type, worker.app.conf.CELERY_ACCEPT_CONTENT or [])
-        args, kwargs = repr(tuple(payload.get("args", ()))), repr(payload.get("kwargs", {}))
-    except Exception:  # noqa: BLE001 - shown, not run: any undecodable body is reported as such
-        args = kwargs = "<undecodable>"
-    return {"id": task_id, "name": task_name, "args": args, "kwargs": kwargs,
-            "hostname": worker.hostname, "message_id": message_id,
-            "delivery_info": {"routing_key": queue, "priority": priority}}
-
-
-def _held(worker: Worker) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Every message this worker holds: ``{task_id: ("active" | "reserved", info)}``."""
-    held: dict[str, tuple[str, dict[str, Any]]] = {}
-    for m in worker.reserved_messages():
-        held[m.task_id] = ("reserved", _request_info(worker, m.id, m.task_id, m.task_name, m.queue,
-                                                     m.priority, m.content_type, m.body))
-    for j in worker.pool.running():
-        held[j.task_id] = ("active", _request_info(worker, j.message_id, j.task_id, j.task_name,
-                                                   j.queue, j.priority, j.content_type, j.body))
-    return held
-
-
 def _update_node(worker: Worker, **fields: Any) -> None:
     WorkerNode.objects.using(worker.using).filter(pk=worker.node_id).update(**fields)
-
-
-def _json_safe(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
 
 
 _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
@@ -186,11 +151,11 @@ def shutdown(worker: Worker) -> dict[str, str]:
 # The handlers: inspection.
 
 def active(worker: Worker) -> list[dict[str, Any]]:
-    return [info for state, info in _held(worker).values() if state == "active"]
+    return [info for state, info in inspection.held(worker).values() if state == "active"]
 
 
 def reserved(worker: Worker) -> list[dict[str, Any]]:
-    return [info for state, info in _held(worker).values() if state == "reserved"]
+    return [info for state, info in inspection.held(worker).values() if state == "reserved"]
 
 
 def scheduled(worker: Worker) -> list[dict[str, Any]]:
@@ -201,12 +166,11 @@ def scheduled(worker: Worker) -> list[dict[str, Any]]:
                     available_at__gt=timezone.now())
             .order_by("available_at")[:LIST_LIMIT])
     return [{"eta": m.available_at.isoformat(), "priority": m.priority,
-             "request": _request_info(worker, m.id, m.task_id, m.task_name, m.queue, m.priority,
-                                      m.content_type, m.body)} for m in rows]
+             "request": inspection.request_info(worker, m)} for m in rows]
 
 
-def registered(worker: Worker) -> list[str]:
-    return sorted(worker.app.tasks)
+def registered(worker: Worker, taskinfoitems: list[str] | None = None) -> list[str]:
+    return inspection.registered(worker, taskinfoitems)
 
 
 def revoked(worker: Worker) -> list[str]:
@@ -219,7 +183,8 @@ def stats(worker: Worker) -> dict[str, Any]:
         "hostname": worker.hostname, "pid": os.getpid(),
         "uptime": round(worker.uptime(), 3),
         "processed": worker.processed, "prefetch_count": worker.prefetch_limit,
-        "pool": {"implementation": worker.pool_name, "max-concurrency": worker.concurrency},
+        "pool": inspection.pool(worker), "clock": str(inspection.clock(worker)["clock"]),
+        "rusage": inspection.rusage(),
         "broker": {"transport": "django", "alias": worker.using,
                    "vendor": operations(worker.using).vendor},
         "queues": list(worker.queues),
@@ -228,8 +193,8 @@ def stats(worker: Worker) -> dict[str, Any]:
     }
 
 
-def active_queues(worker: Worker) -> list[dict[str, str]]:
-    return [{"name": queue, "routing_key": queue} for queue in worker.queues]
+def active_queues(worker: Worker) -> list[dict[str, Any]]:
+    return [inspection.queue_info(queue) for queue in worker.queues]
 
 
 def conf(worker: Worker, with_defaults: bool = False) -> dict[str, Any]:
@@ -240,13 +205,13 @@ def conf(worker: Worker, with_defaults: bool = False) -> dict[str, Any]:
     for name in sorted(DEFAULTS):
         value = settings[name]
         if with_defaults or value != DEFAULTS[name]:
-            shown[name] = _URL_PASSWORD.sub(r"\1********@", value) if isinstance(value, str) else _json_safe(value)
+            shown[name] = _URL_PASSWORD.sub(r"\1********@", value) if isinstance(value, str) else inspection.as_data(value)
     return shown
 
 
 def query_task(worker: Worker, ids: list[str]) -> dict[str, Any]:
     ids = check.task_ids(ids, stored=False)
-    held = _held(worker)
+    held = inspection.held(worker)
     return {task_id: list(held[task_id]) for task_id in ids if task_id in held}
 
 
@@ -254,7 +219,7 @@ HANDLERS: dict[str, Callable[..., Any]] = {
     f.__name__: f for f in (
         ping, rate_limit, time_limit, revoke, add_consumer, cancel_consumer, pool_grow,
         pool_shrink, shutdown, active, reserved, scheduled, registered, revoked, stats,
-        active_queues, conf, query_task,
+        active_queues, conf, query_task, inspection.clock, inspection.report,
     )
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import queue
 import socket
 import threading
@@ -105,6 +106,14 @@ class Pool:
     def running(self) -> list[Job]:
         """Jobs handed to the pool and not finished (their messages are marked started)."""
         raise NotImplementedError
+
+    def processes(self) -> list[int]:
+        """The ids of the processes that run jobs: this one, unless the pool forks."""
+        return [os.getpid()]
+
+    def job_pids(self) -> dict[int, int]:
+        """The process running each running job, by message id (``inspect active``)."""
+        return {job.message_id: os.getpid() for job in self.running()}
 
     def stop(self) -> None:
         """Stop idle children; called when nothing is running any more."""

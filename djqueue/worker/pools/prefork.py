@@ -240,6 +240,13 @@ class PreforkPool(Pool):
     def running(self) -> list[Job]:
         return [job for child in list(self._children) for job in list(child.jobs)]
 
+    def processes(self) -> list[int]:
+        return [child.process.pid for child in list(self._children) if child.process.pid]
+
+    def job_pids(self) -> dict[int, int]:
+        return {job.message_id: child.process.pid for child in list(self._children)
+                for job in list(child.jobs) if child.process.pid}
+
     # Outcomes.
 
     def _finished(self, child: Child, outcome: Outcome) -> None:
