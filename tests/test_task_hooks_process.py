@@ -28,8 +28,8 @@ def test_life_cycle_in_a_worker(start_worker, record_file: Path, tmp_path: Path,
     gate = tmp_path / "gate"
     running = progress.delay(str(gate))
     # While the call runs (it waits for the gate), a client polling its result sees PROGRESS.
-    wait_until(lambda: running.state == "PROGRESS", TIMEOUT, "PROGRESS while running")
-    assert running.info == {"current": 3, "total": 3} and not running.ready()
+    wait_until(lambda: running.info == {"current": 3, "total": 3}, TIMEOUT, "the last step")
+    assert running.state == "PROGRESS" and not running.ready()  # still waiting for the gate
 
     ok, failed, retried = hooked.delay("ok"), hooked.delay("fail"), hooked.delay("retry")
     requeued, dead = rejecting.delay(True), rejecting.delay(False)
