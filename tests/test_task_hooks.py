@@ -26,7 +26,7 @@ from djqueue.worker.execution import Job, execute, log_outcome
 
 from . import hook_tasks
 from .hook_tasks import hooked, progress, rejecting, request_fields, wrapped
-from .test_backends import CACHE_SETTINGS, redis_available  # noqa: F401 - a fixture
+from .test_backends import CACHE_SETTINGS, REDIS_RESULTS_URL, redis_available  # noqa: F401
 
 
 def events(record_file: Path, task_id: str | None = None) -> list[str]:
@@ -317,11 +317,15 @@ def test_base_must_be_a_task_class() -> None:
         app.task(base=object)(lambda: None)
 
 
-def test_update_state_through_the_cache_backend(redis_available: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["cache", "redis"])
+def test_update_state_through_the_cache_and_redis_backends(
+        redis_available: None, tmp_path: Path, backend: str) -> None:
     gate = tmp_path / "gate"
     gate.touch()
-    with override_settings(**CACHE_SETTINGS):
-        result = progress.apply((str(gate),), task_id=f"cache-progress-{tmp_path.name}")
+    settings = CACHE_SETTINGS if backend == "cache" else {
+        "CELERY_RESULT_BACKEND": REDIS_RESULTS_URL}
+    with override_settings(**settings):
+        result = progress.apply((str(gate),), task_id=f"{backend}-progress-{tmp_path.name}")
         assert result.result == "finished"  # eager: the final state is not stored, PROGRESS is
         seen = AsyncResult(result.id)
         assert seen.state == "PROGRESS" and seen.info == {"current": 3, "total": 3}
