@@ -91,7 +91,12 @@ class RemoteTaskError(DjqueueError):
 
 
 
-class Retry(DjqueueError):
+class TaskPredicate(DjqueueError):
+    """Base of the exceptions a task raises to tell the worker what to do with its message
+    (:class:`Retry`, :class:`Ignore`, :class:`Reject`), as in Celery."""
+
+
+class Retry(TaskPredicate):
     """Raised by ``Task.retry()``: the worker schedules the next attempt instead of failing.
 
     ``raise self.retry(...)`` and a bare ``self.retry(...)`` both work, as in Celery.
@@ -110,6 +115,29 @@ class Retry(DjqueueError):
         self.when = when
         self.call_args = args
         self.call_kwargs = kwargs
+
+
+class Ignore(TaskPredicate):
+    """Raised by a task: its message is acknowledged, no state is stored and no handler runs
+    (``on_success``, ``on_failure``, ``after_return``); the worker logs ``Task name[id] ignored``.
+    With ``update_state()`` first, a task can leave a state of its own choosing."""
+
+
+class Reject(TaskPredicate):
+    """Raised by a task to reject its message. With ``acks_late`` and ``requeue=True`` the
+    message goes back to the queue (beware of a loop: nothing bounds it, as in Celery); with
+    ``acks_late`` and no requeue it is set aside (state ``rejected``, the broker's dead letter).
+    Without ``acks_late`` the message was acknowledged when the task started, as in Celery, so it
+    is gone either way. Unless it went back to the queue the task's state is FAILURE, with this
+    exception, so no caller waits for it for ever."""
+
+    def __init__(self, reason: Any = None, requeue: bool = False) -> None:
+        super().__init__(reason, requeue)
+        self.reason = reason
+        self.requeue = requeue
+
+    def __repr__(self) -> str:
+        return f"reject requeue={self.requeue}: {self.reason}"
 
 
 class MaxRetriesExceededError(DjqueueError):

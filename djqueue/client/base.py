@@ -17,6 +17,7 @@ from django.utils import timezone
 from . import celery_app, identifiers, publishing, routing
 from .call_checks import check_time_limits
 from .control import Control
+from .headers import take_headers
 from ..broker.rows import MessageHead, NewMessage
 from ..backends import ResultBackend, backend_from_setting, backend_key
 from ..conf import Settings
@@ -58,6 +59,9 @@ class TaskRegistry(dict[str, Task]):
 
 class App:
     """Holds the registered tasks and the settings; ``djqueue.app`` is the one instance."""
+
+    #: The base class of tasks, for ``class MyTask(app.Task)`` and ``@app.task(base=MyTask)``.
+    Task = Task
 
     def __init__(self, main: str = "djqueue", conf: Settings | None = None) -> None:
         self.main = main
@@ -203,11 +207,12 @@ class App:
         identifiers.check("task name", name, identifiers.MAX_TASK_NAME)
         args, kwargs = list(args or ()), dict(kwargs or {})
         batch = batch or self.batch()
-        time_limit = soft_time_limit = None
+        time_limit = soft_time_limit = headers = None
         if options:
             options = dict(options)
             time_limit = options.pop("time_limit", None)
             soft_time_limit = options.pop("soft_time_limit", None)
+            headers = take_headers(options)
             if options:
                 raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(options))}")
         plain = (countdown is None and eta is None and expires is None and queue is None
@@ -257,6 +262,8 @@ class App:
             payload["eta"] = available_at.isoformat()
         if expires_at is not None:
             payload["expires"] = expires_at.isoformat()
+        if headers:
+            payload["headers"] = headers
         content_type, body = dumps(payload, serializer)
         head = MessageHead(name, queue_name, priority_value, available_at, expires_at,
                            content_type, time_limit, soft_time_limit)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import threading
-import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from django.db import transaction
 from django.utils import timezone
 
-from . import annotations
+from . import annotations, hooks
 from .call_checks import check_arguments, check_time_limits
-from .. import states
+from .context import Context
+from .headers import take_headers
 from ..exceptions import MaxRetriesExceededError, Retry
 from ..canvas import Signature
 from ..result import AsyncResult, EagerResult
@@ -52,30 +54,15 @@ TASK_OPTIONS: dict[str, Any] = {
 _DEFAULT = object()
 
 
-class Context:
-    """``task.request``: what the running task knows about its own call."""
-
-    def __init__(self, **fields: Any) -> None:
-        self.id: str | None = None
-        self.task: str | None = None
-        self.args: list[Any] = []
-        self.kwargs: dict[str, Any] = {}
-        self.retries = 0
-        self.is_eager = False
-        self.eta: str | None = None
-        self.expires: str | None = None
-        self.hostname: str | None = None
-        self.delivery_info: dict[str, Any] = {}
-        self.called_directly = True
-        self.__dict__.update(fields)
-
-    def __repr__(self) -> str:
-        return f"<Context {self.__dict__!r}>"
-
-
 class Task:
-    """A registered task. Instances are created by ``@task``; subclass it for ``base=``."""
+    """A registered task. Instances are created by ``@task``; subclass it for ``base=``.
 
+    The handlers (``before_start``, ``on_success``, ``on_retry``, ``on_failure``,
+    ``after_return``) do nothing here; a subclass overrides those it needs, with Celery's
+    signatures (see :mod:`djqueue.client.hooks` for when each runs).
+    """
+
+    _djqueue_base_task = True  # where hooks.hooks_of() stops looking for overridden handlers
     name: str = ""
     app: App
     bind: bool = False
@@ -119,9 +106,10 @@ class Task:
         stack = getattr(self._local, "stack", None)
         return stack[-1] if stack else Context(task=self.name)
 
-    def push_request(self, **fields: Any) -> None:
+    def push_request(self, message_headers: Mapping[str, Any] | None = None, /,
+                     **fields: Any) -> None:
         stack = self._local.__dict__.setdefault("stack", [])
-        stack.append(Context(task=self.name, called_directly=False, **fields))
+        stack.append(Context(message_headers, task=self.name, called_directly=False, **fields))
 
     def pop_request(self) -> None:
         self._local.stack.pop()
@@ -163,8 +151,10 @@ class Task:
         self.annotate()
         if self.typing:
             check_arguments(self, args or (), kwargs or {})
+        if options.get("shadow") is None and type(self).shadow_name is not Task.shadow_name:
+            options["shadow"] = self.shadow_name(args, kwargs, options)
         if self.app.conf.CELERY_ALWAYS_EAGER:
-            return self.apply(args, kwargs, task_id=task_id)
+            return self.apply(args, kwargs, task_id=task_id, **options)
         return self.app.send_task(
             self.name,
             args,
@@ -179,6 +169,52 @@ class Task:
             _task=self,
             **options,
         )
+
+    def delay_on_commit(self, *args: Any, **kwargs: Any) -> None:
+        """Celery 5.4's ``delay()`` once the current transaction of the ``default`` database
+        commits (at once outside one); returns None. ``delay()`` inside ``atomic()`` already
+        commits or rolls back with the transaction and returns the result: use this one when
+        the transaction is on another database than the broker's
+        (``BROKER_URL = "django://<alias>"``)."""
+        transaction.on_commit(functools.partial(self.delay, *args, **kwargs))
+
+    def apply_async_on_commit(self, *args: Any, **kwargs: Any) -> None:
+        """``apply_async()`` once the current transaction commits (see :meth:`delay_on_commit`)."""
+        transaction.on_commit(functools.partial(self.apply_async, *args, **kwargs))
+
+    def shadow_name(self, args: Any, kwargs: Any, options: Mapping[str, Any]) -> str | None:
+        """Override to give calls the name logs show (``apply_async(shadow=…)`` wins)."""
+        return None
+
+    # The life cycle: handlers a subclass may override (see djqueue.client.hooks).
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        """Run before the body, in the worker."""
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        """Run when the body returned ``retval``."""
+
+    def on_retry(self, exc: BaseException | None, task_id: str, args: Any, kwargs: Any,
+                 einfo: hooks.ExceptionInfo) -> None:
+        """Run when the call is retried; ``exc`` is the one given to ``retry()``."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                   einfo: hooks.ExceptionInfo) -> None:
+        """Run when the call failed with ``exc``."""
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any,
+                     einfo: None) -> None:
+        """Run last, after success or failure: ``retval`` is the value or the exception."""
+
+    def update_state(self, task_id: str | None = None, state: str | None = None,
+                     meta: Any = None, **kwargs: Any) -> None:
+        """Store ``state`` (any name, e.g. ``"PROGRESS"``, up to 50 characters) and ``meta`` for
+        the running call (or ``task_id``) now: ``AsyncResult.state`` and ``.info`` read them
+        until the call's final state replaces them."""
+        if not isinstance(state, str) or not 0 < len(state) <= 50:
+            raise ValueError(
+                f"update_state() needs a state name of 1 to 50 characters, not {state!r}")
+        hooks.store_state(self, task_id, state, meta)
 
     # Signatures (see djqueue.canvas).
 
@@ -212,33 +248,17 @@ class Task:
         throw: bool | None = None,
         **options: Any,
     ) -> EagerResult:
-        """Run the task in this process and return an :class:`EagerResult`.
+        """Run the task in this process, with its handlers, and return an :class:`EagerResult`.
 
         With ``throw`` (default ``CELERY_EAGER_PROPAGATES_EXCEPTIONS``) the task's exception is
-        raised here instead of being kept in the result.
+        raised here instead of being kept in the result. ``headers``, ``shadow`` and
+        ``ignore_result`` are seen in ``self.request`` as in a worker.
         """
         self.annotate()
-        task_id = task_id or str(uuid.uuid4())
-        args, kwargs = list(args or ()), dict(kwargs or {})
         if throw is None:
             throw = self.app.conf.CELERY_EAGER_PROPAGATES_EXCEPTIONS
-        retries = 0
-        while True:  # an eager retry runs again at once
-            self.push_request(id=task_id, args=args, kwargs=kwargs, is_eager=True, retries=retries)
-            try:
-                value = self.run(*args, **kwargs)
-            except Retry as retry:
-                args = list(retry.call_args) if retry.call_args is not None else args
-                kwargs = dict(retry.call_kwargs) if retry.call_kwargs is not None else kwargs
-                retries += 1
-                continue
-            except Exception as exc:
-                if throw:
-                    raise
-                return EagerResult(task_id, exc, states.FAILURE, traceback.format_exc())
-            finally:
-                self.pop_request()
-            return EagerResult(task_id, value, states.SUCCESS)
+        return hooks.apply(self, args, kwargs, task_id or str(uuid.uuid4()), throw,
+                           take_headers(dict(options)))
 
     def retry(
         self,
@@ -291,6 +311,9 @@ def build_task(app: App, fun: Callable[..., Any], **options: Any) -> Task:
             f"known options are {', '.join(sorted(TASK_OPTIONS))}"
         )
     base = options.pop("base", None) or Task
+    if not (isinstance(base, type) and issubclass(base, Task)):
+        raise TypeError(f"@task(base=...) must be a subclass of djqueue's Task (app.Task), "
+                        f"not {base!r}")
     bind = bool(options.pop("bind", False))
     name = options.pop("name", None) or f"{fun.__module__}.{fun.__name__}"
     attrs: dict[str, Any] = {

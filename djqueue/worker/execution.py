@@ -22,12 +22,15 @@ from django.utils import timezone
 
 from .. import states
 from ..client.base import app
+from ..client.hooks import hooks_of
 from ..exceptions import (
-    DecodeError, EncodeError, NotRegistered, Retry, SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerLostError,
+    DecodeError, EncodeError, Ignore, NotRegistered, Reject, Retry, SoftTimeLimitExceeded,
+    TaskRevokedError, TimeLimitExceeded, WorkerLostError,
 )
 from ..serialization import (
     CONTENT_TYPES, dumps, exception_to_data, loads, readable, readable_json, safe_repr,
 )
+from .lifecycle_hooks import predicate, push_request
 
 if TYPE_CHECKING:
     from ..broker.rows import Claimed
@@ -82,6 +85,8 @@ class Outcome:
     kwargs_repr: str = ""
     retry_at: datetime.datetime | None = None
     retry_body: str | None = None
+    shadow: str | None = None  # the name the log shows (apply_async(shadow=…))
+    logged: bool = False  # the pool process logged it already (Reject, Ignore)
 
 
 #: The fields of an Outcome besides its job, in order: what a pool process sends back (the worker
@@ -203,6 +208,7 @@ def _execute(job: Job) -> Outcome:
     try:
         payload = loads(job.body, job.content_type, conf.CELERY_ACCEPT_CONTENT or [])
         args, kwargs = list(payload["args"]), dict(payload["kwargs"])
+        headers = dict(payload["headers"]) if "headers" in payload else None
     except (DecodeError, KeyError, TypeError, ValueError) as exc:
         error = exc if isinstance(exc, DecodeError) else DecodeError(f"Malformed message body: {exc!r}")
         return unrun(job, error, result_serializer, action="reject")
@@ -210,16 +216,19 @@ def _execute(job: Job) -> Outcome:
     ignore_result = bool(task.resolved("ignore_result", "CELERY_IGNORE_RESULT"))
     outcome = Outcome(job, states.SUCCESS, args_repr=_short_repr(args), kwargs_repr=_short_repr(kwargs))
     _check_connections()
-    task.push_request(
-        id=job.task_id, args=args, kwargs=kwargs, retries=job.retries, hostname=job.hostname,
-        eta=payload.get("eta"), expires=payload.get("expires"),
-        delivery_info={"routing_key": job.queue, "priority": job.priority},
-    )
+    # apply_async(ignore_result=True) drops the value, not an error, as in Celery.
+    ignore_value = push_request(task, outcome, payload, headers, args, kwargs) or ignore_result
+    hooks = hooks_of(task)
+    retval: Any = outcome  # what the handlers are given: the value or the exception
     try:
         with _SoftLimit(job.soft_time_limit):
-            value = task.run(*args, **kwargs)
+            retval = value = (hooks.run(job.task_id, args, kwargs) if hooks
+                              else task.run(*args, **kwargs))
     except Retry as retry:
         _retrying(outcome, retry, payload, result_serializer)
+        retval = retry
+    except (Reject, Ignore) as exc:
+        predicate(task, outcome, exc, _failed, result_serializer)
     except Exception as exc:
         try:
             retry = _autoretry(task, exc, job.retries)
@@ -227,20 +236,25 @@ def _execute(job: Job) -> Outcome:
             retry, exc = None, final
         if retry is not None:
             _retrying(outcome, retry, payload, result_serializer)
+            retval = retry
         else:
             _failed(outcome, exc, result_serializer)
+            retval = exc
             outcome.store = not ignore_result or bool(
                 task.resolved("store_errors_even_if_ignored", "CELERY_STORE_ERRORS_EVEN_IF_IGNORED")
             )
     else:
         outcome.result_repr = _short_repr(value)
-        outcome.store = not ignore_result
+        outcome.store = not ignore_value
         if outcome.store:
             try:
                 outcome.content_type, outcome.result = _encode(value, result_serializer)
             except EncodeError as exc:
                 _failed(outcome, exc, result_serializer)
+                retval = exc
     finally:
+        if hooks is not None and retval is not outcome:
+            hooks.finish(outcome.state, retval, job.task_id, args, kwargs)
         task.pop_request()
         _last_task_end = time.monotonic()
     outcome.runtime = time.perf_counter() - started
@@ -275,7 +289,9 @@ def _retrying(outcome: Outcome, retry: Retry, payload: dict[str, Any], serialize
 
 def log_outcome(outcome: Outcome) -> None:
     """Log an outcome the way Celery's worker does ("Task tasks.add[id] succeeded in 0.0004s: 8")."""
-    name, task_id = outcome.job.task_name, outcome.job.task_id
+    name, task_id = outcome.shadow or outcome.job.task_name, outcome.job.task_id
+    if outcome.logged:
+        return
     if outcome.state == states.SUCCESS:
         logger.info("Task %s[%s] succeeded in %.4fs: %s", name, task_id, outcome.runtime,
                     outcome.result_repr)
