@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from . import annotations
+from . import annotations, eager
 from .. import states
-from ..exceptions import MaxRetriesExceededError, Retry
-from ..canvas import Signature
+from ..exceptions import MaxRetriesExceededError, Replaced, Retry
+from ..canvas import Signature, chunks, xmap, xstarmap
 from ..result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
@@ -53,6 +53,9 @@ _DEFAULT = object()
 
 class Context:
     """``task.request``: what the running task knows about its own call."""
+
+    # A workflow's fields (see djqueue.client.launch), None outside one.
+    root_id = parent_id = group = group_index = chord = callbacks = errbacks = chain = None
 
     def __init__(self, **fields: Any) -> None:
         self.id: str | None = None
@@ -161,7 +164,8 @@ class Task:
         the caller's transaction. With ``CELERY_ALWAYS_EAGER`` the task runs here instead."""
         self.annotate()
         if self.app.conf.CELERY_ALWAYS_EAGER:
-            return self.apply(args, kwargs, task_id=task_id)
+            links = {k: options[k] for k in ("link", "link_error") if k in options}
+            return self.apply(args, kwargs, task_id=task_id, **links)
         return self.app.send_task(
             self.name,
             args,
@@ -222,6 +226,7 @@ class Task:
         retries = 0
         while True:  # an eager retry runs again at once
             self.push_request(id=task_id, args=args, kwargs=kwargs, is_eager=True, retries=retries)
+            request = self.request
             try:
                 value = self.run(*args, **kwargs)
             except Retry as retry:
@@ -230,12 +235,15 @@ class Task:
                 retries += 1
                 continue
             except Exception as exc:
+                result = EagerResult(task_id, exc, states.FAILURE, traceback.format_exc())
                 if throw:
+                    eager.follow(self, result, request, options)  # errbacks, then raise
                     raise
-                return EagerResult(task_id, exc, states.FAILURE, traceback.format_exc())
+            else:
+                result = EagerResult(task_id, value, states.SUCCESS)
             finally:
                 self.pop_request()
-            return EagerResult(task_id, value, states.SUCCESS)
+            return eager.follow(self, result, request, options)
 
     def retry(
         self,
@@ -274,6 +282,27 @@ class Task:
         if throw:
             raise retry
         return retry
+
+    def replace(self, sig: Signature) -> Any:
+        """Replace the running task with ``sig``, which takes over its task id, its callbacks,
+        errbacks, chord and the rest of its chain (Celery's ``Task.replace``). In a worker it
+        raises: the task ends without a result of its own, and ``sig`` is written in the round
+        that acknowledges it. Run eagerly, ``sig`` runs here and its value is returned."""
+        if self.request.is_eager or self.request.called_directly:
+            return sig.apply().get()
+        raise Replaced(sig)
+
+    def map(self, it: Iterable[Any]) -> xmap:
+        """One task calling this one with each item: ``square.map([1, 2, 3])``."""
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Iterable[Iterable[Any]]) -> xstarmap:
+        """One task calling this one with each item as arguments: ``add.starmap([(1, 2)])``."""
+        return xstarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Iterable[Iterable[Any]], n: int) -> chunks:
+        """The argument tuples ``it`` in tasks of ``n`` calls each, sent as a group."""
+        return chunks(self.s(), it, n, app=self.app)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, app=self.app, task_name=self.name)

@@ -23,11 +23,12 @@ from django.utils import timezone
 from .. import states
 from ..client.base import app
 from ..exceptions import (
-    DecodeError, EncodeError, NotRegistered, Retry, SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerLostError,
+    DecodeError, EncodeError, NotRegistered, Replaced, Retry, SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerLostError,
 )
 from ..serialization import (
     CONTENT_TYPES, dumps, exception_to_data, loads, readable, readable_json, safe_repr,
 )
+from . import flow
 
 if TYPE_CHECKING:
     from ..broker.rows import Claimed
@@ -82,6 +83,8 @@ class Outcome:
     kwargs_repr: str = ""
     retry_at: datetime.datetime | None = None
     retry_body: str | None = None
+    #: What follows the task in its workflow, written with its outcome (:mod:`.flow`).
+    flow: flow.Flow | None = None
 
 
 #: The fields of an Outcome besides its job, in order: what a pool process sends back (the worker
@@ -210,16 +213,21 @@ def _execute(job: Job) -> Outcome:
     ignore_result = bool(task.resolved("ignore_result", "CELERY_IGNORE_RESULT"))
     outcome = Outcome(job, states.SUCCESS, args_repr=_short_repr(args), kwargs_repr=_short_repr(kwargs))
     _check_connections()
+    workflow = not flow.FIELDS.isdisjoint(payload)
     task.push_request(
         id=job.task_id, args=args, kwargs=kwargs, retries=job.retries, hostname=job.hostname,
         eta=payload.get("eta"), expires=payload.get("expires"),
         delivery_info={"routing_key": job.queue, "priority": job.priority},
+        **(flow.request_fields(payload) if workflow else {}),
     )
     try:
         with _SoftLimit(job.soft_time_limit):
             value = task.run(*args, **kwargs)
     except Retry as retry:
         _retrying(outcome, retry, payload, result_serializer)
+    except Replaced as replacement:  # its replacement takes over its id: no result of its own
+        outcome.state, outcome.store = states.IGNORED, False
+        outcome.flow = flow.replaced(job, payload, replacement.sig)  # type: ignore[arg-type]
     except Exception as exc:
         try:
             retry = _autoretry(task, exc, job.retries)
@@ -232,14 +240,20 @@ def _execute(job: Job) -> Outcome:
             outcome.store = not ignore_result or bool(
                 task.resolved("store_errors_even_if_ignored", "CELERY_STORE_ERRORS_EVEN_IF_IGNORED")
             )
+            if workflow:
+                outcome.flow = flow.failed(job, payload, exc, outcome.traceback)
     else:
         outcome.result_repr = _short_repr(value)
-        outcome.store = not ignore_result
+        outcome.store = not ignore_result or "chord" in payload  # a chord body reads it
         if outcome.store:
             try:
                 outcome.content_type, outcome.result = _encode(value, result_serializer)
             except EncodeError as exc:
                 _failed(outcome, exc, result_serializer)
+                if workflow:
+                    outcome.flow = flow.failed(job, payload, exc, outcome.traceback)
+        if workflow and outcome.state == states.SUCCESS:
+            outcome.flow = flow.succeeded(job, payload, value)
     finally:
         task.pop_request()
         _last_task_end = time.monotonic()
@@ -291,6 +305,8 @@ def log_outcome(outcome: Outcome) -> None:
                        name, task_id, outcome.result_repr)
     elif outcome.state == states.REVOKED:
         logger.warning("Task %s[%s] revoked: %s", name, task_id, outcome.result_repr)
+    elif outcome.state == states.IGNORED:
+        logger.info("Task %s[%s] ignored", name, task_id)
     elif outcome.traceback:
         logger.error("Task %s[%s] raised unexpected: %s\n%s", name, task_id,
                      outcome.result_repr, outcome.traceback.rstrip())
@@ -311,6 +327,7 @@ def unrun(
     return Outcome(
         job, state, action=action, store=store, content_type=content_type, result=result,
         result_repr=_short_repr(error),
+        flow=flow.from_body(job, error, state) if action in ("ack", "reject") else None,
     )
 
 
