@@ -4,6 +4,7 @@ and run eagerly."""
 
 from __future__ import annotations
 
+import datetime
 import json
 
 import pytest
@@ -16,6 +17,8 @@ from djqueue.client.base import app
 from djqueue.exceptions import ChordError
 from djqueue.models import Chord, Message, TaskResult
 from djqueue.result import AsyncResult, GroupResult, ResultSet
+from djqueue.broker import operations
+from djqueue.worker import heartbeat
 from djqueue.worker.loop import Worker
 
 from . import workflow_tasks as wf
@@ -180,3 +183,27 @@ def test_result_set_and_saved_groups(worker: Worker) -> None:
     assert [r.id for r in restored] == [first.id, second.id] and restored.get(timeout=1) == [2, 4]
     saved.delete()
     assert GroupResult.restore(saved.id) is None and GroupResult.restore(first.id) is None
+
+
+def test_a_member_lost_with_its_worker_fails_the_chord(worker: Worker) -> None:
+    """A chord member whose worker died while it ran (no acks_late: set aside by recovery) fails
+    the chord in recovery's transaction: the body does not run, it fails, and nothing hangs."""
+    result = chord([wf.add.s(1, 1), wf.add.s(2, 2)], wf.xsum.s()).apply_async()
+    broker = operations("default")
+    held = broker.claim(["celery"], 1, "gone@test", 999, 60)
+    broker.start([m.id for m in held], owner=999, lease_seconds=60)
+    Message.objects.filter(owner=999).update(lease_until=timezone.now() - datetime.timedelta(1))
+    assert heartbeat.recover("default", app.backend.store, "json") == 1
+    assert Chord.objects.get().pending == 1
+    run_all_but_rejected(worker)
+    with pytest.raises(ChordError, match=f"Dependency {held[0].task_id} raised WorkerLostError"):
+        result.get(timeout=1)
+    assert not Chord.objects.exists()
+
+
+def run_all_but_rejected(worker: Worker) -> None:
+    for _ in range(50):
+        worker.loop()
+        if not Message.objects.exclude(state="rejected").exists():
+            return
+    raise AssertionError("the worker did not drain the queue")

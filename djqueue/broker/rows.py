@@ -196,6 +196,8 @@ class Lost:
     queue: str
     acks_late: bool
     deliveries: int
+    content_type: str = ""
+    body: str = ""  # what follows it in a workflow is read from it (djqueue.worker.flow)
 
 
 # Results.

@@ -241,11 +241,12 @@ class Statements:
         rows = self._returning(
             f"UPDATE {TABLE} SET state = 'rejected', owner = NULL, lease_until = NULL, error = "
             "CASE WHEN acks_late THEN %s || CAST(deliveries AS TEXT) || ' times' ELSE %s END "
-            f"WHERE {lost} RETURNING task_id, task_name, worker, queue, acks_late, deliveries",
+            f"WHERE {lost} RETURNING task_id, task_name, worker, queue, acks_late, deliveries, "
+            "content_type, body",
             [LOST_ERROR_REPEATED, LOST_ERROR, *now_params],
         )
-        return [Lost(str(r[0]), str(r[1]), str(r[2]), str(r[3]), bool(r[4]), int(r[5]))  # type: ignore[arg-type,call-overload]
-                for r in rows]
+        return [Lost(str(r[0]), str(r[1]), str(r[2]), str(r[3]), bool(r[4]), int(r[5]),  # type: ignore[arg-type,call-overload]
+                     str(r[6]), str(r[7])) for r in rows]
 
     def revoked_among(self, task_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
         """Which of ``task_ids`` are revoked: ``{task_id: (terminate, signal)}``."""

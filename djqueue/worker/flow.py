@@ -22,12 +22,14 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
 from .. import states
 from ..backends import ResultBackend, ResultRecord
+from ..broker import operations
 from ..broker.rows import ChordRow, NewMessage
 from ..client import builtins
 from ..client.base import app
@@ -39,6 +41,7 @@ from ..serialization import dumps, exception_to_data, loads
 
 if TYPE_CHECKING:
     from ..broker.base import Operations
+    from ..broker.rows import Lost
     from .execution import Job
 
 logger = logging.getLogger("djqueue.worker")
@@ -186,6 +189,23 @@ def _fail(flow: Flow, planner: Planner, request: dict[str, Any],
                                              content_type, result, traceback))
         if options.get("chord"):
             flow.members.append((options["chord"], dependency))
+
+
+def lost(using: str, messages: Sequence[Lost], errors: Sequence[BaseException]) -> None:
+    """Tasks of workflows whose worker was lost while they ran (set aside by recovery, in the
+    caller's transaction): their errbacks, chains and chords, as for any failure."""
+    flows = []
+    for message, error in zip(messages, errors):
+        # What from_body reads of a Job (execution's Job: execution imports this module).
+        job = SimpleNamespace(task_id=message.task_id, task_name=message.task_name,
+                              queue=message.queue, priority=0, retries=0,
+                              content_type=message.content_type, body=message.body,
+                              hostname=message.worker)
+        found = from_body(job, error, states.FAILURE)  # type: ignore[arg-type]
+        if found is not None:
+            flows.append(found)
+    if flows:
+        write(operations(using), app.backend, None, flows)
 
 
 # In the worker's round: writing flows and counting chords down.
