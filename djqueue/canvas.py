@@ -1,167 +1,41 @@
-"""Celery's canvas basics: signatures (``task.s()``, ``task.si()``) and ``group``.
+"""Celery's canvas: signatures, ``group``, ``chain``, ``chord``, ``chunks``, ``xmap``/``xstarmap``.
 
-A :class:`Signature` is a task call written down to be made later: the task's name, some
-arguments and call options. ``group`` sends many signatures at once; on the database broker that
-is one ``INSERT`` for the whole group, inside the caller's transaction like any other enqueue.
+A :class:`Signature` (:mod:`djqueue.client.signature`) is a task call written down to be made
+later. ``group`` sends many at once: on the database broker one ``INSERT`` for the whole group,
+inside the caller's transaction like any other enqueue. ``chain`` (``a | b | c``) runs them one
+after the other, each result the first argument of the next step; ``chord(header)(body)`` (or
+``group | sig``) runs the body once every header member finished, with their results in order.
+
+A workflow is written in the database as it goes (:mod:`djqueue.client.launch`): the next step of
+a chain, a callback and a chord's body are written in the same transaction as the result of the
+task they follow (:mod:`djqueue.worker.flow`), and a chord's pending count is a row. A worker
+killed at any moment never loses nor repeats a step, and a chord's body runs exactly once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .client import publishing
+from .client import launch, publishing
 from .broker.rows import NewMessage
 from .client.current import current_app
 from .client.publishing import new_task_ids
-from .result import AsyncResult, GroupResult
-from .serialization import dumps
+from .client.mapping import chunks, xmap, xstarmap
+from .client.signature import Signature, maybe_signature, signature, subtask
+from .exceptions import ChordError
+from .result import AsyncResult, EagerResult, GroupResult
+from . import states
 
 if TYPE_CHECKING:
-    from .client.base import App, Batch
-    from .client.task import Task
+    from .client.base import App
 
-#: Call options that :meth:`App.build_message` takes by name; any other option travels in the
-#: message's ``options``.
-_MESSAGE_OPTIONS = ("countdown", "eta", "expires", "queue", "priority", "task_id", "serializer")
-
-
-class Signature:
-    """One task call, ready to be sent: ``add.s(2, 2)``, ``signature("tasks.add", (2, 2))``.
-
-    Arguments given when it is sent are added to the stored ones (``add.s(2).delay(3)`` calls
-    ``add(2, 3)``), unless the signature is immutable (``add.si(2, 2)``). Options given then
-    override the stored ones.
-    """
-
-    def __init__(
-        self,
-        task: str | Task,
-        args: Iterable[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        options: Mapping[str, Any] | None = None,
-        *,
-        immutable: bool = False,
-        app: App | None = None,
-    ) -> None:
-        if app is None:
-            app = getattr(task, "app", None) or current_app()
-        self.app = app
-        self.task: str = task if isinstance(task, str) else task.name
-        self.args = tuple(args)
-        self.kwargs = dict(kwargs or {})
-        self.options = dict(options or {})
-        self.immutable = immutable
-
-    def __repr__(self) -> str:
-        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
-        return f"{self.task}({', '.join(parts)}){'!' if self.immutable else ''}"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Signature) and (
-            other.task, other.args, other.kwargs, other.options, other.immutable
-        ) == (self.task, self.args, self.kwargs, self.options, self.immutable)
-
-    @property
-    def type(self) -> Task:
-        """The registered task this signature calls."""
-        return self.app.tasks[self.task]
-
-    def clone(
-        self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
-    ) -> Signature:
-        """A copy with ``args``/``kwargs`` added (ignored when immutable) and ``options`` merged."""
-        if self.immutable:
-            args, kwargs = (), None
-        return Signature(
-            self.task,
-            (*self.args, *args),
-            {**self.kwargs, **(kwargs or {})},
-            {**self.options, **options},
-            immutable=self.immutable,
-            app=self.app,
-        )
-
-    def set(self, **options: Any) -> Signature:
-        """Change stored options in place (``add.s(2, 2).set(countdown=10)``); returns itself."""
-        self.options.update(options)
-        return self
-
-    def set_immutable(self, immutable: bool) -> None:
-        self.immutable = immutable
-
-    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
-        """Send the call, with ``args``/``kwargs`` added to the stored ones."""
-        return self.apply_async(args, kwargs)
-
-    def apply_async(
-        self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
-    ) -> AsyncResult:
-        """Send the call, as :meth:`Task.apply_async` does (eagerly with ``CELERY_ALWAYS_EAGER``)."""
-        call = self.clone(args, kwargs, **options)
-        task = self.app.tasks.get(call.task)
-        if task is not None:
-            return task.apply_async(call.args, call.kwargs, **call.options)
-        return self.app.send_task(call.task, call.args, call.kwargs, **call.options)
-
-    def apply(
-        self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
-    ) -> AsyncResult:
-        """Run the call here and now; returns an :class:`EagerResult`."""
-        call = self.clone(args, kwargs, **options)
-        return call.type.apply(call.args, call.kwargs, **call.options)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Call the task function here, as a plain function call."""
-        call = self.clone(args, kwargs)
-        return call.type(*call.args, **call.kwargs)
-
-    def build_message(self, batch: Batch, task_id: str) -> NewMessage:
-        """The message this call becomes, not yet written; ``task_id`` unless the call names one.
-
-        A call without options whose task the batch has already routed reuses that message head
-        and only encodes its arguments: the common ``group(task.s(i) for i in …)``.
-        """
-        known = batch.heads.get(self.task) if batch.heads is not None and not self.options else None
-        if known is not None:
-            head, serializer = known
-            body = dumps({"args": list(self.args), "kwargs": self.kwargs}, serializer)[1]
-            return NewMessage(task_id, body, head)
-        named = {key: self.options[key] for key in _MESSAGE_OPTIONS if key in self.options}
-        extra = {k: v for k, v in self.options.items() if k not in _MESSAGE_OPTIONS}
-        named.setdefault("task_id", task_id)
-        return self.app.build_message(
-            self.task, self.args, self.kwargs, task=self.app.tasks.get(self.task),
-            options=extra, batch=batch, **named,
-        )
-
-
-def signature(
-    varies: str | Task | Signature | Mapping[str, Any],
-    args: Iterable[Any] = (),
-    kwargs: Mapping[str, Any] | None = None,
-    options: Mapping[str, Any] | None = None,
-    *,
-    immutable: bool = False,
-    app: App | None = None,
-) -> Signature:
-    """A :class:`Signature` from a task or task name, a signature (copied) or Celery's dict form
-    (``{"task": ..., "args": ..., "kwargs": ..., "options": ..., "immutable": ...}``)."""
-    if isinstance(varies, Signature):
-        return varies.clone()
-    if isinstance(varies, Mapping):
-        return Signature(
-            varies["task"], varies.get("args", ()), varies.get("kwargs"), varies.get("options"),
-            immutable=bool(varies.get("immutable", False)), app=app,
-        )
-    return Signature(varies, args, kwargs, options, immutable=immutable, app=app)
-
-
-#: Celery 3's name for :func:`signature`.
-subtask = signature
+__all__ = ["Signature", "chain", "chord", "chunks", "group", "maybe_signature", "signature",
+           "subtask", "xmap", "xstarmap"]
 
 
 @contextlib.contextmanager
@@ -184,22 +58,43 @@ def _gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-class group:  # noqa: N801 - Celery's name
+def _tasks_of(tasks: tuple[Any, ...], app: App | None) -> list[Signature]:
+    if len(tasks) == 1 and not isinstance(tasks[0], (Signature, Mapping)):
+        tasks = tuple(tasks[0])  # f(generator) as well as f(sig, sig, ...)
+    # Signatures are kept as given, as Celery does: copying each costs more than sending.
+    return [t if isinstance(t, Signature) else Signature.from_dict(t, app=app) for t in tasks]
+
+
+def _eager(app: App) -> bool:
+    return bool(app.conf.CELERY_ALWAYS_EAGER)
+
+
+@Signature.register_type
+class group(Signature):  # noqa: N801 - Celery's name
     """Signatures sent together: ``group(add.s(i, i) for i in range(100)).apply_async()``.
 
     The whole group is inserted with one statement, so it commits (or rolls back) as one, and the
     returned :class:`GroupResult` answers for all of its tasks with one query at a time.
+    ``group | sig`` is a chord.
     """
 
-    def __init__(self, *tasks: Signature | Iterable[Signature], app: App | None = None) -> None:
+    subtask_type = "group"
+
+    def __init__(self, *tasks: Signature | Iterable[Signature], app: App | None = None,
+                 **options: Any) -> None:
         with _gc_paused():
-            if len(tasks) == 1 and not isinstance(tasks[0], (Signature, Mapping)):
-                tasks = tuple(tasks[0])  # group(generator) as well as group(sig, sig, ...)
-            # Signatures are kept as given, as Celery does: copying each costs more than sending.
-            self.tasks = [t if isinstance(t, Signature) else signature(t, app=app) for t in tasks]
-        if app is None:
-            app = self.tasks[0].app if self.tasks else current_app()
-        self.app = app
+            self.tasks = _tasks_of(tasks, app)
+        app = app or (self.tasks[0].app if self.tasks else current_app())
+        super().__init__("celery.group", (), None, options, app=app)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], app: App | None = None) -> group:
+        return cls(data["kwargs"]["tasks"], app=app, **(data.get("options") or {}))
+
+    def as_dict(self) -> dict[str, Any]:
+        data = super().as_dict()
+        data["kwargs"] = {"tasks": [t.as_dict() for t in self.tasks]}
+        return data
 
     def __repr__(self) -> str:
         return f"group([{', '.join(repr(t) for t in self.tasks)}])"
@@ -210,19 +105,45 @@ class group:  # noqa: N801 - Celery's name
     def __iter__(self) -> Iterator[Signature]:
         return iter(self.tasks)
 
-    def delay(self, *args: Any, **kwargs: Any) -> GroupResult:
+    def __or__(self, other: Any) -> Signature:
+        if isinstance(other, Signature) and not isinstance(other, group):
+            return chord(self, other, app=self.app)
+        return super().__or__(other)
+
+    def link(self, callback: Any) -> Any:
+        """As Celery: the callback follows the group's first task (with no argument)."""
+        return self.tasks[0].link(signature(callback).set(immutable=True))
+
+    def link_error(self, errback: Any) -> Any:
+        """The errback follows every task of the group."""
+        for task in self.tasks:
+            task.link_error(errback)
+        return errback
+
+    on_error = link_error
+
+    def freeze(self, _id: str | None = None) -> GroupResult:  # type: ignore[override]
+        if _id is not None or "task_id" not in self.options:
+            self.options["task_id"] = _id or str(uuid.uuid4())
+        return GroupResult(self.options["task_id"], [t.freeze() for t in self.tasks],
+                           app=self.app)
+
+    def delay(self, *args: Any, **kwargs: Any) -> GroupResult:  # type: ignore[override]
         return self.apply_async(args, kwargs)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:
+    def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:  # type: ignore[override]
         return self.apply_async(args, kwargs)
 
-    def apply_async(
+    def apply_async(  # type: ignore[override]
         self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
     ) -> GroupResult:
-        """Send every task of the group (``args``/``kwargs`` added to each, ``options`` merged)."""
-        if self.app.conf.CELERY_ALWAYS_EAGER:
+        """Send every task of the group (``args`` put first, ``kwargs`` and ``options`` merged)."""
+        if _eager(self.app):
             return self.apply(args, kwargs, **options)
         with _gc_paused():
+            if any(t.subtask_type or t.options.keys() & launch.WORKFLOW_OPTIONS
+                   for t in self.tasks):
+                return launch.apply_async(self.clone(**options), tuple(args), kwargs)  # type: ignore[return-value]
             return self._send(tuple(args), kwargs, options)
 
     def _send(
@@ -246,12 +167,221 @@ class group:  # noqa: N801 - Celery's name
             publishing.publish(build(), using=self.app.conf.broker_alias, count=len(calls))
         app = self.app
         results = [AsyncResult(m.task_id, app=app, task_name=m.head.task_name) for m in messages]
-        return GroupResult(str(uuid.uuid4()), results, app=app)
+        return GroupResult(self.options.get("task_id") or str(uuid.uuid4()), results, app=app)
 
-    def apply(
+    def apply(  # type: ignore[override]
         self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
     ) -> GroupResult:
         """Run every task here, one after the other; returns their eager results."""
         args = tuple(args)
         results = [t.apply(args, kwargs, **options) for t in self.tasks]
-        return GroupResult(str(uuid.uuid4()), results, app=self.app)
+        return GroupResult(self.options.get("task_id") or str(uuid.uuid4()), results,
+                           app=self.app)
+
+
+@Signature.register_type
+class chain(Signature):  # noqa: N801 - Celery's name
+    """Steps run one after the other, each one's result put first in the next one's arguments
+    (unless it is immutable): ``chain(add.s(2, 2), mul.s(4))`` or ``add.s(2, 2) | mul.s(4)``.
+    A group followed by another step is a chord. Its result is the last step's, whose
+    ``parent`` is the step before."""
+
+    subtask_type = "chain"
+
+    def __init__(self, *tasks: Signature | Iterable[Signature], app: App | None = None,
+                 **options: Any) -> None:
+        self.tasks = _tasks_of(tasks, app)
+        app = app or (self.tasks[0].app if self.tasks else current_app())
+        super().__init__("celery.chain", (), None, options, app=app)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], app: App | None = None) -> chain:
+        return cls(data["kwargs"]["tasks"], app=app, **(data.get("options") or {}))
+
+    def as_dict(self) -> dict[str, Any]:
+        data = super().as_dict()
+        data["kwargs"] = {"tasks": [t.as_dict() for t in self.tasks]}
+        return data
+
+    def __repr__(self) -> str:
+        return " | ".join(repr(t) for t in self.tasks) or "chain()"
+
+    def __or__(self, other: Any) -> Signature:
+        if not isinstance(other, Signature):
+            return NotImplemented
+        more = other.tasks if isinstance(other, chain) else [other]
+        return chain(*self.tasks, *more, app=self.app)
+
+    def steps(self) -> list[Signature]:
+        """The steps as they run: nested chains flattened, a group followed by a step made a
+        chord with that step as its body."""
+        flat: list[Signature] = []
+        for task in self.tasks:
+            flat.extend(task.steps() if isinstance(task, chain) else [task])
+        steps: list[Signature] = []
+        for task in flat:
+            if steps and isinstance(steps[-1], group):
+                steps[-1] = chord(steps[-1], task, app=self.app)
+            else:
+                steps.append(task)
+        return steps
+
+    def link(self, callback: Any) -> Any:
+        """The callback follows the chain's last step."""
+        return self.tasks[-1].link(callback)
+
+    def link_error(self, errback: Any) -> Any:
+        """The errback follows every step (as Celery's)."""
+        for task in self.tasks:
+            task.link_error(errback)
+        return errback
+
+    on_error = link_error
+
+    def freeze(self, _id: str | None = None) -> AsyncResult:
+        return launch.frozen(self)
+
+    def apply_async(  # type: ignore[override]
+        self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> AsyncResult:
+        """Send the first step; each later one is written by the round that stores the result
+        of the step before."""
+        call = _with_options(self, options)
+        if _eager(self.app):
+            return call.apply(args, kwargs)
+        return launch.apply_async(call, tuple(args), kwargs)  # type: ignore[return-value]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> AsyncResult:  # type: ignore[override]
+        return self.apply_async(args, kwargs)
+
+    def apply(  # type: ignore[override]
+        self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> AsyncResult:
+        """Run every step here; a failed step ends the chain (its result is returned)."""
+        result: AsyncResult | None = None
+        for step in _with_options(self, options).steps():
+            if result is None:
+                following = step.apply(args, kwargs)
+            else:
+                following = step.apply((result.get(),))
+            following.parent = result
+            result = following
+            if result.failed():
+                break
+        if result is None:
+            raise ValueError("an empty chain has nothing to run")
+        return result
+
+
+@Signature.register_type
+class chord(Signature):  # noqa: N801 - Celery's name
+    """A header group whose body runs once all of its tasks have finished, with their results
+    in header order as its first argument: ``chord(header)(body)``, ``chord(header, body)()``,
+    ``group(...) | body``. If a header task fails the body does not run: its result is FAILURE
+    with :class:`~djqueue.exceptions.ChordError` and its ``link_error`` callbacks are called."""
+
+    subtask_type = "chord"
+
+    def __init__(self, header: Iterable[Any], body: Signature | Mapping[str, Any] | None = None,
+                 task_id: str | None = None, app: App | None = None, **options: Any) -> None:
+        self.tasks = header if isinstance(header, group) else group(header, app=app)
+        self.body = maybe_signature(body, app=app)
+        app = app or self.tasks.app
+        if task_id is not None:
+            options["task_id"] = task_id
+        super().__init__("celery.chord", (), None, options, app=app)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], app: App | None = None) -> chord:
+        kwargs = data["kwargs"]
+        return cls(group(kwargs["header"], app=app), kwargs.get("body"), app=app,
+                   **(data.get("options") or {}))
+
+    def as_dict(self) -> dict[str, Any]:
+        data = super().as_dict()
+        data["kwargs"] = {"header": [t.as_dict() for t in self.tasks.tasks],
+                          "body": self.body.as_dict() if self.body else None}
+        return data
+
+    def __repr__(self) -> str:
+        return f"chord({self.tasks!r}, {self.body!r})"
+
+    def header_tasks(self) -> list[Signature]:
+        """The header's tasks, nested groups flattened into it (as Celery does)."""
+        flat: list[Signature] = []
+        pending = list(self.tasks.tasks)
+        while pending:
+            task = pending.pop(0)
+            if isinstance(task, group):
+                pending[:0] = task.tasks
+            else:
+                flat.append(task)
+        return flat
+
+    def link(self, callback: Any) -> Any:
+        return self._body().link(callback)
+
+    def link_error(self, errback: Any) -> Any:
+        return self._body().link_error(errback)
+
+    on_error = link_error
+
+    def _body(self) -> Signature:
+        if self.body is None:
+            raise ValueError("this chord has no body yet: chord(header)(body)")
+        return self.body
+
+    def freeze(self, _id: str | None = None) -> AsyncResult:
+        return launch.frozen(self)
+
+    def __call__(self, body: Signature | None = None, **options: Any) -> AsyncResult:  # type: ignore[override]
+        """``chord(header)(body)``: send the chord with this body."""
+        call = self.clone()
+        if body is not None:
+            call.body = body  # type: ignore[attr-defined]
+        return call.apply_async((), None, **options)
+
+    def apply_async(  # type: ignore[override]
+        self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> AsyncResult:
+        """Write the header's messages and the chord's row in one transaction; the body is
+        written by the round that finishes the last header task."""
+        call = _with_options(self, options)
+        call._body()  # type: ignore[attr-defined]
+        if _eager(self.app):
+            return call.apply(args, kwargs)
+        return launch.apply_async(call, tuple(args), kwargs)  # type: ignore[return-value]
+
+    def apply(  # type: ignore[override]
+        self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
+        propagate: bool = True, **options: Any,
+    ) -> AsyncResult:
+        """Run the header here, then the body with its results (a failed header task raises
+        with ``propagate``, as Celery's; without it the body fails with ChordError)."""
+        body = _with_options(self, options)._body()  # type: ignore[attr-defined]
+        header = group(self.header_tasks(), app=self.app).apply(args, kwargs)
+        failed = next((r for r in header.results if r.failed()), None)
+        if failed is not None and not propagate:
+            error = ChordError(f"Dependency {failed.id} raised {failed.result!r}")
+            result: AsyncResult = EagerResult(body.freeze().id, error, states.FAILURE)
+        else:
+            result = body.apply((header.get(propagate=propagate),))
+        result.parent = header
+        return result
+
+
+def _with_options(sig: Signature, options: Mapping[str, Any]) -> Any:
+    """A copy of a chain or chord with call options applied: ``link`` and ``link_error`` as
+    their methods do, the others given to every task."""
+    options = dict(options)
+    links = [(options.pop("link", None), "link"), (options.pop("link_error", None), "link_error")]
+    call = copy.copy(sig)
+    if isinstance(call, chord):
+        call.tasks = group([t.clone(**options) for t in call.tasks.tasks], app=call.app)
+        call.body = call.body.clone(**options) if call.body else None
+    else:
+        call.tasks = [t.clone(**options) for t in call.tasks]  # type: ignore[attr-defined]
+    for linked, method in links:
+        for one in ([linked] if isinstance(linked, (Signature, Mapping)) else linked or []):
+            getattr(call, method)(signature(one, app=call.app))
+    return call

@@ -150,3 +150,18 @@ class SoftTimeLimitExceeded(DjqueueError):
 
 class TimeLimitExceeded(DjqueueError):
     """The task ran past its hard time limit and its process was killed."""
+
+
+class ChordError(DjqueueError):
+    """A chord's body did not run because a task of its header failed (Celery's name); the
+    message names the task: ``Dependency <task id> raised <exception>``."""
+
+
+class Replaced(DjqueueError):
+    """Raised by :meth:`Task.replace` in a worker: the task ends without a result of its own, and
+    the worker writes the replacement (which takes over its task id) in the round that
+    acknowledges it."""
+
+    def __init__(self, sig: object) -> None:
+        super().__init__("Replaced by a new task")
+        self.sig = sig

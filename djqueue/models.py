@@ -8,6 +8,7 @@ from django.db.models import Q
 
 from . import states
 from .beat.models import BeatState, PeriodicTask, PeriodicTaskRun  # noqa: F401 - beat's models
+from .workflow.models import Chord  # noqa: F401 - chords' counters
 
 
 class Message(models.Model):

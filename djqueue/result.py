@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -15,7 +16,7 @@ from .serialization import exception_from_data, is_exception_data, loads
 
 if TYPE_CHECKING:
     from .client.base import App
-    from .backends import ResultRecord
+    from .backends import ResultBackend, ResultRecord
 
 
 class AsyncResult:
@@ -24,10 +25,14 @@ class AsyncResult:
     An id nothing is known about reports ``PENDING``, as in Celery.
     """
 
-    def __init__(self, id: str, app: App | None = None, task_name: str | None = None) -> None:
+    def __init__(self, id: str, app: App | None = None, task_name: str | None = None,
+                 parent: AsyncResult | GroupResult | None = None) -> None:
         self.id = str(id)
         self.app = app or current_app()
         self.task_name = task_name
+        #: The result of the step before, in a chain (or a chord body's header), when this
+        #: handle was made by sending the workflow.
+        self.parent = parent
         self._final: ResultRecord | None = None
 
     task_id = property(lambda self: self.id)
@@ -144,6 +149,7 @@ class EagerResult(AsyncResult):
     ) -> None:
         self.id = id
         self.task_name = None
+        self.parent: AsyncResult | GroupResult | None = None
         self._value_held = value
         self._state = state
         self._traceback = traceback
@@ -190,22 +196,53 @@ def _state_of(record: ResultRecord | None) -> str:
     return record.state if record else states.PENDING
 
 
-class GroupResult:
-    """The results of a :class:`~djqueue.canvas.group`, in the order its tasks were given.
+class ResultSet:
+    """Several results asked about together (Celery's ``ResultSet``), in the order given.
 
     Each question reads the states of all unfinished members with one query; finished members are
     remembered, as :class:`AsyncResult` does.
     """
 
-    def __init__(
-        self, id: str | None = None, results: Iterable[AsyncResult] = (), app: App | None = None
-    ) -> None:
-        self.id = str(id or uuid.uuid4())
+    def __init__(self, results: Iterable[AsyncResult] = (), app: App | None = None) -> None:
         self.results = list(results)
         self.app = app or current_app()
 
     def __repr__(self) -> str:
-        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+        return f"<ResultSet: [{', '.join(r.id for r in self.results)}]>"
+
+    def add(self, result: AsyncResult) -> None:
+        """Add ``result`` unless it is already there."""
+        if result not in self.results:
+            self.results.append(result)
+
+    def remove(self, result: AsyncResult | str) -> None:
+        """Remove ``result`` (or the result of that task id); KeyError if it is not there."""
+        if isinstance(result, str):
+            result = AsyncResult(result, app=self.app)
+        try:
+            self.results.remove(result)
+        except ValueError:
+            raise KeyError(result) from None
+
+    def discard(self, result: AsyncResult | str) -> None:
+        """Remove ``result`` if it is there."""
+        try:
+            self.remove(result)
+        except KeyError:
+            pass
+
+    def update(self, results: Iterable[AsyncResult]) -> None:
+        """Add every result of ``results`` not already there."""
+        for result in results:
+            self.add(result)
+
+    def clear(self) -> None:
+        self.results.clear()
+
+    def revoke(self, terminate: bool = False, signal: str | int = "SIGTERM") -> None:
+        """Revoke every task."""
+        for result in self.results:
+            result.revoke(terminate=terminate, signal=signal)
 
     def __len__(self) -> int:
         return len(self.results)
@@ -260,7 +297,7 @@ class GroupResult:
         while not self.ready():
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(
-                    f"The operation timed out: group {self.id} did not finish in {timeout}s"
+                    f"The operation timed out: {self!r} did not finish in {timeout}s"
                 )
             sleep = pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0))
             time.sleep(sleep)
@@ -273,3 +310,50 @@ class GroupResult:
         """Remove the stored results of every task."""
         for result in self.results:
             result.forget()
+
+
+#: The task name of a saved group's record (``GroupResult.save()``).
+SAVED_GROUP = "djqueue.group"
+
+
+class GroupResult(ResultSet):
+    """The results of a :class:`~djqueue.canvas.group`, in the order its tasks were given, with
+    the group's id; ``save()`` keeps the list in the result backend for ``restore(id)``."""
+
+    def __init__(
+        self, id: str | None = None, results: Iterable[AsyncResult] = (), app: App | None = None,
+        parent: AsyncResult | GroupResult | None = None,
+    ) -> None:
+        super().__init__(results, app=app)
+        self.id = str(id or uuid.uuid4())
+        self.parent = parent
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+    def save(self, backend: ResultBackend | None = None) -> None:
+        """Store the group's task ids in the result backend under the group's id (a record of
+        task name ``djqueue.group``), for :meth:`restore`."""
+        # On first use: the backends need the models, and this module stays importable while
+        # Django is still loading apps.
+        from .backends import ResultRecord
+
+        ids = [result.id for result in self.results]
+        (backend or self.app.backend).store([ResultRecord(
+            self.id, states.SUCCESS, SAVED_GROUP, "application/json", json.dumps(ids),
+            date_done=datetime.datetime.now(datetime.timezone.utc))])
+
+    @classmethod
+    def restore(cls, id: str, backend: ResultBackend | None = None,
+                app: App | None = None) -> GroupResult | None:
+        """The group saved under ``id``, or None."""
+        app = app or current_app()
+        record = (backend or app.backend).get(id)
+        if record is None or record.task_name != SAVED_GROUP or record.result is None:
+            return None
+        return cls(id, [AsyncResult(task_id, app=app) for task_id in json.loads(record.result)],
+                   app=app)
+
+    def delete(self, backend: ResultBackend | None = None) -> None:
+        """Remove what :meth:`save` stored."""
+        (backend or self.app.backend).forget(self.id)

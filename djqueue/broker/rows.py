@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.db import models
 
-from ..models import Message, Revocation, TaskResult
+from ..models import Chord, Message, Revocation, TaskResult
 
 if TYPE_CHECKING:
     from ..backends.base import ResultRecord
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 TABLE = Message._meta.db_table
 REVOKED_TABLE = Revocation._meta.db_table
 RESULTS_TABLE = TaskResult._meta.db_table
+CHORD_TABLE = Chord._meta.db_table
 
 
 # Publishing.
@@ -97,6 +98,16 @@ def insert_sql() -> str:
     columns = row_plan().columns
     values = ", ".join(["%s"] * len(columns))
     return f"INSERT INTO {TABLE} ({', '.join(columns)}) VALUES ({values})"
+
+
+class ChordRow(NamedTuple):
+    """A chord's counter row not yet written (see :mod:`djqueue.workflow.models`): its id,
+    members pending, its body (JSON) and its members' task ids (JSON)."""
+
+    id: str
+    pending: int
+    body: str
+    members: str
 
 
 # Claiming.
@@ -185,6 +196,8 @@ class Lost:
     queue: str
     acks_late: bool
     deliveries: int
+    content_type: str = ""
+    body: str = ""  # what follows it in a workflow is read from it (djqueue.worker.flow)
 
 
 # Results.

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from django.db import connections
 from django.utils import timezone
 
-from .rows import LOST_ERROR, LOST_ERROR_REPEATED, REVOKED_TABLE, TABLE, Lost
+from .rows import CHORD_TABLE, LOST_ERROR, LOST_ERROR_REPEATED, REVOKED_TABLE, TABLE, ChordRow, Lost
 
 T = TypeVar("T")
 
@@ -241,11 +241,12 @@ class Statements:
         rows = self._returning(
             f"UPDATE {TABLE} SET state = 'rejected', owner = NULL, lease_until = NULL, error = "
             "CASE WHEN acks_late THEN %s || CAST(deliveries AS TEXT) || ' times' ELSE %s END "
-            f"WHERE {lost} RETURNING task_id, task_name, worker, queue, acks_late, deliveries",
+            f"WHERE {lost} RETURNING task_id, task_name, worker, queue, acks_late, deliveries, "
+            "content_type, body",
             [LOST_ERROR_REPEATED, LOST_ERROR, *now_params],
         )
-        return [Lost(str(r[0]), str(r[1]), str(r[2]), str(r[3]), bool(r[4]), int(r[5]))  # type: ignore[arg-type,call-overload]
-                for r in rows]
+        return [Lost(str(r[0]), str(r[1]), str(r[2]), str(r[3]), bool(r[4]), int(r[5]),  # type: ignore[arg-type,call-overload]
+                     str(r[6]), str(r[7])) for r in rows]
 
     def revoked_among(self, task_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
         """Which of ``task_ids`` are revoked: ``{task_id: (terminate, signal)}``."""
@@ -306,3 +307,37 @@ class Statements:
             "AND state = 'rejected'",
             [self.now_param(), *params],
         )
+
+    # Chords (djqueue.workflow.models): written with their messages, counted down by the rounds
+    # that finish their members, deleted by the round that takes the count to zero.
+
+    def create_chords(self, rows: Sequence[ChordRow]) -> None:
+        """Write chords' counter rows (in the caller's transaction)."""
+        now = self.now_param()
+        values = [(row.id, row.pending, row.pending, "", row.body, row.members, now)
+                  for row in rows]
+
+        def run() -> None:
+            with connections[self.using].cursor() as cursor:
+                cursor.executemany(
+                    f"INSERT INTO {CHORD_TABLE} (id, pending, total, failure, body, members, "
+                    "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)", values)
+
+        self.retrying(run)
+
+    def count_down_chord(self, chord_id: str, finished: int, failure: str) -> int | None:
+        """``finished`` members of a chord are done (``failure``: the first one's ChordError
+        text, or ``""``); the members still pending, None when there is no such chord. The row
+        stays locked until the transaction ends, so concurrent rounds count down one after the
+        other and exactly one of them sees zero."""
+        rows = self._returning(
+            f"UPDATE {CHORD_TABLE} SET pending = pending - %s, failure = CASE WHEN failure = '' "
+            "THEN %s ELSE failure END WHERE id = %s RETURNING pending",
+            [finished, failure, chord_id])
+        return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
+
+    def finish_chord(self, chord_id: str) -> tuple[str, str, str] | None:
+        """Delete a chord whose count reached zero; its ``(failure, body, members)``."""
+        rows = self._returning(
+            f"DELETE FROM {CHORD_TABLE} WHERE id = %s RETURNING failure, body, members", [chord_id])
+        return (str(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None

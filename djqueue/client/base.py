@@ -14,7 +14,7 @@ from typing import Any, overload
 from django.apps import apps as django_apps
 from django.utils import timezone
 
-from . import celery_app, identifiers, publishing, routing
+from . import celery_app, identifiers, launch, publishing, routing
 from .call_checks import check_time_limits
 from .control import Control
 from .headers import take_headers
@@ -24,6 +24,7 @@ from ..conf import Settings
 from ..exceptions import NotRegistered
 from ..result import AsyncResult
 from ..serialization import dumps
+from .signature import Signature
 from .task import Task, build_task
 
 logger = logging.getLogger("djqueue.app")
@@ -164,6 +165,12 @@ class App:
         **options: Any,
     ) -> AsyncResult:
         """Enqueue a call to the task called ``name``; the task need not be importable here."""
+        if not launch.WORKFLOW_OPTIONS.isdisjoint(options):  # link=, link_error=, …
+            named = {"countdown": countdown, "eta": eta, "expires": expires, "queue": queue,
+                     "priority": priority, "task_id": task_id, "serializer": serializer}
+            call = Signature(name, args or (), kwargs, {
+                **{k: v for k, v in named.items() if v is not None}, **options}, app=self)
+            return launch.apply_async(call)  # type: ignore[return-value]
         message = self.build_message(
             name, args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
             priority=priority, task_id=task_id, serializer=serializer, task=_task, options=options,
@@ -196,11 +203,13 @@ class App:
         task: Task | None = None,
         options: Mapping[str, Any] | None = None,
         batch: Batch | None = None,
+        fields: Mapping[str, Any] | None = None,
     ) -> NewMessage:
         """A message, encoded and routed, not yet written.
 
         ``task``'s own options (queue, priority, expires, serializer) apply where the call gives
-        none; ``batch`` saves reading the settings again for each message of a group.
+        none; ``batch`` saves reading the settings again for each message of a group; ``fields``
+        are a workflow's body fields (:mod:`djqueue.client.launch`).
         """
         # Names and ids are checked before any SQL, alike on every database (PostgreSQL would
         # refuse what SQLite stores); a group's calls that reuse this head are not checked again.
@@ -258,6 +267,8 @@ class App:
         if task_id:
             task_id = identifiers.check("task id", str(task_id), identifiers.MAX_TASK_ID)
         payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
+        if fields:
+            payload.update(fields)
         if countdown is not None or eta is not None:
             payload["eta"] = available_at.isoformat()
         if expires_at is not None:

@@ -35,6 +35,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import eager
 from .. import states
 from ..backends import ResultRecord
 from ..exceptions import Ignore, Reject, Retry
@@ -176,10 +177,12 @@ HOSTNAME = socket.gethostname()
 
 
 def apply(task: Task, args: Iterable[Any] | None, kwargs: Mapping[str, Any] | None,
-          task_id: str, throw: bool, headers: Mapping[str, Any] | None) -> EagerResult:
-    """Run ``task`` here, with its handlers, as Celery's ``apply()`` does. With ``throw`` the
-    body's exception is raised without ``on_failure``/``after_return``, as Celery's eager
-    tracer propagates it before its handlers; a retry runs again at once."""
+          task_id: str, throw: bool, headers: Mapping[str, Any] | None,
+          options: Mapping[str, Any]) -> EagerResult:
+    """Run ``task`` here, with its handlers, as Celery's ``apply()`` does, then its ``link`` or
+    ``link_error`` callbacks of ``options`` (:func:`.eager.follow`). With ``throw`` the body's
+    exception is raised after the errbacks, without ``on_failure``/``after_return``, as Celery's
+    eager tracer propagates it before its handlers; a retry runs again at once."""
     args, kwargs = list(args or ()), dict(kwargs or {})
     hooks = hooks_of(task)
     retries = 0
@@ -203,15 +206,17 @@ def apply(task: Task, args: Iterable[Any] | None, kwargs: Mapping[str, Any] | No
                 state = states.REJECTED if isinstance(exc, Reject) else states.IGNORED
                 return EagerResult(task_id, exc, state, traceback.format_exc())
             except Exception as exc:
+                failed = EagerResult(task_id, exc, states.FAILURE, traceback.format_exc())
                 if throw:
+                    eager.follow(task, failed, task.request, options)  # errbacks, then raise
                     raise
-                trace = traceback.format_exc()
                 if hooks:
                     hooks.finish(states.FAILURE, exc, task_id, args, kwargs, eager=True)
-                return EagerResult(task_id, exc, states.FAILURE, trace)
+                return eager.follow(task, failed, task.request, options)
             if hooks:
                 hooks.finish(states.SUCCESS, value, task_id, args, kwargs, eager=True)
-            return EagerResult(task_id, value, states.SUCCESS)
+            return eager.follow(task, EagerResult(task_id, value, states.SUCCESS), task.request,
+                                options)
         finally:
             task.pop_request()
 

@@ -16,8 +16,8 @@ from . import annotations, hooks
 from .call_checks import check_arguments, check_time_limits
 from .context import Context
 from .headers import take_headers
-from ..exceptions import MaxRetriesExceededError, Retry
-from ..canvas import Signature
+from ..exceptions import MaxRetriesExceededError, Replaced, Retry
+from ..canvas import Signature, chunks, xmap, xstarmap
 from ..result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ class Task:
         if throw is None:
             throw = self.app.conf.CELERY_EAGER_PROPAGATES_EXCEPTIONS
         return hooks.apply(self, args, kwargs, task_id or str(uuid.uuid4()), throw,
-                           take_headers(dict(options)))
+                           take_headers(dict(options)), options)
 
     def retry(
         self,
@@ -297,6 +297,27 @@ class Task:
         if throw:
             raise retry
         return retry
+
+    def replace(self, sig: Signature) -> Any:
+        """Replace the running task with ``sig``, which takes over its task id, its callbacks,
+        errbacks, chord and the rest of its chain (Celery's ``Task.replace``). In a worker it
+        raises: the task ends without a result of its own, and ``sig`` is written in the round
+        that acknowledges it. Run eagerly, ``sig`` runs here and its value is returned."""
+        if self.request.is_eager or self.request.called_directly:
+            return sig.apply().get()
+        raise Replaced(sig)
+
+    def map(self, it: Iterable[Any]) -> xmap:
+        """One task calling this one with each item: ``square.map([1, 2, 3])``."""
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Iterable[Iterable[Any]]) -> xstarmap:
+        """One task calling this one with each item as arguments: ``add.starmap([(1, 2)])``."""
+        return xstarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Iterable[Iterable[Any]], n: int) -> chunks:
+        """The argument tuples ``it`` in tasks of ``n`` calls each, sent as a group."""
+        return chunks(self.s(), it, n, app=self.app)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, app=self.app, task_name=self.name)

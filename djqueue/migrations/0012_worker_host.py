@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('djqueue', '0004_message_deliveries'),
+        ("djqueue", "0005_workflow"),
     ]
 
     operations = [

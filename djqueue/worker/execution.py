@@ -24,12 +24,13 @@ from .. import states
 from ..client.base import app
 from ..client.hooks import hooks_of
 from ..exceptions import (
-    DecodeError, EncodeError, Ignore, NotRegistered, Reject, Retry, SoftTimeLimitExceeded,
-    TaskRevokedError, TimeLimitExceeded, WorkerLostError,
+    DecodeError, EncodeError, Ignore, NotRegistered, Reject, Replaced, Retry,
+    SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerLostError,
 )
 from ..serialization import (
     CONTENT_TYPES, dumps, exception_to_data, loads, readable, readable_json, safe_repr,
 )
+from . import flow
 from .lifecycle_hooks import predicate, push_request
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ class Outcome:
     retry_body: str | None = None
     shadow: str | None = None  # the name the log shows (apply_async(shadow=…))
     logged: bool = False  # the pool process logged it already (Reject, Ignore)
+    #: What follows the task in its workflow, written with its outcome (:mod:`.flow`).
+    flow: flow.Flow | None = None
 
 
 #: The fields of an Outcome besides its job, in order: what a pool process sends back (the worker
@@ -218,6 +221,7 @@ def _execute(job: Job) -> Outcome:
     _check_connections()
     # apply_async(ignore_result=True) drops the value, not an error, as in Celery.
     ignore_value = push_request(task, outcome, payload, headers, args, kwargs) or ignore_result
+    workflow = not flow.FIELDS.isdisjoint(payload)
     hooks = hooks_of(task)
     retval: Any = outcome  # what the handlers are given: the value or the exception
     try:
@@ -227,6 +231,9 @@ def _execute(job: Job) -> Outcome:
     except Retry as retry:
         _retrying(outcome, retry, payload, result_serializer)
         retval = retry
+    except Replaced as replacement:  # its replacement takes over its id: no result of its own
+        outcome.state, outcome.store = states.IGNORED, False
+        outcome.flow = flow.replaced(job, payload, replacement.sig)  # type: ignore[arg-type]
     except (Reject, Ignore) as exc:
         predicate(task, outcome, exc, _failed, result_serializer)
     except Exception as exc:
@@ -243,15 +250,21 @@ def _execute(job: Job) -> Outcome:
             outcome.store = not ignore_result or bool(
                 task.resolved("store_errors_even_if_ignored", "CELERY_STORE_ERRORS_EVEN_IF_IGNORED")
             )
+            if workflow:
+                outcome.flow = flow.failed(job, payload, exc, outcome.traceback)
     else:
         outcome.result_repr = _short_repr(value)
-        outcome.store = not ignore_value
+        outcome.store = not ignore_value or "chord" in payload  # a chord body reads it
         if outcome.store:
             try:
                 outcome.content_type, outcome.result = _encode(value, result_serializer)
             except EncodeError as exc:
                 _failed(outcome, exc, result_serializer)
                 retval = exc
+                if workflow:
+                    outcome.flow = flow.failed(job, payload, exc, outcome.traceback)
+        if workflow and outcome.state == states.SUCCESS:
+            outcome.flow = flow.succeeded(job, payload, value)
     finally:
         if hooks is not None and retval is not outcome:
             hooks.finish(outcome.state, retval, job.task_id, args, kwargs)
@@ -307,6 +320,8 @@ def log_outcome(outcome: Outcome) -> None:
                        name, task_id, outcome.result_repr)
     elif outcome.state == states.REVOKED:
         logger.warning("Task %s[%s] revoked: %s", name, task_id, outcome.result_repr)
+    elif outcome.state == states.IGNORED:
+        logger.info("Task %s[%s] ignored", name, task_id)
     elif outcome.traceback:
         logger.error("Task %s[%s] raised unexpected: %s\n%s", name, task_id,
                      outcome.result_repr, outcome.traceback.rstrip())
@@ -327,6 +342,7 @@ def unrun(
     return Outcome(
         job, state, action=action, store=store, content_type=content_type, result=result,
         result_repr=_short_repr(error),
+        flow=flow.from_body(job, error, state) if action in ("ack", "reject") else None,
     )
 
 

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -31,6 +31,7 @@ from ..backends import ResultRecord
 from ..exceptions import WorkerLostError
 from ..models import WorkerNode
 from ..serialization import dumps, exception_to_data
+from . import flow
 
 if TYPE_CHECKING:
     from .loop import Worker
@@ -91,11 +92,20 @@ def recover(
     using: str, backend_store: Callable[[list[ResultRecord]], None], serializer: str,
     max_deliveries: int | None = None,
 ) -> int:
-    """Recover messages of dead workers; returns how many started tasks were marked lost."""
+    """Recover messages of dead workers; returns how many started tasks were marked lost.
+    One transaction: a lost task of a workflow fails its chain and chord with its result."""
+    with transaction.atomic(using=using):
+        return _recover(using, backend_store, serializer, max_deliveries)
+
+
+def _recover(
+    using: str, backend_store: Callable[[list[ResultRecord]], None], serializer: str,
+    max_deliveries: int | None,
+) -> int:
     lost = operations(using).recover_expired_leases(max_deliveries)
     now = timezone.now()
     if lost:
-        records = []
+        records, errors = [], []
         for message in lost:
             text = (f"Worker {message.worker or '?'} stopped sending heartbeats while the task "
                     "ran")
@@ -104,13 +114,15 @@ def recover(
                          "lost each time: set aside, not run again (DJQUEUE_MAX_DELIVERIES).")
             else:
                 text += " (at-most-once: not run again)."
-            content_type, result = dumps(exception_to_data(WorkerLostError(text)), serializer)
+            errors.append(WorkerLostError(text))
+            content_type, result = dumps(exception_to_data(errors[-1]), serializer)
             records.append(ResultRecord(message.task_id, states.FAILURE, message.task_name,
                                         content_type, result, worker=message.worker,
                                         date_done=now, queue=message.queue))
             logger.error("Task %s[%s] lost: worker %s stopped sending heartbeats.",
                          message.task_name, message.task_id, message.worker)
         backend_store(records)
+        flow.lost(using, lost, errors)
     return len(lost)
 
 

@@ -28,6 +28,7 @@ from ..backends.database import DatabaseBackend
 from ..broker import operations
 from ..broker.base import Operations
 from ..broker.rows import Claimed, ClaimRequest
+from . import flow
 from .execution import Outcome
 
 
@@ -48,10 +49,12 @@ class Round:
     defers: list[tuple[float, list[int]]] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)
     acks_late: list[int] = field(default_factory=list)
+    #: What follows the finished tasks of workflows (:mod:`.flow`).
+    flows: list[flow.Flow] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.records or self.acks or self.releases or self.requeues or self.rejects
-                    or self.retries or self.defers or self.starts)
+                    or self.retries or self.defers or self.starts or self.flows)
 
 
 @dataclass(slots=True)
@@ -75,6 +78,8 @@ def settle(outcomes: Sequence[Outcome], hostname: str, store_results: bool) -> R
                 None if o.state == states.RETRY else now, o.job.queue,
             ))
         message_id = o.job.message_id
+        if o.flow is not None:
+            writes.flows.append(o.flow)
         if o.action == "ack":
             writes.acks.append(message_id)
         elif o.action == "requeue":
@@ -125,8 +130,9 @@ def run(
 def _one_statement(broker: Operations, backend: ResultBackend, writes: Round) -> bool:
     if not broker.one_statement_rounds:
         return False
-    if writes.releases or writes.requeues or writes.rejects or writes.retries or writes.defers:
-        return False  # the rare outcomes: a transaction of a few statements
+    if (writes.releases or writes.requeues or writes.rejects or writes.retries or writes.defers
+            or writes.flows):
+        return False  # the rare outcomes and workflows: a transaction of a few statements
     return not writes.records or not backend.enabled or (
         isinstance(backend, DatabaseBackend) and backend.using == broker.using
     )
@@ -153,6 +159,8 @@ def _run_in_transaction(
             record for record in writes.records if record.task_id in held]
         if records and backend.enabled:
             backend.store(records)
+        if writes.flows:
+            flow.write(broker, backend, None if owner is None else held, writes.flows)
         done = Done(started={message_id for message_id, _ in started})
         if claim is not None:
             done.claimed = broker.claim(claim.queues, claim.limit, claim.worker, owner,

@@ -1,0 +1,291 @@
+"""Workflows in the worker's round: what follows a finished task is written in the transaction that
+stores its result.
+
+The pool process that ran a task of a workflow (its message has ``callbacks``, ``errbacks``,
+``chain`` or ``chord``, see :mod:`djqueue.client.launch`) plans what follows it into a
+:class:`Flow` returned with its outcome: the messages of its callbacks or errbacks and of the
+chain's next step, the rows of chords that step starts, the FAILURE results of the chain's steps
+that will not run, and the chords it is a member of. The worker's round (:mod:`.rounds`) writes a
+flow only for a message it still held (its acknowledgement found it), in the transaction that
+acknowledges it, and counts the chords down there (:func:`write`); the round that takes a chord to
+zero writes its body, or fails it with :class:`ChordError`. A kill at any instant therefore
+leaves either the step done and what follows it written, or neither.
+
+Celery calls a new-style errback (``errback(request, exc, traceback)``) in the failed task's
+worker; here it is a message of ``djqueue.errback`` written with the failure, which calls it
+with the request and exception rebuilt, so a crash never loses nor repeats it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
+
+from .. import states
+from ..backends import ResultBackend, ResultRecord
+from ..broker import operations
+from ..broker.rows import ChordRow, NewMessage
+from ..client import builtins
+from ..client.base import app
+from ..client.eager import new_style
+from ..client.launch import Planner, with_member
+from ..client.signature import Signature
+from ..exceptions import ChordError, DecodeError
+from ..serialization import dumps, exception_to_data, loads
+
+if TYPE_CHECKING:
+    from ..broker.base import Operations
+    from ..broker.rows import Lost
+    from .execution import Job
+
+logger = logging.getLogger("djqueue.worker")
+
+#: Body fields that make a message part of a workflow whose next steps its worker writes.
+FIELDS = frozenset({"callbacks", "errbacks", "chain", "chord"})
+#: Body fields a running task's request shows, as in Celery.
+REQUEST_FIELDS = ("root_id", "parent_id", "group", "group_index", "chord", "callbacks",
+                  "errbacks", "chain")
+
+
+@dataclass(slots=True)
+class Flow:
+    """What follows a finished task of a workflow, to write with its outcome."""
+
+    task_id: str
+    messages: list[NewMessage] = field(default_factory=list)
+    chords: list[ChordRow] = field(default_factory=list)
+    records: list[ResultRecord] = field(default_factory=list)
+    #: The chords it finishes a member of: ``(chord id, ChordError text or "")``.
+    members: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, planner: Planner) -> Flow:
+        self.messages.extend(planner.messages)
+        self.chords.extend(planner.chords)
+        return self
+
+
+def request_fields(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The workflow fields of a message for its task's request (``self.request.root_id``…)."""
+    return {name: payload.get(name) for name in REQUEST_FIELDS}
+
+
+# In the pool process: what follows a task.
+
+
+def _planner(job: Job, payload: Mapping[str, Any]) -> Planner:
+    return Planner(app, root_id=payload.get("root_id") or job.task_id, parent_id=job.task_id)
+
+
+def succeeded(job: Job, payload: Mapping[str, Any], value: Any) -> Flow:
+    """The callbacks and the chain's next step of a task that returned ``value``."""
+    planner = _planner(job, payload)
+    for callback in payload.get("callbacks") or ():
+        planner.plan(Signature.from_dict(callback, app=app), (value,))
+    stack = list(payload.get("chain") or ())
+    if stack:
+        following = Signature.from_dict(stack.pop(), app=app)
+        planner.plan(following, (value,), stack=stack)
+    flow = Flow(job.task_id).add(planner)
+    if payload.get("chord"):
+        flow.members.append((payload["chord"], ""))
+    return flow
+
+
+def failed(job: Job, payload: Mapping[str, Any], exc: BaseException, traceback: str | None,
+           state: str = states.FAILURE) -> Flow:
+    """The errbacks of a task that failed (not for REVOKED), FAILURE for the rest of its chain,
+    and its chords told."""
+    request = {"id": job.task_id, "task": job.task_name, "args": payload.get("args", []),
+               "kwargs": payload.get("kwargs", {}), "retries": job.retries,
+               "hostname": job.hostname, "is_eager": False, "called_directly": False,
+               "delivery_info": {"routing_key": job.queue, "priority": job.priority},
+               **request_fields(payload)}
+    flow = Flow(job.task_id)
+    planner = _planner(job, payload)
+    _fail(flow, planner, request, payload.get("errbacks") or (), payload.get("chain") or (),
+          payload.get("chord"), exc, traceback, state)
+    return flow.add(planner)
+
+
+def replaced(job: Job, payload: Mapping[str, Any], sig: Signature) -> Flow:
+    """``Task.replace(sig)``: ``sig`` takes over the task's id, callbacks, errbacks, chord and
+    the rest of its chain (as Celery's)."""
+    sig = _with_final_id(sig.clone(), job.task_id)
+    for callback in payload.get("callbacks") or ():
+        sig.link(callback)
+    for errback in payload.get("errbacks") or ():
+        sig.link_error(errback)
+    if payload.get("chord"):
+        sig = with_member(sig, payload["chord"], payload.get("group_index") or 0)
+    planner = Planner(app, root_id=payload.get("root_id") or job.task_id,
+                      parent_id=payload.get("parent_id") or job.task_id)
+    planner.plan(sig, stack=list(payload.get("chain") or ()))
+    return Flow(job.task_id).add(planner)
+
+
+def _with_final_id(sig: Signature, task_id: str) -> Signature:
+    kind = sig.subtask_type
+    if kind == "chain":
+        steps = sig.steps()  # type: ignore[attr-defined]
+        sig.tasks = [*steps[:-1], _with_final_id(steps[-1].clone(), task_id)]  # type: ignore[attr-defined]
+        return sig
+    if kind == "chord":
+        sig.body = _with_final_id(sig.body.clone(), task_id)  # type: ignore[attr-defined]
+        return sig
+    if kind == "group":
+        raise ValueError("replace() with a group: give a chord (group | body) instead")
+    sig.options["task_id"] = task_id
+    return sig
+
+
+def from_body(job: Job, exc: BaseException, state: str) -> Flow | None:
+    """For a task that failed without running to its end (lost, timed out, unregistered,
+    revoked): its flow from its message, when it has one."""
+    if state not in (states.FAILURE, states.REVOKED):
+        return None
+    if job.content_type == "application/json" and not any(
+            f'"{name}"' in job.body for name in FIELDS):
+        return None  # no workflow: nothing to decode
+    try:
+        payload = loads(job.body, job.content_type, app.conf.CELERY_ACCEPT_CONTENT or [])
+    except DecodeError:
+        return None
+    if not isinstance(payload, dict) or not FIELDS & payload.keys():
+        return None
+    return failed(job, payload, exc, None, state)
+
+
+def _fail(flow: Flow, planner: Planner, request: dict[str, Any],
+          errbacks: Iterable[Mapping[str, Any]], stack: Sequence[Mapping[str, Any]],
+          chord: str | None, exc: BaseException, traceback: str | None, state: str) -> None:
+    task_id = request["id"]
+    if state == states.FAILURE:
+        for errback in errbacks:
+            sig = Signature.from_dict(errback, app=app)
+            if new_style(sig):
+                options = {k: v for k, v in sig.options.items() if k in ("queue", "priority")}
+                planner.plan(Signature(builtins.ERRBACK, (sig.as_dict(), request,
+                                                          exception_to_data(exc), traceback),
+                                       options=options, app=app))
+            else:
+                planner.plan(sig, (task_id,))
+    dependency = f"Dependency {task_id} raised {exc!r}"
+    if chord:
+        flow.members.append((chord, dependency))
+    if state not in states.PROPAGATE_STATES:
+        return
+    serializer = app.conf.CELERY_RESULT_SERIALIZER
+    content_type, result = dumps(exception_to_data(exc), serializer)
+    for element in stack:  # the steps that will not run fail with it (as Celery's)
+        options = element.get("options") or {}
+        if options.get("task_id") and not element.get("subtask_type"):
+            flow.records.append(ResultRecord(options["task_id"], state, element.get("task", ""),
+                                             content_type, result, traceback))
+        if options.get("chord"):
+            flow.members.append((options["chord"], dependency))
+
+
+def lost(using: str, messages: Sequence[Lost], errors: Sequence[BaseException]) -> None:
+    """Tasks of workflows whose worker was lost while they ran (set aside by recovery, in the
+    caller's transaction): their errbacks, chains and chords, as for any failure."""
+    flows = []
+    for message, error in zip(messages, errors):
+        # What from_body reads of a Job (execution's Job: execution imports this module).
+        job = SimpleNamespace(task_id=message.task_id, task_name=message.task_name,
+                              queue=message.queue, priority=0, retries=0,
+                              content_type=message.content_type, body=message.body,
+                              hostname=message.worker)
+        found = from_body(job, error, states.FAILURE)  # type: ignore[arg-type]
+        if found is not None:
+            flows.append(found)
+    if flows:
+        write(operations(using), app.backend, None, flows)
+
+
+# In the worker's round: writing flows and counting chords down.
+
+
+def write(broker: Operations, backend: ResultBackend, held: set[str] | None,
+          flows: Sequence[Flow]) -> None:
+    """Write the flows of the messages this round still held (``held``: their task ids; None:
+    all), in the round's transaction, after its results; then count their chords down, and for
+    each chord that reaches zero write its body (or its failure), and so on up nested chords."""
+    pending = [f for f in flows if held is None or f.task_id in held]
+    while pending:
+        _write_flows(broker, backend, pending)
+        members: dict[str, list[Any]] = {}
+        for flow in pending:
+            for chord_id, failure in flow.members:
+                count = members.setdefault(chord_id, [0, ""])
+                count[0] += 1
+                count[1] = count[1] or failure
+        pending = []
+        for chord_id in sorted(members):  # one order for every worker: no deadlock
+            finished, failure = members[chord_id]
+            left = broker.count_down_chord(chord_id, finished, failure)
+            if left is None:
+                logger.warning("Chord %s is not in the database (deleted?): its body is not run.",
+                               chord_id)
+            elif left <= 0:
+                row = broker.finish_chord(chord_id)
+                if row is not None:
+                    pending.append(_body(backend, chord_id, *row))
+
+
+def _write_flows(broker: Operations, backend: ResultBackend, flows: Sequence[Flow]) -> None:
+    chords = [row for flow in flows for row in flow.chords]
+    if chords:
+        broker.create_chords(chords)
+    messages = [message for flow in flows for message in flow.messages]
+    if len(messages) == 1:
+        broker.publish_one(messages[0], timezone.now())
+    elif messages:
+        broker.publish_many(messages, timezone.now())
+    records = [record for flow in flows for record in flow.records]
+    if records and backend.enabled:
+        backend.store(records)
+
+
+def _body(backend: ResultBackend, chord_id: str, failure: str, body_text: str,
+          members_text: str) -> Flow:
+    """What a chord whose last member finished leads to: its body with the members' results,
+    or, if one failed, the body's FAILURE (ChordError) and its errbacks."""
+    spec = json.loads(body_text)
+    body = Signature.from_dict(spec["body"], app=app)
+    planner = Planner(app, root_id=spec.get("root_id"), parent_id=None)
+    planner.workflow = True
+    flow = Flow(chord_id)
+    stack = spec.get("chain") or []
+    if failure:
+        error = ChordError(failure)
+        # The body's first task fails with ChordError, and the rest of its chain with it.
+        steps = body.steps() if body.subtask_type == "chain" else [body]  # type: ignore[attr-defined]
+        first, rest = steps[0], [s.as_dict() for s in reversed(steps[1:])]
+        task_id = first.options.get("task_id") or ""
+        content_type, result = dumps(exception_to_data(error), app.conf.CELERY_RESULT_SERIALIZER)
+        flow.records.append(ResultRecord(task_id, states.FAILURE, first.task, content_type,
+                                         result))
+        request = {"id": task_id, "task": first.task, "args": list(first.args),
+                   "kwargs": first.kwargs, "root_id": spec.get("root_id"), "group": None,
+                   "chord": None, "is_eager": False, "called_directly": False}
+        options = first.options
+        _fail(flow, planner, request, [s if isinstance(s, Mapping) else s.as_dict()
+                                       for s in options.get("link_error") or ()],
+              [*stack, *rest], options.get("chord"), error, None, states.FAILURE)
+        return flow.add(planner)
+    ids = json.loads(members_text)
+    found = backend.get_many(ids) if backend.enabled else {}
+    accept = app.result_accept_content()
+    values = []
+    for task_id in ids:
+        record = found.get(task_id)
+        ok = record is not None and record.state == states.SUCCESS and record.result is not None
+        values.append(loads(record.result, record.content_type, accept) if ok else None)  # type: ignore[union-attr,arg-type]
+    planner.plan(body, (values,), stack=stack)
+    return flow.add(planner)

@@ -1,0 +1,1 @@
+"""Workflows in the database: a chord's pending count is a row (:mod:`djqueue.workflow.models`)."""
