@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "CELERY_RESULT_BACKEND": None,
     "CELERY_RESULT_SERIALIZER": "json",
     "CELERY_ROUTES": None,
+    # Workers record task and worker events (djqueue_event) for `celery events` (`worker -E`).
+    "CELERY_SEND_EVENTS": False,
     "CELERY_STORE_ERRORS_EVEN_IF_IGNORED": False,
     "CELERY_TASK_RESULT_EXPIRES": 86400,
     "CELERY_TASK_SERIALIZER": "json",
@@ -68,6 +70,10 @@ DEFAULTS: dict[str, Any] = {
     "DJQUEUE_POOL_BATCH_WINDOW": 0.02,
     # djqueue's own: seconds a beat's leadership lasts unless renewed (the failover time).
     "DJQUEUE_BEAT_LEASE_SECONDS": 20.0,
+    # djqueue's own: seconds events are kept (workers delete older ones).
+    "DJQUEUE_EVENTS_EXPIRES": 3600.0,
+    # djqueue's own: "text" (Celery's lines) or "json" (one object a line) for worker and beat.
+    "DJQUEUE_LOG_FORMAT": "text",
 }
 
 #: Celery ≥4 name (as a Django setting, ``CELERY_`` namespace) -> Celery 3.1 name.
@@ -86,6 +92,7 @@ ALIASES: dict[str, str] = {
     "CELERY_TASK_IGNORE_RESULT": "CELERY_IGNORE_RESULT",
     "CELERY_TASK_QUEUES": "CELERY_QUEUES",
     "CELERY_TASK_ROUTES": "CELERY_ROUTES",
+    "CELERY_WORKER_SEND_TASK_EVENTS": "CELERY_SEND_EVENTS",
     "CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED": "CELERY_STORE_ERRORS_EVEN_IF_IGNORED",
     "CELERY_RESULT_EXPIRES": "CELERY_TASK_RESULT_EXPIRES",
     "CELERY_TASK_TRACK_STARTED": "CELERY_TRACK_STARTED",

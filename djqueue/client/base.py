@@ -14,7 +14,7 @@ from typing import Any, overload
 from django.apps import apps as django_apps
 from django.utils import timezone
 
-from . import identifiers, publishing, routing
+from . import identifiers, publishing, routing, tracing
 from .control import Control
 from ..broker.rows import MessageHead, NewMessage
 from ..backends import ResultBackend, backend_from_setting, backend_key
@@ -22,6 +22,7 @@ from ..conf import Settings
 from ..exceptions import NotRegistered
 from ..result import AsyncResult
 from ..serialization import dumps
+from ..signals import before_task_publish
 from .task import Task, build_task
 
 logger = logging.getLogger("djqueue.app")
@@ -164,7 +165,9 @@ class App:
         by_name = all(isinstance(router, Mapping) for router in routers)
         return Batch(
             routers, conf.CELERY_DEFAULT_QUEUE, conf.CELERY_DEFAULT_PRIORITY,
-            conf.CELERY_TASK_SERIALIZER, timezone.now(), {} if by_name else None,
+            conf.CELERY_TASK_SERIALIZER, timezone.now(),
+            # Reusing a head skips build_message, where before_task_publish is sent.
+            {} if by_name and not before_task_publish.receivers else None,
         )
 
     def build_message(
@@ -242,6 +245,10 @@ class App:
             payload["eta"] = available_at.isoformat()
         if expires_at is not None:
             payload["expires"] = expires_at.isoformat()
+        if before_task_publish.receivers:
+            task_id = task_id or str(uuid.uuid4())
+            tracing.before_publish(name, task_id, payload, queue_name, priority_value,
+                                   (time_limit, soft_time_limit))
         content_type, body = dumps(payload, serializer)
         head = MessageHead(name, queue_name, priority_value, available_at, expires_at,
                            content_type, time_limit, soft_time_limit)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from . import annotations
+from . import annotations, tracing
 from .. import states
 from ..exceptions import MaxRetriesExceededError, Retry
 from ..canvas import Signature
@@ -65,6 +65,7 @@ class Context:
         self.expires: str | None = None
         self.hostname: str | None = None
         self.delivery_info: dict[str, Any] = {}
+        self.headers: dict[str, Any] | None = None  # those a before_task_publish receiver added
         self.called_directly = True
         self.__dict__.update(fields)
 
@@ -222,18 +223,24 @@ class Task:
         retries = 0
         while True:  # an eager retry runs again at once
             self.push_request(id=task_id, args=args, kwargs=kwargs, is_eager=True, retries=retries)
+            trace, state, retval = tracing.Trace.begin(self, task_id, args, kwargs), None, None
             try:
-                value = self.run(*args, **kwargs)
+                value = retval = self.run(*args, **kwargs)
+                state = states.SUCCESS
             except Retry as retry:
+                state, retval = states.RETRY, retry
                 args = list(retry.call_args) if retry.call_args is not None else args
                 kwargs = dict(retry.call_kwargs) if retry.call_kwargs is not None else kwargs
                 retries += 1
                 continue
             except Exception as exc:
+                state, retval = states.FAILURE, exc
                 if throw:
                     raise
                 return EagerResult(task_id, exc, states.FAILURE, traceback.format_exc())
             finally:
+                if trace is not None and state is not None:
+                    trace.end(state, retval)
                 self.pop_request()
             return EagerResult(task_id, value, states.SUCCESS)
 

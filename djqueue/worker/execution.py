@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from .. import states
 from ..client.base import app
+from ..client.tracing import Trace, internal_error
 from ..exceptions import (
     DecodeError, EncodeError, NotRegistered, Retry, SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerLostError,
 )
@@ -82,11 +83,12 @@ class Outcome:
     kwargs_repr: str = ""
     retry_at: datetime.datetime | None = None
     retry_body: str | None = None
+    retval: Any = None  # the value or exception, for the signals here; not sent to the worker
 
 
 #: The fields of an Outcome besides its job, in order: what a pool process sends back (the worker
 #: already has the job, and a plain tuple is several times cheaper to pickle than the object).
-_OUTCOME_FIELDS = tuple(name for name in Outcome.__slots__ if name != "job")
+_OUTCOME_FIELDS = tuple(name for name in Outcome.__slots__ if name not in ("job", "retval"))
 
 
 def outcome_to_wire(outcome: Outcome) -> tuple[Any, ...]:
@@ -191,6 +193,7 @@ def execute(job: Job) -> Outcome:
         return _execute(job)
     except Exception as exc:  # noqa: BLE001 - user code reached from djqueue's own handling
         logger.exception("Could not record the outcome of %s[%s]", job.task_name, job.task_id)
+        internal_error(app.tasks.get(job.task_name), job.task_id, exc)
         error = EncodeError(f"Could not record the outcome of {job.task_name}: {safe_repr(exc)}")
         return unrun(job, error, app.conf.CELERY_RESULT_SERIALIZER)
 
@@ -212,9 +215,10 @@ def _execute(job: Job) -> Outcome:
     _check_connections()
     task.push_request(
         id=job.task_id, args=args, kwargs=kwargs, retries=job.retries, hostname=job.hostname,
-        eta=payload.get("eta"), expires=payload.get("expires"),
+        eta=payload.get("eta"), expires=payload.get("expires"), headers=payload.get("headers"),
         delivery_info={"routing_key": job.queue, "priority": job.priority},
     )
+    trace = Trace.begin(task, job.task_id, args, kwargs)
     try:
         with _SoftLimit(job.soft_time_limit):
             value = task.run(*args, **kwargs)
@@ -234,6 +238,7 @@ def _execute(job: Job) -> Outcome:
             )
     else:
         outcome.result_repr = _short_repr(value)
+        outcome.retval = value
         outcome.store = not ignore_result
         if outcome.store:
             try:
@@ -241,6 +246,8 @@ def _execute(job: Job) -> Outcome:
             except EncodeError as exc:
                 _failed(outcome, exc, result_serializer)
     finally:
+        if trace is not None:
+            trace.end(outcome.state, outcome.retval)
         task.pop_request()
         _last_task_end = time.monotonic()
     outcome.runtime = time.perf_counter() - started
@@ -249,6 +256,7 @@ def _execute(job: Job) -> Outcome:
 
 def _failed(outcome: Outcome, exc: BaseException, serializer: str) -> None:
     outcome.state = states.FAILURE
+    outcome.retval = exc
     outcome.traceback = readable(traceback.format_exc())
     outcome.content_type, outcome.result = _encode_exception(exc, serializer)
     outcome.result_repr = _short_repr(exc)
@@ -256,6 +264,7 @@ def _failed(outcome: Outcome, exc: BaseException, serializer: str) -> None:
 
 def _retrying(outcome: Outcome, retry: Retry, payload: dict[str, Any], serializer: str) -> None:
     outcome.state = states.RETRY
+    outcome.retval = retry
     outcome.action = "retry"
     when = retry.when if isinstance(retry.when, datetime.datetime) else timezone.now()
     outcome.retry_at = when

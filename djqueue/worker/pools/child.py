@@ -11,6 +11,7 @@ from multiprocessing.connection import Connection
 
 from django.db import connections
 
+from ... import signals
 from ..execution import Job, execute, job_from_wire, outcome_to_wire
 
 
@@ -48,6 +49,7 @@ def child_main(
     signal.set_wakeup_fd(-1)
     for other in inherited:  # ends that belong to the parent and the other children
         other.close()
+    signals.worker_process_init.send(sender=None)
     done = 0
     while max_tasks is None or done < max_tasks:
         if not conn.poll(1.0):
@@ -66,6 +68,7 @@ def child_main(
         except OSError:
             break  # the worker is gone (its end of the pipe closed): nobody to answer
         done += len(jobs)
+    signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
     connections.close_all()
 
 
