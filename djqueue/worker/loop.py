@@ -211,7 +211,8 @@ class Worker(Lifecycle):
                 self._pending.append(refusal(self.job_for(message)))
                 signaling.refused(self, message)
                 continue
-            logger.info("Received task: %s[%s]", message.task_name, message.task_id)
+            logger.info("Received task: %s[%s]", message.task_name, message.task_id,
+                        extra={"djqueue_task": message})
             signaling.received(self, message)
             if message.started:
                 started.force(self.job_for(message))
