@@ -46,13 +46,18 @@ def add_arguments(parser: ArgumentParser) -> None:
                         help="Show what is stored (see --since) and exit instead of following.")
 
 
+def _one_line(value: object) -> str:
+    """A field's text with its line breaks escaped (a traceback), so an event stays a line."""
+    return str(value).rstrip("\n").replace("\n", "\\n")
+
+
 def describe(event: Event) -> str:
     """One dump line."""
     stamp = timezone.localtime(event.timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     data = event.data()
     if event.type == "task-received":  # Celery shows the call first
         data = {"args": data.pop("args", "[]"), "kwargs": data.pop("kwargs", "{}"), **data}
-    fields = ", ".join(f"{key}={value}" for key, value in data.items()
+    fields = ", ".join(f"{key}={_one_line(value)}" for key, value in data.items()
                        if key not in _HIDDEN and value not in (None, ""))
     subject = f" {event.task_name}({event.task_id})" if event.task_id else ""
     return f"{event.hostname} [{stamp}] {event.type.replace('-', ' ')}:{subject} {fields}".rstrip()
