@@ -16,9 +16,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from djqueue.client.base import app
 from djqueue.contrib import opentelemetry as djqueue_otel
 from example_project.demo.tasks import DemoError, fail
-from tests import fault_tasks, observed_tasks
+from tests import fault_tasks
 from tests.conftest import ROOT, wait_until
 
 
@@ -44,7 +45,9 @@ def test_signals_events_json_logs_and_a_trace_across_a_real_worker(
     djqueue_otel.instrument(tracer_provider=provider)
     try:
         with provider.get_tracer("test").start_as_current_span("web request") as web:
-            logged = observed_tasks.logged.delay("a")
+            # By name: importing tests.observed_tasks here would connect its task logger's
+            # receivers in this process, for every later test.
+            logged = app.send_task("tests.observed_tasks.logged", ("a",))
             failed = fail.delay("on purpose")
             retried = fault_tasks.flaky.delay("k", 1)
     finally:

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from djqueue import signals, states
 from djqueue.canvas import group
+from djqueue.cli.logs import configure_logging
 from djqueue.client.base import app
 from djqueue.client.tracing import ExceptionInfo, Trace
 from djqueue.contrib import opentelemetry as djqueue_otel
@@ -338,3 +339,19 @@ def test_einfo_formats_like_a_traceback() -> None:
         einfo = ExceptionInfo(exc)
     assert str(einfo) == "".join(traceback.format_exception(einfo.exception))
     assert einfo.type is DemoError and einfo.tb is einfo.exception.__traceback__
+
+
+def test_a_setup_logging_receiver_takes_the_set_up_over(heard, tmp_path) -> None:
+    calls = heard(signals.after_setup_logger, signals.after_setup_task_logger)
+    root, task_logger = logging.getLogger(), logging.getLogger("djqueue.task")
+    handlers = (list(root.handlers), list(task_logger.handlers))
+
+    def own_logging(**kwargs: Any) -> str:
+        return "configured"
+
+    signals.setup_logging.connect(own_logging)
+    try:
+        configure_logging("INFO", str(tmp_path / "worker.log"))
+    finally:
+        signals.setup_logging.disconnect(own_logging)
+    assert (list(root.handlers), list(task_logger.handlers)) == handlers and calls == []
