@@ -32,6 +32,8 @@ _UID = "djqueue.contrib.opentelemetry"
 _publishing: dict[str, trace.Span] = {}
 _running: dict[str, tuple[trace.Span, object]] = {}
 _tracer: trace.Tracer | None = None
+#: Producer spans kept at most: a send whose write raised never gets its after_task_publish.
+MAX_UNWRITTEN = 1000
 
 
 def instrument(tracer_provider: trace.TracerProvider | None = None) -> None:
@@ -61,6 +63,8 @@ def _before_publish(sender: str, headers: dict[str, Any], routing_key: str = "",
     previous = _publishing.pop(task_id, None)  # the same id sent again before it was written
     if previous is not None:
         previous.end()
+    if len(_publishing) >= MAX_UNWRITTEN:  # sends whose write raised: no after_task_publish
+        _publishing.pop(next(iter(_publishing))).end()
     _publishing[task_id] = span
 
 
