@@ -87,7 +87,7 @@ def test_celery_events_dump_prints_each_event_and_the_table_shows_the_last_state
     assert f"task received: tasks.add({result.id}) args=[4, 4], kwargs={{}}" in lines[0]
     assert f"task succeeded: tasks.add({result.id}) result=8, runtime=" in lines[2]
     assert "processed=1" in lines[3] and "sw_ident" not in lines[3]
-    assert err.getvalue() == ""  # events are on here: no hint
+    assert err.getvalue() == ""  # there are events: no hint
     table = io.StringIO()
     events_cli.run({"dump": False, "interval": 0.1, "since": 600, "once": True}, table, err)
     text = table.getvalue()
@@ -95,11 +95,14 @@ def test_celery_events_dump_prints_each_event_and_the_table_shows_the_last_state
     assert f"{result.id}  tasks.add" in text and "SUCCESS" in text
 
 
-def test_only_new_events_without_since_and_a_hint_when_events_are_off() -> None:
-    Event.objects.create(type="worker-online", hostname="old@test", timestamp=timezone.now())
+def test_only_new_events_without_since_and_a_hint_when_there_are_none() -> None:
     out, err = io.StringIO(), io.StringIO()
     events_cli.run({"dump": True, "interval": 0.1, "since": None, "once": True}, out, err)
     assert out.getvalue() == "" and "-E" in err.getvalue()
+    Event.objects.create(type="worker-online", hostname="old@test", timestamp=timezone.now())
+    out, err = io.StringIO(), io.StringIO()
+    events_cli.run({"dump": True, "interval": 0.1, "since": None, "once": True}, out, err)
+    assert out.getvalue() == "" and err.getvalue() == ""
 
 
 def test_old_events_are_pruned() -> None:

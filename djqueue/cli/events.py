@@ -91,8 +91,8 @@ def table(events: Iterable[Event], now: datetime.datetime) -> str:
 def run(options: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
     using = app.conf.broker_alias
     events = Event.objects.using(using)
-    if not app.conf.CELERY_SEND_EVENTS:
-        stderr.write("Note: workers write events only when started with -E (or with "
+    if not events.exists():
+        stderr.write("No events yet: workers write them only when started with -E (or with "
                      "CELERY_SEND_EVENTS = True).\n")
     if options["since"] is not None:
         cutoff = timezone.now() - datetime.timedelta(seconds=options["since"])
