@@ -49,6 +49,8 @@ DEFAULTS: dict[str, Any] = {
     "CELERY_RESULT_BACKEND": None,
     "CELERY_RESULT_SERIALIZER": "json",
     "CELERY_ROUTES": None,
+    # Workers record task and worker events (djqueue_event) for `celery events` (`worker -E`).
+    "CELERY_SEND_EVENTS": False,
     "CELERY_STORE_ERRORS_EVEN_IF_IGNORED": False,
     "CELERY_TASK_RESULT_EXPIRES": 86400,
     "CELERY_TASK_SERIALIZER": "json",
@@ -75,6 +77,10 @@ DEFAULTS: dict[str, Any] = {
     # djqueue's own: the database alias (in DATABASES) workers LISTEN on, when the broker's alias
     # goes through a pooler in transaction mode; it must connect to PostgreSQL directly.
     "DJQUEUE_LISTEN_DATABASE": None,
+    # djqueue's own: seconds events are kept (workers delete older ones).
+    "DJQUEUE_EVENTS_EXPIRES": 3600.0,
+    # djqueue's own: "text" (Celery's lines) or "json" (one object a line) for worker and beat.
+    "DJQUEUE_LOG_FORMAT": "text",
 }
 
 #: Setting-name prefixes of Celery's settings. A Django setting with one of these prefixes that is

@@ -8,6 +8,7 @@ from django.db.models import Q
 
 from . import states
 from .beat.models import BeatState, PeriodicTask, PeriodicTaskRun  # noqa: F401 - beat's models
+from .events.models import Event  # noqa: F401 - the event stream's table
 from .workflow.models import Chord  # noqa: F401 - chords' counters
 
 

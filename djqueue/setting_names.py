@@ -54,6 +54,7 @@ NEW_NAMES: dict[str, str] = {
     "worker_max_tasks_per_child": "CELERYD_MAX_TASKS_PER_CHILD",
     "worker_pool": "CELERYD_POOL",
     "worker_prefetch_multiplier": "CELERYD_PREFETCH_MULTIPLIER",
+    "worker_send_task_events": "CELERY_SEND_EVENTS",
 }
 
 #: The namespace a Django project gives its Celery settings.

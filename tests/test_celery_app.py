@@ -157,9 +157,9 @@ def test_names_of_one_set_or_names_alike_in_both_are_fine() -> None:
 
 
 def test_unknown_new_names_stay_warnings() -> None:
-    found = messages(CELERY_WORKER_SEND_TASK_EVENTS=True)
+    found = messages(CELERY_WORKER_LOST_WAIT=10.0)
     assert {m.id for m in found} == {"djqueue.W001"}
-    assert "CELERY_WORKER_SEND_TASK_EVENTS" in found[0].msg
+    assert "CELERY_WORKER_LOST_WAIT" in found[0].msg
 
 
 def test_an_async_result_is_its_id() -> None:

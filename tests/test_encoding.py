@@ -114,14 +114,16 @@ def test_a_row_that_is_not_valid_utf8_is_set_aside(
 def test_a_log_file_keeps_a_line_with_a_lone_surrogate(tmp_path: Path) -> None:
     """A task's own log line may carry one (a file name): ``--logfile`` writes it escaped, as
     stderr does, instead of dropping the line with '--- Logging error ---'."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    root, task_logger = logging.getLogger(), logging.getLogger("djqueue.task")
+    handlers, level = list(root.handlers) + list(task_logger.handlers), root.level
     configure_logging("INFO", str(tmp_path / "worker.log"))
     try:
         logging.getLogger("djqueue.worker").error("cannot open \udcff.txt")
     finally:
-        for handler in set(root.handlers) - set(handlers):
-            root.removeHandler(handler)
-            handler.close()
+        for logger in (root, task_logger):
+            for handler in set(logger.handlers) - set(handlers):
+                logger.removeHandler(handler)
+                handler.close()
         root.setLevel(level)
+        task_logger.propagate = True
     assert "cannot open \\udcff.txt" in (tmp_path / "worker.log").read_text()

@@ -31,6 +31,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 from django.db.models import F, Q
 from django.utils import timezone
 
+from .. import signals
 from ..broker import operations
 from ..client.base import App
 from .models import STATE_ID, BeatState, PeriodicTask, PeriodicTaskRun
@@ -225,6 +226,7 @@ class Beat:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
         }
         logger.info("beat: Starting...")
+        signals.beat_init.send(sender=self)
         try:
             while not self._stop:
                 try:
@@ -248,7 +250,9 @@ class Beat:
 
 
 def _run_embedded(app: App, parent_pid: int) -> None:
-    Beat(app).run(parent_pid=parent_pid)
+    beat = Beat(app)
+    signals.beat_embedded_init.send(sender=beat)  # then beat_init, as Celery sends them
+    beat.run(parent_pid=parent_pid)
 
 
 def start_embedded(app: App) -> multiprocessing.process.BaseProcess:

@@ -42,10 +42,16 @@ def add_arguments(parser: ArgumentParser) -> None:
                         help="Replace a pool child after it ran this many tasks.")
     parser.add_argument("-B", "--beat", action="store_true",
                         help="Also run the periodic-task scheduler, in a child process.")
+    parser.add_argument("-E", "--task-events", "--events", action="store_true",
+                        dest="task_events",
+                        help="Write task and worker events for `celery events` "
+                             "(default CELERY_SEND_EVENTS).")
 
 
 def run(options: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
     configure_logging(options["loglevel"], options["logfile"])
+    if options["task_events"]:
+        app.conf.CELERY_SEND_EVENTS = True
     worker = Worker(
         app,
         queues=options["queues"],

@@ -14,7 +14,7 @@ from typing import Any, overload
 from django.apps import apps as django_apps
 from django.utils import timezone
 
-from . import celery_app, identifiers, launch, publishing, routing
+from . import celery_app, identifiers, launch, publishing, routing, tracing
 from .call_checks import check_time_limits
 from .control import Control
 from .headers import take_headers
@@ -24,6 +24,7 @@ from ..conf import Settings
 from ..exceptions import NotRegistered
 from ..result import AsyncResult
 from ..serialization import dumps
+from ..signals import before_task_publish
 from .signature import Signature
 from .task import Task, build_task
 
@@ -184,7 +185,9 @@ class App:
         by_name = all(isinstance(router, Mapping) for router in routers)
         return Batch(
             routers, conf.CELERY_DEFAULT_QUEUE, conf.CELERY_DEFAULT_PRIORITY,
-            conf.CELERY_TASK_SERIALIZER, timezone.now(), {} if by_name else None,
+            conf.CELERY_TASK_SERIALIZER, timezone.now(),
+            # Reusing a head skips build_message, where before_task_publish is sent.
+            {} if by_name and not before_task_publish.receivers else None,
         )
 
     def build_message(
@@ -275,6 +278,10 @@ class App:
             payload["expires"] = expires_at.isoformat()
         if headers:
             payload["headers"] = headers
+        if before_task_publish.receivers:  # receivers may add headers (a trace's context)
+            task_id = task_id or str(uuid.uuid4())
+            tracing.before_publish(name, task_id, payload, queue_name, priority_value,
+                                   (time_limit, soft_time_limit))
         content_type, body = dumps(payload, serializer)
         head = MessageHead(name, queue_name, priority_value, available_at, expires_at,
                            content_type, time_limit, soft_time_limit)

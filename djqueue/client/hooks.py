@@ -35,7 +35,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import eager
+from . import eager, tracing
 from .. import states
 from ..backends import ResultRecord
 from ..exceptions import Ignore, Reject, Retry
@@ -191,10 +191,15 @@ def apply(task: Task, args: Iterable[Any] | None, kwargs: Mapping[str, Any] | No
             headers, id=task_id, args=args, kwargs=kwargs, is_eager=True, retries=retries,
             hostname=HOSTNAME, correlation_id=task_id, delivery_info={"is_eager": True},
         )
+        trace = tracing.Trace.begin(task, task_id, args, kwargs)  # None without receivers
+        state, retval = None, None
         try:
             try:
-                value = hooks.run(task_id, args, kwargs) if hooks else task.run(*args, **kwargs)
+                value = retval = (hooks.run(task_id, args, kwargs) if hooks
+                                  else task.run(*args, **kwargs))
+                state = states.SUCCESS
             except Retry as retry:
+                state, retval = states.RETRY, retry
                 if hooks:
                     hooks.finish(states.RETRY, retry, task_id, args, kwargs, eager=True)
                 args = list(retry.call_args) if retry.call_args is not None else args
@@ -206,6 +211,7 @@ def apply(task: Task, args: Iterable[Any] | None, kwargs: Mapping[str, Any] | No
                 state = states.REJECTED if isinstance(exc, Reject) else states.IGNORED
                 return EagerResult(task_id, exc, state, traceback.format_exc())
             except Exception as exc:
+                state, retval = states.FAILURE, exc
                 failed = EagerResult(task_id, exc, states.FAILURE, traceback.format_exc())
                 if throw:
                     eager.follow(task, failed, task.request, options)  # errbacks, then raise
@@ -218,6 +224,8 @@ def apply(task: Task, args: Iterable[Any] | None, kwargs: Mapping[str, Any] | No
             return eager.follow(task, EagerResult(task_id, value, states.SUCCESS), task.request,
                                 options)
         finally:
+            if trace is not None and state is not None:
+                trace.end(state, retval)
             task.pop_request()
 
 

@@ -17,6 +17,8 @@ from django.utils import timezone
 
 from ..broker import operations
 from ..broker.rows import NewMessage
+from ..signals import after_task_publish
+from . import tracing
 
 #: Byte maps that set a UUID's version (4, in the 7th byte) and variant (RFC 4122, the 9th).
 _VERSION_4 = bytes((byte & 0x0F) | 0x40 for byte in range(256))
@@ -41,7 +43,7 @@ def publish(messages: Iterable[NewMessage], using: str, count: int | None = None
     iterable, which is read once, while rows are written). Inside ``transaction.atomic()`` they
     are part of the caller's transaction: workers see them (and are notified) only when it
     commits; outside one, a batch still commits as a whole."""
-    if count is None:
+    if count is None or after_task_publish.receivers:
         messages = list(messages)
         count = len(messages)
     if not count:
@@ -53,3 +55,5 @@ def publish(messages: Iterable[NewMessage], using: str, count: int | None = None
         broker.publish_one(message, now)
     else:
         broker.publish_many(messages, now)
+    if after_task_publish.receivers:
+        tracing.after_publish(messages)

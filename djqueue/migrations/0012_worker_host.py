@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("djqueue", "0005_workflow"),
+        ("djqueue", "0007_events"),
     ]
 
     operations = [

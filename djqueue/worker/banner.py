@@ -27,7 +27,8 @@ def banner(worker: Worker) -> str:
         f"{db.settings_dict.get('NAME')})",
         f"- ** ---------- .> results:     {backend}",
         f"- *** --- * --- .> concurrency: {worker.concurrency} ({worker.pool_name})",
-        "-- ******* ----",
+        "-- ******* ---- .> task events: "
+        + ("ON" if worker.events.enabled else "OFF (enable -E to monitor tasks in this worker)"),
         "--- ***** ----- ",
         " -------------- [queues]",
     ]

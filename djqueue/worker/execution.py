@@ -23,6 +23,7 @@ from django.utils import timezone
 from .. import states
 from ..client.base import app
 from ..client.hooks import hooks_of
+from ..client.tracing import Trace, internal_error
 from ..exceptions import (
     DecodeError, EncodeError, Ignore, NotRegistered, Reject, Replaced, Retry,
     SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerLostError,
@@ -90,11 +91,12 @@ class Outcome:
     logged: bool = False  # the pool process logged it already (Reject, Ignore)
     #: What follows the task in its workflow, written with its outcome (:mod:`.flow`).
     flow: flow.Flow | None = None
+    retval: Any = None  # the value or exception, for the signals here; not sent to the worker
 
 
 #: The fields of an Outcome besides its job, in order: what a pool process sends back (the worker
 #: already has the job, and a plain tuple is several times cheaper to pickle than the object).
-_OUTCOME_FIELDS = tuple(name for name in Outcome.__slots__ if name != "job")
+_OUTCOME_FIELDS = tuple(name for name in Outcome.__slots__ if name not in ("job", "retval"))
 
 
 def outcome_to_wire(outcome: Outcome) -> tuple[Any, ...]:
@@ -199,6 +201,7 @@ def execute(job: Job) -> Outcome:
         return _execute(job)
     except Exception as exc:  # noqa: BLE001 - user code reached from djqueue's own handling
         logger.exception("Could not record the outcome of %s[%s]", job.task_name, job.task_id)
+        internal_error(app.tasks.get(job.task_name), job.task_id, exc)
         error = EncodeError(f"Could not record the outcome of {job.task_name}: {safe_repr(exc)}")
         return unrun(job, error, app.conf.CELERY_RESULT_SERIALIZER)
 
@@ -224,6 +227,7 @@ def _execute(job: Job) -> Outcome:
     workflow = not flow.FIELDS.isdisjoint(payload)
     hooks = hooks_of(task)
     retval: Any = outcome  # what the handlers are given: the value or the exception
+    trace = Trace.begin(task, job.task_id, args, kwargs)
     try:
         with _SoftLimit(job.soft_time_limit):
             retval = value = (hooks.run(job.task_id, args, kwargs) if hooks
@@ -254,6 +258,7 @@ def _execute(job: Job) -> Outcome:
                 outcome.flow = flow.failed(job, payload, exc, outcome.traceback)
     else:
         outcome.result_repr = _short_repr(value)
+        outcome.retval = value
         outcome.store = not ignore_value or "chord" in payload  # a chord body reads it
         if outcome.store:
             try:
@@ -268,6 +273,8 @@ def _execute(job: Job) -> Outcome:
     finally:
         if hooks is not None and retval is not outcome:
             hooks.finish(outcome.state, retval, job.task_id, args, kwargs)
+        if trace is not None:
+            trace.end(outcome.state, outcome.retval)
         task.pop_request()
         _last_task_end = time.monotonic()
     outcome.runtime = time.perf_counter() - started
@@ -276,6 +283,7 @@ def _execute(job: Job) -> Outcome:
 
 def _failed(outcome: Outcome, exc: BaseException, serializer: str) -> None:
     outcome.state = states.FAILURE
+    outcome.retval = exc
     outcome.traceback = readable(traceback.format_exc())
     outcome.content_type, outcome.result = _encode_exception(exc, serializer)
     outcome.result_repr = _short_repr(exc)
@@ -283,6 +291,7 @@ def _failed(outcome: Outcome, exc: BaseException, serializer: str) -> None:
 
 def _retrying(outcome: Outcome, retry: Retry, payload: dict[str, Any], serializer: str) -> None:
     outcome.state = states.RETRY
+    outcome.retval = retry
     outcome.action = "retry"
     when = retry.when if isinstance(retry.when, datetime.datetime) else timezone.now()
     outcome.retry_at = when
@@ -305,32 +314,33 @@ def log_outcome(outcome: Outcome) -> None:
     name, task_id = outcome.shadow or outcome.job.task_name, outcome.job.task_id
     if outcome.logged:
         return
+    extra = {"djqueue_task": outcome.job}  # the task's fields, for the JSON log format
     if outcome.state == states.SUCCESS:
         logger.info("Task %s[%s] succeeded in %.4fs: %s", name, task_id, outcome.runtime,
-                    outcome.result_repr)
+                    outcome.result_repr, extra=extra)
     elif outcome.action == "retry":
         logger.info("Task %s[%s] retry: Retry at %s: %s", name, task_id,
                     outcome.retry_at.isoformat() if outcome.retry_at else "?",
-                    outcome.result_repr)
+                    outcome.result_repr, extra=extra)
     elif outcome.action == "release":
         logger.warning("Task %s[%s] returned to the queue: its pool process stopped before it "
-                       "began.", name, task_id)
+                       "began.", name, task_id, extra=extra)
     elif outcome.action == "requeue":
         logger.warning("Task %s[%s] was cut short (%s); acks_late: returned to the queue.",
-                       name, task_id, outcome.result_repr)
+                       name, task_id, outcome.result_repr, extra=extra)
     elif outcome.state == states.REVOKED:
-        logger.warning("Task %s[%s] revoked: %s", name, task_id, outcome.result_repr)
+        logger.warning("Task %s[%s] revoked: %s", name, task_id, outcome.result_repr, extra=extra)
     elif outcome.state == states.IGNORED:
-        logger.info("Task %s[%s] ignored", name, task_id)
+        logger.info("Task %s[%s] ignored", name, task_id, extra=extra)
     elif outcome.traceback:
         logger.error("Task %s[%s] raised unexpected: %s\n%s", name, task_id,
-                     outcome.result_repr, outcome.traceback.rstrip())
+                     outcome.result_repr, outcome.traceback.rstrip(), extra=extra)
     elif outcome.action == "reject":
         logger.error("Task %s[%s] set aside (state 'rejected'), not run: %s", name, task_id,
-                     outcome.result_repr)
+                     outcome.result_repr, extra=extra)
     else:
         logger.error("Task handler raised error: %s (task %s[%s])", outcome.result_repr,
-                     name, task_id)
+                     name, task_id, extra=extra)
 
 
 def unrun(

@@ -25,6 +25,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from .. import signals
 from ..broker import operations
 from .. import states
 from ..backends import ResultRecord
@@ -160,6 +161,8 @@ class Heartbeat(threading.Thread):
                 self.beat()
             except Exception:  # a dead heartbeat would let others take our messages: keep going
                 logger.exception("Heartbeat failed; will try again.")
+            else:
+                signals.heartbeat_sent.send(sender=self)
 
     def poke(self, dead_rows: int = 0) -> None:
         """Beat now rather than at the next interval (the worker does when it turns idle after
@@ -180,6 +183,7 @@ class Heartbeat(threading.Thread):
                     processed=worker.processed,
                     active=json.dumps(worker.active_tasks()),
                 )
+                worker.events.heartbeat()
                 broker = operations(worker.using)
                 broker.extend_leases(worker.node_id, worker.heartbeat_timeout)
                 backend = worker.backend

@@ -19,6 +19,7 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.functions import Now
 
+from .. import signals
 from ..broker import operations
 from ..broker.rows import Claimed
 from ..broker.listen import Listener
@@ -28,6 +29,7 @@ from ..exceptions import ImproperlyConfigured
 from ..models import WorkerNode
 from . import heartbeat
 from .control import ControlPanel
+from .events import Events
 from .execution import Outcome
 from .expiry import PeriodicCleanup
 from .options import TaskOptions
@@ -67,6 +69,12 @@ class Lifecycle(abc.ABC):
     ) -> None:
         conf = app.conf
         self.app = app
+        self.hostname = default_hostname(hostname)
+        signals.celeryd_init.send(sender=self.hostname, instance=self, conf=conf, options={
+            "queues": queues, "concurrency": concurrency, "pool": pool, "hostname": hostname,
+            "prefetch_multiplier": prefetch_multiplier, "poll_interval": poll_interval,
+            "time_limit": time_limit, "soft_time_limit": soft_time_limit,
+            "max_tasks_per_child": max_tasks_per_child})
         self.using = conf.broker_alias
         self.queues = routing.worker_queues(conf, queues)
         self.concurrency = int(concurrency or conf.CELERYD_CONCURRENCY or os.cpu_count() or 1)
@@ -79,7 +87,6 @@ class Lifecycle(abc.ABC):
             raise ImproperlyConfigured("Concurrency must be at least 1")
         if self.pool_name == "solo":
             self.concurrency = 1
-        self.hostname = default_hostname(hostname)
         multiplier = (
             conf.CELERYD_PREFETCH_MULTIPLIER if prefetch_multiplier is None else prefetch_multiplier
         )
@@ -128,11 +135,15 @@ class Lifecycle(abc.ABC):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.listener = Listener(self.using, self.queues, conf.DJQUEUE_LISTEN_DATABASE)
+        self.events = Events(self)
+        self._stop_signal: str | None = None
+        signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=conf)
 
     # Life cycle.
 
     def start(self) -> None:
         """Load the task modules, register this worker and start the pool."""
+        signals.worker_init.send(sender=self)
         broker = operations(self.using)  # fail early on a database that cannot be a broker
         if self.pool_name == "prefork":  # only djqueue's statements run in this process
             broker.steer_worker_planner([threading.main_thread().name, heartbeat.THREAD_NAME])
@@ -155,6 +166,8 @@ class Lifecycle(abc.ABC):
                                               self._lent_connection())
         self._heartbeat.start()
         logger.info("%s ready.", self.hostname)
+        signals.worker_ready.send(sender=self)
+        self.events.online()
         try:
             while not self.finished:
                 self.loop()
@@ -167,10 +180,12 @@ class Lifecycle(abc.ABC):
             self.pool.stop()
             self._heartbeat.stop()
             self.with_db_retry(self._mark_stopped)
+            self.events.offline()
             self.listener.close()
             signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            signals.worker_shutdown.send(sender=self)
 
     def _lent_connection(self) -> BaseDatabaseWrapper | None:
         """The loop's connection, for the heartbeat thread to use in turn (one connection for
@@ -187,6 +202,7 @@ class Lifecycle(abc.ABC):
         )
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        self._stop_signal = signal.Signals(signum).name
         if signum == signal.SIGQUIT or (signum == signal.SIGINT and self.stop_requested):
             self.stop_requested = "cold"
         elif not self.stop_requested:
@@ -248,6 +264,8 @@ class Lifecycle(abc.ABC):
         if self._announced_stop != self.stop_requested:
             self._announced_stop = self.stop_requested
             logger.warning("worker: %s shutdown (MainProcess)", (self.stop_requested or "").title())
+            signals.worker_shutting_down.send(sender=self.hostname, sig=self._stop_signal,
+                                              how=(self.stop_requested or "").title(), exitcode=0)
         if self._reserved:
             self._give_back_reserved()
         if self.stop_requested == "cold" and self.pool.running():

@@ -20,7 +20,7 @@ from ..broker import operations
 from ..broker.base import DEAD_ROWS
 from ..broker.rows import Claimed, ClaimRequest
 from ..exceptions import TaskRevokedError
-from . import rounds
+from . import rounds, signaling
 from .execution import Job, Outcome, log_outcome, refused, unrun
 from .lifecycle import Lifecycle
 from .pools import Plan
@@ -48,6 +48,7 @@ class Worker(Lifecycle):
             self._control.poll()  # remote-control commands, twice a second
             self._check_revocations()
             self._round()
+            self.events.flush()
             extra = [self._wake_r, *self.listener.waitables()]  # may (re)open the listener
         outcomes = self.pool.wait(self.listener.limit(self._wait_timeout()), extra=extra)
         self._drain_wakeups()
@@ -111,6 +112,7 @@ class Worker(Lifecycle):
         """One round trip; True when it claimed messages that the pool can take at once (or
         that must be settled without running), for another round to start them."""
         outcomes, self._pending = self._pending, []
+        self.events.outcomes(outcomes)
         writes = rounds.settle(outcomes, self.hostname, self.backend.enabled)
         taken: list[Claimed] = []
         plan = None if self.stop_requested else self._plan(writes, taken)
@@ -155,6 +157,7 @@ class Worker(Lifecycle):
         if gone:
             plan.discard(gone)
         if plan.jobs:
+            self.events.started(plan.jobs)
             self.pool.submit(plan)
 
     def _plan(self, writes: rounds.Round, taken: list[Claimed]) -> Plan:
@@ -202,19 +205,24 @@ class Worker(Lifecycle):
             if self._heartbeat and burst >= DEAD_ROWS // 2:
                 self._processed_at_poke = self.processed
                 self._heartbeat.poke(dead_rows=2 * burst)  # a claim and an ack leave one each
+        self.events.received(claimed)
         registry = self.app.tasks
         started = self.pool.plan()
         for message in claimed:
             refusal = refused(message, registry, self.result_serializer)
             if refusal is not None:
                 self._pending.append(refusal(self.job_for(message)))
+                signaling.refused(self, message)
                 continue
-            logger.info("Received task: %s[%s]", message.task_name, message.task_id)
+            logger.info("Received task: %s[%s]", message.task_name, message.task_id,
+                        extra={"djqueue_task": message})
+            signaling.received(self, message)
             if message.started:
                 started.force(self.job_for(message))
             else:
                 self._reserved.append(message)
         if started.jobs:
+            self.events.started(started.jobs)
             self.pool.submit(started)
 
     def job_for(self, message: Claimed) -> Job:
@@ -238,12 +246,14 @@ class Worker(Lifecycle):
             self._reserved = collections.deque(m for m in self._reserved if m.task_id not in revoked)
             for message in dropped:
                 logger.info("Discarding revoked task: %s[%s]", message.task_name, message.task_id)
+                signaling.revoked(self, message)
             self._pending.extend(unrun(self.job_for(m), TaskRevokedError("revoked"),
                                        self.result_serializer, state=states.REVOKED)
                                  for m in dropped)
         for task_id, (terminate, signame) in revoked.items():
             if terminate and task_id in running:
                 logger.info("Terminating %s[%s] (%s)", running[task_id].task_name, task_id, signame)
+                signaling.revoked(self, running[task_id], terminated=True, signame=signame)
                 self.pool.terminate_job(running[task_id].message_id, signame)
 
     def finish(self, outcomes: Sequence[Outcome], log: bool = True) -> None:
@@ -252,4 +262,5 @@ class Worker(Lifecycle):
         if log:
             for outcome in outcomes:
                 log_outcome(outcome)
+        self.events.outcomes(outcomes)
         self.processed += self.settler.settle(outcomes)

@@ -21,6 +21,7 @@ from typing import Any
 
 from django.db import connections
 
+from ... import signals
 from ..execution import Job, Outcome, execute, lost
 
 logger = logging.getLogger("djqueue.pool")
@@ -141,6 +142,9 @@ class SoloPool(Pool):
     def __init__(self, concurrency: int = 1, result_serializer: str = "json", **options: Any) -> None:
         super().__init__(1, result_serializer, **options)
         self._done: list[Outcome] = []
+
+    def start(self) -> None:
+        signals.worker_process_init.send(sender=None)  # the worker is the pool process
 
     def free_slots(self) -> int:
         return 1

@@ -11,6 +11,7 @@ from multiprocessing.connection import Connection
 
 from django.db import close_old_connections, connections
 
+from ... import signals
 from ..execution import Job, execute, job_from_wire, outcome_to_wire
 
 
@@ -48,6 +49,7 @@ def child_main(
     signal.set_wakeup_fd(-1)
     for other in inherited:  # ends that belong to the parent and the other children
         other.close()
+    signals.worker_process_init.send(sender=None)
     done = 0
     while max_tasks is None or done < max_tasks:
         if not conn.poll(1.0):
@@ -70,6 +72,7 @@ def child_main(
             # opened is kept only for CONN_MAX_AGE, so an idle child holds none by default.
             close_old_connections()
         done += len(jobs)
+    signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
     connections.close_all()
 
 
