@@ -68,6 +68,10 @@ DEFAULTS: dict[str, Any] = {
     "DJQUEUE_POOL_BATCH_WINDOW": 0.02,
     # djqueue's own: seconds a beat's leadership lasts unless renewed (the failover time).
     "DJQUEUE_BEAT_LEASE_SECONDS": 20.0,
+    # djqueue's own: seconds per-minute task statistics are kept before being folded into totals.
+    "DJQUEUE_STATS_RETENTION": 7200,
+    # djqueue's own: seconds a stopped or lost worker stays in the Workers list; None: for ever.
+    "DJQUEUE_WORKER_FORGET_AFTER": 3600,
 }
 
 #: Celery ≥4 name (as a Django setting, ``CELERY_`` namespace) -> Celery 3.1 name.

@@ -8,6 +8,7 @@ from django.db.models import Q
 
 from . import states
 from .beat.models import BeatState, PeriodicTask, PeriodicTaskRun  # noqa: F401 - beat's models
+from .stats.models import TaskStat  # noqa: F401 - the task statistics (admin chart, metrics)
 
 
 class Message(models.Model):

@@ -108,6 +108,7 @@ class Worker(Lifecycle):
         """One round trip; True when it claimed messages that the pool can take at once (or
         that must be settled without running), for another round to start them."""
         outcomes, self._pending = self._pending, []
+        self.tally.add(outcomes)
         writes = rounds.settle(outcomes, self.hostname, self.backend.enabled)
         taken: list[Claimed] = []
         plan = None if self.stop_requested else self._plan(writes, taken)
@@ -249,4 +250,5 @@ class Worker(Lifecycle):
         if log:
             for outcome in outcomes:
                 log_outcome(outcome)
+        self.tally.add(outcomes)
         self.processed += self.settler.settle(outcomes)
