@@ -11,3 +11,4 @@ class DjqueueConfig(AppConfig):
         # is imported: they use the app, which loads the models, so the registry must be ready.
         from . import checks  # noqa: F401
         from .beat import checks as beat_checks  # noqa: F401
+        from .stats import checks as stats_checks  # noqa: F401

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "purge": "djqueue.cli.purge",
     "result": "djqueue.cli.result",
     "call": "djqueue.cli.call",
+    "metrics": "djqueue.cli.metrics",
 }
 
 
