@@ -123,6 +123,6 @@ class MessageAdmin(ReadOnlyAdmin):
             **self.admin_site.each_context(request),
             "title": "Task queue overview",
             "opts": self.model._meta,
-            **overview_context(),
+            **overview_context(request.GET.get("refresh")),
         }
         return TemplateResponse(request, "admin/djqueue/overview.html", context)

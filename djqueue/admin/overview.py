@@ -14,11 +14,20 @@ from .chart import minute_chart
 
 OUTCOME_WINDOWS = (5, 60)  # minutes shown in the table of finished tasks
 CHART_MINUTES = 60
-#: Seconds between the page's refreshes.
+#: Seconds between the page's refreshes (``?refresh=N`` on the page's address: 0 turns it off).
 REFRESH_SECONDS = 10
+MAX_REFRESH_SECONDS = 3600
 
 
-def overview_context() -> dict[str, Any]:
+def refresh_seconds(asked: str | None) -> int:
+    """The refresh interval ``?refresh=`` asks for, if it is a whole number of seconds from 0 to
+    an hour; else the default."""
+    if asked is not None and asked.isdigit() and int(asked) <= MAX_REFRESH_SECONDS:
+        return int(asked)
+    return REFRESH_SECONDS
+
+
+def overview_context(refresh: str | None = None) -> dict[str, Any]:
     using, conf = app.conf.broker_alias, app.conf
     lost_after = float(conf.DJQUEUE_WORKER_LOST_TIMEOUT)
     first, series = read.minute_series(using, CHART_MINUTES)
@@ -30,6 +39,6 @@ def overview_context() -> dict[str, Any]:
         "outcomes": [(minutes, monitor.recent_outcomes(using, minutes))
                      for minutes in OUTCOME_WINDOWS],
         "workers": monitor.live_workers(using, lost_after),
-        "refresh_seconds": REFRESH_SECONDS,
+        "refresh_seconds": refresh_seconds(refresh),
         "as_of": timezone.localtime(),
     }

@@ -7,7 +7,10 @@
   if (!live) {
     return;
   }
-  var every = (parseInt(live.getAttribute("data-refresh"), 10) || 10) * 1000;
+  var every = parseInt(live.getAttribute("data-refresh"), 10) * 1000;
+  if (!every) {
+    return;  // ?refresh=0
+  }
   var toggle = document.getElementById("djqueue-auto-refresh");
   var status = document.getElementById("djqueue-refresh-status");
 
