@@ -21,7 +21,7 @@ def run(options: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
         # prometheus_client is an optional extra: loaded here, so that every other subcommand
         # (which the management command loads to build its parser) works without it.
         from prometheus_client import write_to_textfile
-
+        # The same reason: djqueue.contrib.prometheus imports prometheus_client.
         from ..contrib.prometheus import exposition, registry
     except ImportError as exc:
         stderr.write(f"Error: {exc}. Install it with: pip install 'djqueue[prometheus]'\n")
