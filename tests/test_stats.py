@@ -4,6 +4,7 @@ their pruning into totals, and the pruning of old worker rows; on the real datab
 from __future__ import annotations
 
 import datetime
+import signal
 
 import pytest
 from django.db.models import Sum
@@ -19,6 +20,8 @@ from djqueue.worker.loop import Worker
 from djqueue.worker.tally import Tally
 from example_project.demo.tasks import fail
 from tasks import add
+
+from .conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -116,3 +119,35 @@ def test_a_worker_counts_what_it_settles() -> None:
     rows = {(r.task_name, r.state): r.count
             for r in TaskStat.objects.filter(worker=worker.node_id, queue="celery")}
     assert rows == {("tasks.add", "SUCCESS"): 3, ("example_project.demo.tasks.fail", "FAILURE"): 1}
+
+
+def test_real_workers_write_their_counts_with_heartbeats_and_at_shutdown(start_worker) -> None:
+    """One worker beats every half second: its counts arrive while it runs, and its first beat
+    deletes a worker row silent for hours. The other beats every 100 s, so only its clean
+    shutdown can have written what it counted."""
+    long_ago = timezone.now() - datetime.timedelta(hours=3)
+    old = WorkerNode.objects.create(hostname="old@host", pid=1, queues="celery", pool="solo",
+                                    concurrency=1, heartbeat_at=long_ago, stopped_at=long_ago)
+    beating = start_worker("-P", "threads", "-c", "2", "-Q", "beating", ready=False,
+                           settings={"DJQUEUE_WORKER_LOST_TIMEOUT": 3})
+    quiet = start_worker("-P", "threads", "-c", "2", "-Q", "quiet", ready=False,
+                         settings={"DJQUEUE_WORKER_LOST_TIMEOUT": 600})
+    for worker in (beating, quiet):
+        worker.wait_for(" ready.", timeout=60)
+    for queue in ("beating", "quiet"):
+        sent = [add.apply_async((i, i), queue=queue) for i in range(20)]
+        sent += [fail.apply_async(("no",), queue=queue) for _ in range(2)]
+        for result in sent:
+            result.get(timeout=60, propagate=False)
+
+    def counted(queue: str) -> dict[str, int]:
+        rows = TaskStat.objects.filter(queue=queue).values("state").annotate(n=Sum("count"))
+        return {row["state"]: row["n"] for row in rows}
+
+    wait_until(lambda: counted("beating") == {"SUCCESS": 20, "FAILURE": 2}, timeout=30,
+               what="the beating worker's counts")
+    assert not WorkerNode.objects.filter(pk=old.pk).exists()
+    assert counted("quiet") == {}  # nothing written before its first beat, 100 s away
+    quiet.send(signal.SIGTERM)
+    assert quiet.wait(timeout=60) == 0
+    assert counted("quiet") == {"SUCCESS": 20, "FAILURE": 2}

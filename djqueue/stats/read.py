@@ -54,7 +54,8 @@ def minute_series(using: str, minutes: int = 60,
         line = series.get(row["queue"])
         if line is None:
             line = series[row["queue"]] = QueueSeries(row["queue"], [0] * minutes, [0] * minutes)
-        (line.succeeded if row["state"] == states.SUCCESS else line.failed)[index] += row["n"]
+        # int(): SUM of an integer column is a Decimal on some databases (MySQL).
+        (line.succeeded if row["state"] == states.SUCCESS else line.failed)[index] += int(row["n"])
     return first, [series[name] for name in sorted(series)]
 
 

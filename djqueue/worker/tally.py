@@ -20,13 +20,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from django.db import DatabaseError
+
 from ..stats import store
 from ..stats.models import RUNTIME_BUCKETS
 from .execution import Outcome
 
 logger = logging.getLogger("djqueue.stats")
 
-#: Seconds between a worker's prunings (with jitter, so workers started together differ).
+#: Seconds between a worker's prunings (with jitter, so workers started together drift apart).
 PRUNE_INTERVAL = 300.0
 #: Outcomes of messages given back to the queue: the task did not finish.
 GIVEN_BACK = frozenset({"requeue", "release"})
@@ -46,7 +48,7 @@ class Tally:
         self._counts: dict[_Key, list[float]] = {}
         self._dirty: set[_Key] = set()
         self._minute = 0  # never goes back, so a written minute is never counted afresh
-        self._next_prune = time.monotonic() + PRUNE_INTERVAL * random.uniform(0.1, 1.0)
+        self._next_prune = 0.0  # the first beat prunes: what a stopped installation left
 
     def add(self, outcomes: Sequence[Outcome]) -> None:
         """Count settled outcomes in the current minute, by queue, task name and state."""
@@ -100,8 +102,13 @@ class Tally:
         if time.monotonic() < self._next_prune:
             return
         self._next_prune = time.monotonic() + PRUNE_INTERVAL * random.uniform(0.5, 1.0)
-        folded = store.rollup(using, _when(int(self._clock() - self.retention) // 60))
-        forgotten = store.forget_workers(using, self.forget_after) if self.forget_after else 0
+        try:
+            folded = store.rollup(using, _when(int(self._clock() - self.retention) // 60))
+            forgotten = store.forget_workers(using, self.forget_after) if self.forget_after else 0
+        except DatabaseError as exc:  # another worker pruning at the same time, on SQLite
+            logger.warning("Could not prune task statistics and old worker rows (%s); "
+                           "will try again.", str(exc).strip())
+            return
         if folded or forgotten:
             logger.info("Pruned %d task statistics and %d old worker row(s).", folded, forgotten)
 
