@@ -83,7 +83,8 @@ def test_admin_in_a_real_browser(browser: Browser, live_server, django_user_mode
                             " document.querySelectorAll('rect.djqueue-succeeded').length,"
                             " document.querySelectorAll('rect.djqueue-failed').length,"
                             " document.querySelector('svg.djqueue-chart').getBoundingClientRect().height]")
-    assert bars[:3] == [2, 120, 20] and bars[3] > 50  # two queues' charts, drawn at a real size
+    # Two queues' charts, a bar a minute (one may have left the hour since), drawn at a real size.
+    assert bars[0] == 2 and 118 <= bars[1] <= 120 and bars[2] == 20 and bars[3] > 50
     shot = artifact(browser.screenshot(tmp_path / "admin-overview.png"))
     print(f"\nscreenshot of the overview: {shot}")  # and listed at the end of the run
 
