@@ -144,10 +144,14 @@ def test_real_workers_write_their_counts_with_heartbeats_and_at_shutdown(start_w
         rows = TaskStat.objects.filter(queue=queue).values("state").annotate(n=Sum("count"))
         return {row["state"]: row["n"] for row in rows}
 
-    wait_until(lambda: counted("beating") == {"SUCCESS": 20, "FAILURE": 2}, timeout=30,
-               what="the beating worker's counts")
-    assert not WorkerNode.objects.filter(pk=old.pk).exists()
+    try:  # a beat writes the counts, then prunes
+        wait_until(lambda: counted("beating") == {"SUCCESS": 20, "FAILURE": 2}
+                   and not WorkerNode.objects.filter(pk=old.pk).exists(), timeout=30)
+    except AssertionError:
+        raise AssertionError(f"counted {counted('beating')}, old worker row "
+                             f"{WorkerNode.objects.filter(pk=old.pk).exists()}:\n"
+                             f"{beating.log()}") from None
     assert counted("quiet") == {}  # nothing written before its first beat, 100 s away
     quiet.send(signal.SIGTERM)
-    assert quiet.wait(timeout=60) == 0
-    assert counted("quiet") == {"SUCCESS": 20, "FAILURE": 2}
+    assert quiet.wait(timeout=60) == 0, quiet.log()
+    assert counted("quiet") == {"SUCCESS": 20, "FAILURE": 2}, quiet.log()
