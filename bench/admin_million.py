@@ -1,11 +1,13 @@
-"""Time the admin's monitor pages over a big message table (figures, never asserted).
+"""Time the admin's monitor pages and the Prometheus metrics over a big message table (figures,
+never asserted).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench python bench/admin_million.py [rows]
 
 Fills ``djqueue_message`` with ``rows`` messages (default 1,000,000; PostgreSQL only, with
-``generate_series``) and a fifth as many results, unless they are there already, then prints the
-time of each admin page and the query plans of the overview's queries. Use a scratch database:
-the tables are filled, not emptied.
+``generate_series``), a fifth as many results and two hours of task statistics from 8 worker
+processes (20 task names in 5 queues), unless they are there already, then prints the time of each
+admin page and of one metrics scrape, and the query plans of the overview's and the scrape's
+queries. Use a scratch database: the tables are filled, not emptied.
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ SELECT 'r' || i, 'tasks.t' || (i %% 20), CASE WHEN i %% 50 = 0 THEN 'FAILURE' EL
        now() - interval '1 second' * (i %% 7200)
 FROM generate_series(1, %s) AS i
 """
+FILL_STATS = """
+INSERT INTO djqueue_taskstat (minute, worker, queue, task_name, state, count, runtime_sum,
+    {buckets})
+SELECT date_trunc('minute', now()) - interval '1 minute' * m, w, 'queue' || (t %% 5),
+       'tasks.t' || t, s, 50, 0.5, {values}
+FROM generate_series(0, 119) AS m, generate_series(1, 8) AS w, generate_series(0, 19) AS t,
+     unnest(ARRAY['SUCCESS', 'FAILURE']) AS s
+"""
 
 
 def main() -> None:
@@ -55,7 +65,9 @@ def main() -> None:
         sys.exit("PostgreSQL only (generate_series)")
     setup_test_environment()
     call_command("migrate", verbosity=0)
-    from djqueue.models import Message, TaskResult
+    from djqueue.contrib.prometheus import exposition
+    from djqueue.models import Message, TaskResult, TaskStat
+    from djqueue.stats.models import BUCKET_FIELDS
 
     if Message.objects.count() < rows:
         started = time.perf_counter()
@@ -65,7 +77,13 @@ def main() -> None:
             cursor.execute("VACUUM ANALYZE djqueue_message")
             cursor.execute("VACUUM ANALYZE djqueue_taskresult")
         print(f"filled {rows} messages, {rows // 5} results in {time.perf_counter() - started:.1f}s")
-    print(f"messages: {Message.objects.count()}, results: {TaskResult.objects.count()}")
+    if not TaskStat.objects.exists():
+        with connection.cursor() as cursor:
+            cursor.execute(FILL_STATS.format(buckets=", ".join(BUCKET_FIELDS),
+                                             values=", ".join(["5"] * len(BUCKET_FIELDS))))
+            cursor.execute("VACUUM ANALYZE djqueue_taskstat")
+    print(f"messages: {Message.objects.count()}, results: {TaskResult.objects.count()}, "
+          f"task statistics: {TaskStat.objects.count()}")
     user = User.objects.filter(username="bench").first() or User.objects.create_superuser(
         "bench", "bench@example.com", "bench")
     client = Client()
@@ -78,6 +96,8 @@ def main() -> None:
         "/admin/djqueue/message/?status=rejected",
         "/admin/djqueue/message/?task_name=tasks.t7",
         f"/admin/djqueue/message/?q={some[1]}",
+        f"/admin/djqueue/message/?q={some[1][:6]}",
+        "/admin/djqueue/message/?q=tasks.t1",
         f"/admin/djqueue/message/{some[0]}/change/",
         "/admin/djqueue/taskresult/",
         "/admin/djqueue/taskresult/?state__exact=FAILURE",
@@ -91,13 +111,22 @@ def main() -> None:
         elapsed = (time.perf_counter() - started) * 1000
         slowest = max(float(q["time"]) for q in queries) * 1000
         print(f"{elapsed:8.1f} ms  {status}  {len(queries):3d} queries (slowest {slowest:.1f} ms)  {page}")
-    print("\nQuery plans of the overview (one queue):")
+    exposition()  # warm
+    started = time.perf_counter()
+    with CaptureQueriesContext(connection) as scrape:
+        size = len(exposition())
+    elapsed = (time.perf_counter() - started) * 1000
+    slowest = max(float(q["time"]) for q in scrape) * 1000
+    print(f"{elapsed:8.1f} ms  {size} bytes {len(scrape):3d} queries (slowest {slowest:.1f} ms)  "
+          "metrics scrape (djqueue.contrib.prometheus)")
+    print("\nQuery plans of the overview (one queue) and of the scrape's statistics:")
     with CaptureQueriesContext(connection) as queries:
         client.get("/admin/djqueue/message/overview/")
     seen = set()
-    for query in queries:
+    for query in [*queries, *scrape]:
         sql = query["sql"]
-        if "djqueue_message" not in sql or ("'queue0'" not in sql and "RECURSIVE" not in sql):
+        if "djqueue_taskstat" not in sql and ("djqueue_message" not in sql or (
+                "'queue0'" not in sql and "RECURSIVE" not in sql)):
             continue
         if sql in seen:
             continue

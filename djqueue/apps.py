@@ -12,3 +12,4 @@ class DjqueueConfig(AppConfig):
         from . import checks  # noqa: F401
         from .beat import checks as beat_checks  # noqa: F401
         from .events import checks as events_checks  # noqa: F401
+        from .stats import checks as stats_checks  # noqa: F401

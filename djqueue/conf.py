@@ -81,6 +81,10 @@ DEFAULTS: dict[str, Any] = {
     "DJQUEUE_EVENTS_EXPIRES": 3600.0,
     # djqueue's own: "text" (Celery's lines) or "json" (one object a line) for worker and beat.
     "DJQUEUE_LOG_FORMAT": "text",
+    # djqueue's own: seconds per-minute task statistics are kept before being folded into totals.
+    "DJQUEUE_STATS_RETENTION": 7200,
+    # djqueue's own: seconds a stopped or lost worker stays in the Workers list; None: for ever.
+    "DJQUEUE_WORKER_FORGET_AFTER": 3600,
 }
 
 #: Setting-name prefixes of Celery's settings. A Django setting with one of these prefixes that is

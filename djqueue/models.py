@@ -10,6 +10,7 @@ from . import states
 from .beat.models import BeatState, PeriodicTask, PeriodicTaskRun  # noqa: F401 - beat's models
 from .events.models import Event  # noqa: F401 - the event stream's table
 from .workflow.models import Chord  # noqa: F401 - chords' counters
+from .stats.models import TaskStat  # noqa: F401 - the task statistics (admin chart, metrics)
 
 
 class Message(models.Model):

@@ -123,6 +123,14 @@ class Browser:
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
         return result["result"].get("value")
 
+    def screenshot(self, path: Path, width: int = 1280, height: int = 1600) -> Path:
+        """Save the page as a PNG of ``width`` × ``height`` CSS pixels."""
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)
+        shot = self.call("Page.captureScreenshot", format="png")
+        path.write_bytes(base64.b64decode(shot["data"]))
+        return path
+
     def open(self, url: str) -> str:
         """Load ``url`` and wait until the page has loaded; returns where it ended up."""
         return self.act(lambda: self.call("Page.navigate", url=url))

@@ -364,13 +364,33 @@ def fault_report(request: pytest.FixtureRequest) -> Callable[..., None]:
     return report
 
 
+_ARTIFACTS: list[str] = []
+
+
+@pytest.fixture
+def artifact(request: pytest.FixtureRequest) -> Callable[[Path], Path]:
+    """Name a file a test leaves for people to look at (a screenshot): listed at the end of the
+    run, from pytest-xdist's worker processes too (as the fault table's rows travel)."""
+
+    def keep(path: Path) -> Path:
+        request.node.user_properties.append(("artifact", f"{path}  ({request.node.nodeid})"))
+        return path
+
+    return keep
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "teardown":  # the last report of a test: it carries every row
         _FAULTS.extend(tuple(row) for name, row in report.user_properties
                        if name == "fault_report")
+        _ARTIFACTS.extend(line for name, line in report.user_properties if name == "artifact")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _ARTIFACTS:
+        terminalreporter.section("files the tests left to look at")
+        for line in _ARTIFACTS:
+            terminalreporter.write_line(line)
     if not _FAULTS:
         return
     terminalreporter.section("fault injection: tasks sent / executed / lost / duplicated")

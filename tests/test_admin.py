@@ -151,7 +151,7 @@ def test_worker_list_and_shutdown(boss: Client) -> None:
         hostname="w1@host", pid=7, queues="celery", pool="prefork", concurrency=2,
         heartbeat_at=timezone.now(), active=json.dumps([{"id": "t-1", "name": "tasks.add"}]))
     WorkerNode.objects.create(hostname="old@host", pid=8, queues="celery", pool="solo",
-                              concurrency=1, heartbeat_at=timezone.now() - datetime.timedelta(days=1))
+                              concurrency=1, heartbeat_at=timezone.now() - datetime.timedelta(minutes=10))
     alive = boss.get(url("workernode_changelist") + "?status=alive").content.decode()
     assert "w1@host" in alive and "tasks.add[t-1]" in alive and "old@host" not in alive
     lost = boss.get(url("workernode_changelist") + "?status=lost").content.decode()

@@ -13,14 +13,13 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 
-from ..broker import monitor, operations
+from ..broker import operations
 from ..client import revocation
 from ..client.base import app
 from ..models import Message
 from ..serialization import loads
-from .base import ReadOnlyAdmin, distinct_filter, preformatted
-
-OUTCOME_WINDOWS = (5, 60)  # minutes shown on the overview
+from .base import SEARCH_HELP, ReadOnlyAdmin, distinct_filter, preformatted
+from .overview import overview_context
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -54,7 +53,8 @@ class MessageAdmin(ReadOnlyAdmin):
                     "worker")
     list_filter = (StatusFilter, distinct_filter("queue", "queue"),
                    distinct_filter("task_name", "task name"))
-    search_fields = ("task_id", "task_name")  # exact matches, see ReadOnlyAdmin
+    search_fields = ("^task_id", "^task_name")  # prefixes, see ReadOnlyAdmin
+    search_help_text = SEARCH_HELP
     sortable_by = ("available_at", "priority")
     ordering = ("-id",)
     actions = ("revoke_selected", "purge_selected", "restore_selected")
@@ -119,16 +119,10 @@ class MessageAdmin(ReadOnlyAdmin):
     def overview_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        using, conf = app.conf.broker_alias, app.conf
-        lost_after = float(conf.DJQUEUE_WORKER_LOST_TIMEOUT)
         context = {
             **self.admin_site.each_context(request),
             "title": "Task queue overview",
             "opts": self.model._meta,
-            "queues": monitor.queue_figures(using, lost_after, conf.CELERY_DEFAULT_QUEUE),
-            "count_cap": monitor.COUNT_CAP,
-            "outcomes": [(minutes, monitor.recent_outcomes(using, minutes))
-                         for minutes in OUTCOME_WINDOWS],
-            "workers": monitor.live_workers(using, lost_after),
+            **overview_context(request.GET.get("refresh")),
         }
         return TemplateResponse(request, "admin/djqueue/overview.html", context)

@@ -13,7 +13,7 @@ from django.utils.safestring import SafeString
 from ..client.base import app
 from ..models import TaskResult
 from ..serialization import loads
-from .base import ReadOnlyAdmin, distinct_filter, preformatted
+from .base import SEARCH_HELP, ReadOnlyAdmin, distinct_filter, duration, preformatted
 
 
 def call_arguments(result: TaskResult) -> tuple[list[Any], dict[str, Any]]:
@@ -33,15 +33,20 @@ def call_arguments(result: TaskResult) -> tuple[list[Any], dict[str, Any]]:
 
 @admin.register(TaskResult)
 class TaskResultAdmin(ReadOnlyAdmin):
-    list_display = ("task_name", "task_id", "state", "queue", "runtime", "worker", "date_done")
+    list_display = ("task_name", "task_id", "state", "queue", "took", "worker", "date_done")
     list_filter = ("state", distinct_filter("task_name", "task name"))
-    search_fields = ("task_id", "task_name")  # exact matches, see ReadOnlyAdmin
+    search_fields = ("^task_id", "^task_name")  # prefixes, see ReadOnlyAdmin
+    search_help_text = SEARCH_HELP
     sortable_by = ("date_done",)
     ordering = ("-id",)
     actions = ("retry_selected", "forget_selected")
-    readonly_fields = ("outcome", "pretty_traceback")
-    fields = ("task_id", "task_name", "state", "queue", "worker", "runtime", "date_created",
+    readonly_fields = ("took", "outcome", "pretty_traceback")
+    fields = ("task_id", "task_name", "state", "queue", "worker", "took", "date_created",
               "date_done", "args", "kwargs", "outcome", "pretty_traceback")
+
+    @admin.display(description="runtime")
+    def took(self, obj: TaskResult) -> str:
+        return duration(obj.runtime)
 
     @admin.display(description="result")
     def outcome(self, obj: TaskResult) -> SafeString:

@@ -51,6 +51,16 @@ class WorkerNodeAdmin(ReadOnlyAdmin):
     actions = ("shutdown_selected",)
     readonly_fields = ("status", "last_heartbeat", "current_tasks")
 
+    def get_queryset(self, request: HttpRequest) -> models.QuerySet:
+        """Without workers whose last heartbeat is older than ``DJQUEUE_WORKER_FORGET_AFTER``
+        (running workers delete those rows too, but none may be running)."""
+        forget_after = app.conf.DJQUEUE_WORKER_FORGET_AFTER
+        queryset = super().get_queryset(request)
+        if forget_after is None:
+            return queryset
+        return queryset.filter(
+            heartbeat_at__gte=timezone.now() - datetime.timedelta(seconds=float(forget_after)))
+
     @admin.display(description="status")
     def status(self, obj: WorkerNode) -> str:
         if obj.stopped_at:

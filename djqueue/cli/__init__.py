@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "result": "djqueue.cli.result",
     "call": "djqueue.cli.call",
     "events": "djqueue.cli.events",
+    "metrics": "djqueue.cli.metrics",
 }
 
 

@@ -1,2 +1,2 @@
-"""Optional integrations, each enabled by the project (they import packages djqueue does not
-require)."""
+"""Optional integrations, each enabled by the project and importable only with its extra
+installed (``djqueue[prometheus]``, ``djqueue[opentelemetry]``)."""

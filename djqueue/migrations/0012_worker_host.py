@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("djqueue", "0007_events"),
+        ("djqueue", "0011_task_stats"),
     ]
 
     operations = [

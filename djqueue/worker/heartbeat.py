@@ -196,6 +196,7 @@ class Heartbeat(threading.Thread):
                 ).update(lost_at=Now())
                 known_dead, self._known_dead = self._known_dead, 0
                 broker.vacuum_if_bloated(known_dead)
+                worker.tally.beat(worker.using, worker.node_id)  # last: leases come first
             except DatabaseError as exc:
                 logger.error("Heartbeat failed (database error: %s); will try again.", exc)
                 self._close()  # perhaps broken: the next use opens a new one

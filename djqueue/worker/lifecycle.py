@@ -35,6 +35,7 @@ from .expiry import PeriodicCleanup
 from .options import TaskOptions
 from .pools import POOLS, Pool
 from .settle import Settler, with_db_retry
+from .tally import Tally
 from .throttle import Throttle
 
 logger = logging.getLogger("djqueue.worker")
@@ -115,6 +116,7 @@ class Lifecycle(abc.ABC):
         self.throttle = Throttle(app)
         self.options = TaskOptions(app, self.throttle, self.time_limit, self.soft_time_limit)
         self.cleanup = PeriodicCleanup(app)
+        self.tally = Tally(conf.DJQUEUE_STATS_RETENTION, conf.DJQUEUE_WORKER_FORGET_AFTER)
         self.settler = Settler(self.using, self.backend, self.hostname, self.result_serializer,
                                self.heartbeat_timeout)
         self.node_id: int | None = None
@@ -197,6 +199,7 @@ class Lifecycle(abc.ABC):
         return connection
 
     def _mark_stopped(self) -> None:
+        self.tally.flush(self.using, self.node_id or 0)
         WorkerNode.objects.using(self.using).filter(pk=self.node_id).update(
             stopped_at=Now(), processed=self.processed, active="[]"
         )

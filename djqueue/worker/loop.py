@@ -113,6 +113,7 @@ class Worker(Lifecycle):
         that must be settled without running), for another round to start them."""
         outcomes, self._pending = self._pending, []
         self.events.outcomes(outcomes)
+        self.tally.add(outcomes)
         writes = rounds.settle(outcomes, self.hostname, self.backend.enabled)
         taken: list[Claimed] = []
         plan = None if self.stop_requested else self._plan(writes, taken)
@@ -263,4 +264,5 @@ class Worker(Lifecycle):
             for outcome in outcomes:
                 log_outcome(outcome)
         self.events.outcomes(outcomes)
+        self.tally.add(outcomes)
         self.processed += self.settler.settle(outcomes)
