@@ -32,12 +32,12 @@ from django.test.utils import CaptureQueriesContext, setup_test_environment  # n
 
 FILL_MESSAGES = """
 INSERT INTO djqueue_message (task_id, task_name, queue, priority, state, available_at, content_type,
-    body, retries, created_at, worker, acks_late, error)
+    body, retries, deliveries, created_at, worker, acks_late, error)
 SELECT md5(i::text), 'tasks.t' || (i %% 20), 'queue' || (i %% 5), i %% 3,
        CASE WHEN i %% 100 = 0 THEN 'reserved' WHEN i %% 100 = 1 THEN 'started'
             WHEN i %% 1000 = 2 THEN 'rejected' ELSE 'ready' END,
        now() + CASE WHEN i %% 10 = 0 THEN interval '1 hour' ELSE -interval '1 second' * (i %% 3600) END,
-       'application/json', '{"args": [1, 2], "kwargs": {}}', 0, now(),
+       'application/json', '{"args": [1, 2], "kwargs": {}}', 0, 0, now(),
        CASE WHEN i %% 100 < 2 THEN 'w@host' ELSE '' END, false, ''
 FROM generate_series(1, %s) AS i
 """
