@@ -43,9 +43,9 @@ FROM generate_series(1, %s) AS i
 """
 FILL_RESULTS = """
 INSERT INTO djqueue_taskresult (task_id, task_name, state, content_type, result, args, kwargs, worker,
-    runtime, date_created, date_done)
+    queue, runtime, date_created, date_done)
 SELECT 'r' || i, 'tasks.t' || (i %% 20), CASE WHEN i %% 50 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END,
-       'application/json', '3', '[1, 2]', '{}', 'w@host', 0.01, now(),
+       'application/json', '3', '[1, 2]', '{}', 'w@host', 'queue' || (i %% 5), 0.01, now(),
        now() - interval '1 second' * (i %% 7200)
 FROM generate_series(1, %s) AS i
 """
