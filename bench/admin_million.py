@@ -52,7 +52,7 @@ FROM generate_series(1, %s) AS i
 FILL_STATS = """
 INSERT INTO djqueue_taskstat (minute, worker, queue, task_name, state, count, runtime_sum,
     {buckets})
-SELECT date_trunc('minute', now()) - interval '1 minute' * m, w, 'queue' || (t %% 5),
+SELECT date_trunc('minute', now()) - interval '1 minute' * m, w, 'queue' || (t % 5),
        'tasks.t' || t, s, 50, 0.5, {values}
 FROM generate_series(0, 119) AS m, generate_series(1, 8) AS w, generate_series(0, 19) AS t,
      unnest(ARRAY['SUCCESS', 'FAILURE']) AS s
