@@ -32,27 +32,27 @@ from django.test.utils import CaptureQueriesContext, setup_test_environment  # n
 
 FILL_MESSAGES = """
 INSERT INTO djqueue_message (task_id, task_name, queue, priority, state, available_at, content_type,
-    body, retries, created_at, worker, acks_late, error)
+    body, retries, deliveries, created_at, worker, acks_late, error)
 SELECT md5(i::text), 'tasks.t' || (i %% 20), 'queue' || (i %% 5), i %% 3,
        CASE WHEN i %% 100 = 0 THEN 'reserved' WHEN i %% 100 = 1 THEN 'started'
             WHEN i %% 1000 = 2 THEN 'rejected' ELSE 'ready' END,
        now() + CASE WHEN i %% 10 = 0 THEN interval '1 hour' ELSE -interval '1 second' * (i %% 3600) END,
-       'application/json', '{"args": [1, 2], "kwargs": {}}', 0, now(),
+       'application/json', '{"args": [1, 2], "kwargs": {}}', 0, 0, now(),
        CASE WHEN i %% 100 < 2 THEN 'w@host' ELSE '' END, false, ''
 FROM generate_series(1, %s) AS i
 """
 FILL_RESULTS = """
 INSERT INTO djqueue_taskresult (task_id, task_name, state, content_type, result, args, kwargs, worker,
-    runtime, date_created, date_done)
+    queue, runtime, date_created, date_done)
 SELECT 'r' || i, 'tasks.t' || (i %% 20), CASE WHEN i %% 50 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END,
-       'application/json', '3', '[1, 2]', '{}', 'w@host', 0.01, now(),
+       'application/json', '3', '[1, 2]', '{}', 'w@host', 'queue' || (i %% 5), 0.01, now(),
        now() - interval '1 second' * (i %% 7200)
 FROM generate_series(1, %s) AS i
 """
 FILL_STATS = """
 INSERT INTO djqueue_taskstat (minute, worker, queue, task_name, state, count, runtime_sum,
     {buckets})
-SELECT date_trunc('minute', now()) - interval '1 minute' * m, w, 'queue' || (t %% 5),
+SELECT date_trunc('minute', now()) - interval '1 minute' * m, w, 'queue' || (t % 5),
        'tasks.t' || t, s, 50, 0.5, {values}
 FROM generate_series(0, 119) AS m, generate_series(1, 8) AS w, generate_series(0, 19) AS t,
      unnest(ARRAY['SUCCESS', 'FAILURE']) AS s

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime
 import re
 
-import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone

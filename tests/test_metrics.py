@@ -3,7 +3,6 @@ monitoring settings' checks."""
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
 import pytest
