@@ -83,7 +83,9 @@ class Outcome:
     kwargs_repr: str = ""
     retry_at: datetime.datetime | None = None
     retry_body: str | None = None
-    retval: Any = None  # the value or exception, for the signals here; not sent to the worker
+    # The value or exception, for the signals sent here. Not on the wire (outcome_from_wire
+    # fills fields by position): keep it the last field.
+    retval: Any = None
 
 
 #: The fields of an Outcome besides its job, in order: what a pool process sends back (the worker
