@@ -58,13 +58,20 @@ class Signal(DjangoSignal):
         if args and callable(args[0]):
             receiver, rest = args[0], args[1:]
             super().connect(receiver, *rest, **kwargs)
+            _recount()
             return receiver
 
         def decorate(receiver: Callable[..., Any]) -> Callable[..., Any]:
             super(Signal, self).connect(receiver, *args, **kwargs)
+            _recount()
             return receiver
 
         return decorate
+
+    def disconnect(self, *args: Any, **kwargs: Any) -> bool:  # type: ignore[override]
+        removed = super().disconnect(*args, **kwargs)
+        _recount()
+        return removed
 
     def send(self, sender: Any, **named: Any) -> list[tuple[Any, Any]]:  # type: ignore[override]
         """Call every receiver; a receiver's exception is logged and becomes its response."""
@@ -73,6 +80,18 @@ class Signal(DjangoSignal):
     def _log_robust_failure(self, receiver: object, err: Exception) -> None:
         # Django's hook for a receiver that raised in send_robust: logged as Celery logs it.
         logger.error("Signal handler %r raised: %r", receiver, err, exc_info=err)
+
+
+#: True while a receiver is connected to one of the signals of a task's run (prerun, postrun,
+#: success, failure, retry): what a pool process reads once per task (client/tracing.Trace).
+#: A receiver that was garbage-collected leaves it True until the next connect or disconnect.
+run_connected = False
+
+
+def _recount() -> None:
+    global run_connected
+    run_connected = any(signal.receivers for signal in (
+        task_prerun, task_postrun, task_success, task_failure, task_retry))
 
 
 # Publishing: in the process that sends the task. Sender: the task's name.

@@ -106,7 +106,7 @@ def test_connect_works_as_celery_documents_it_and_a_failing_receiver_stops_no_ot
 
 
 def test_nothing_is_built_without_a_receiver() -> None:
-    assert not any(signal.receivers for signal in RUN_SIGNALS)
+    assert not any(signal.receivers for signal in RUN_SIGNALS) and not signals.run_connected
     assert Trace.begin(add, "some-id", [1, 2], {}) is None
 
 
@@ -330,6 +330,7 @@ def test_opentelemetry_spans_one_trace_from_the_sender_to_the_task(worker) -> No
     assert failed.status.status_code == trace.StatusCode.ERROR
     assert failed.events[0].name == "exception" and failed.context.trace_id == trace_id
     assert not any(signal.receivers for signal in RUN_SIGNALS)  # uninstrumented
+    assert not signals.run_connected
 
 
 def test_einfo_formats_like_a_traceback() -> None:

@@ -46,10 +46,6 @@ class ExceptionInfo:
         return f"<ExceptionInfo: {self.exception!r}>"
 
 
-def _run_wanted() -> bool:
-    return bool(signals.task_prerun.receivers or signals.task_postrun.receivers
-                or signals.task_success.receivers or signals.task_failure.receivers
-                or signals.task_retry.receivers)
 
 
 class Trace:
@@ -67,7 +63,7 @@ class Trace:
     def begin(cls, task: Task, task_id: str, args: list[Any], kwargs: dict[str, Any]
               ) -> Trace | None:
         """Send ``task_prerun``; None (and nothing sent) when no task signal has a receiver."""
-        if not _run_wanted():
+        if not signals.run_connected:
             return None
         trace = cls(task, task_id, args, kwargs)
         signals.task_prerun.send(sender=task, task_id=task_id, task=task, args=args, kwargs=kwargs)

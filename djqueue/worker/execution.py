@@ -91,7 +91,9 @@ class Outcome:
     logged: bool = False  # the pool process logged it already (Reject, Ignore)
     #: What follows the task in its workflow, written with its outcome (:mod:`.flow`).
     flow: flow.Flow | None = None
-    retval: Any = None  # the value or exception, for the signals here; not sent to the worker
+    # The value or exception, for the signals sent here. Not on the wire (outcome_from_wire
+    # fills fields by position): keep it the last field.
+    retval: Any = None
 
 
 #: The fields of an Outcome besides its job, in order: what a pool process sends back (the worker
