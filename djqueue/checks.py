@@ -22,6 +22,7 @@ from .broker import VENDORS, supports
 from .client.base import app
 from .client.rates import parse_rate, task_rate
 from .worker.pools import POOLS
+from .worker import limits
 from .serialization import CONTENT_TYPES
 
 SERIALIZERS = ", ".join(CONTENT_TYPES)
@@ -141,7 +142,23 @@ def check_rate_limits(**kwargs: Any) -> list[checks.CheckMessage]:
             except ImproperlyConfigured as exc:
                 messages.append(checks.Error(f"Task {task.name!r}: {exc}", hint=hint,
                                              id="djqueue.E002"))
-    return messages
+    return messages + _flow_limits(conf)
+
+
+def _flow_limits(conf: Settings) -> list[checks.CheckMessage]:
+    """E013: a rate-limit scope or a task's concurrency limit the worker would refuse."""
+    hint = f"A rate limit's scope is one of {', '.join(limits.SCOPES)}; a concurrency limit a " \
+           "whole number of at least 1."
+    if conf.DJQUEUE_RATE_LIMIT_SCOPE not in limits.SCOPES:
+        return [checks.Error(f"DJQUEUE_RATE_LIMIT_SCOPE = {conf.DJQUEUE_RATE_LIMIT_SCOPE!r} is "
+                             "not a scope djqueue has.", hint=hint, id="djqueue.E013")]
+    try:
+        limits.validate(app)
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), hint=hint, id="djqueue.E013")]
+    except ImportError:
+        pass  # E010, above
+    return []
 
 
 @checks.register("djqueue")

@@ -68,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
     "DJQUEUE_POOL_BATCH_WINDOW": 0.02,
     # djqueue's own: seconds a beat's leadership lasts unless renewed (the failover time).
     "DJQUEUE_BEAT_LEASE_SECONDS": 20.0,
+    # djqueue's own: what a task's rate limit counts by default: "worker" (each worker's own
+    # starts, Celery's meaning) or "cluster" (all workers' starts together, through the database).
+    "DJQUEUE_RATE_LIMIT_SCOPE": "worker",
 }
 
 #: Celery ≥4 name (as a Django setting, ``CELERY_`` namespace) -> Celery 3.1 name.

@@ -14,7 +14,7 @@ from typing import Any, overload
 from django.apps import apps as django_apps
 from django.utils import timezone
 
-from . import identifiers, publishing, routing
+from . import identifiers, publishing, routing, unique
 from .control import Control
 from ..broker.rows import MessageHead, NewMessage
 from ..backends import ResultBackend, backend_from_setting, backend_key
@@ -150,11 +150,19 @@ class App:
         _task: Task | None = None,
         **options: Any,
     ) -> AsyncResult:
-        """Enqueue a call to the task called ``name``; the task need not be importable here."""
+        """Enqueue a call to the task called ``name``; the task need not be importable here.
+        A unique call (``unique_key``, ``unique``, ``on_duplicate``) whose key is held returns
+        the holder's result (see :mod:`djqueue.client.unique`)."""
+        uniqueness = (unique.from_options(options, _task)
+                      if options or (_task is not None and _task.unique is not None) else None)
         message = self.build_message(
             name, args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
             priority=priority, task_id=task_id, serializer=serializer, task=_task, options=options,
         )
+        if uniqueness is not None:
+            task_id = unique.publish(message, uniqueness, args or (), kwargs or {},
+                                     self.conf.broker_alias)
+            return AsyncResult(task_id, app=self, task_name=name)
         publishing.publish([message], using=self.conf.broker_alias)
         return AsyncResult(message.task_id, app=self, task_name=name)
 
@@ -194,16 +202,17 @@ class App:
         identifiers.check("task name", name, identifiers.MAX_TASK_NAME)
         args, kwargs = list(args or ()), dict(kwargs or {})
         batch = batch or self.batch()
-        time_limit = soft_time_limit = None
+        time_limit = soft_time_limit = flow_key = None
         if options:
             options = dict(options)
             time_limit = options.pop("time_limit", None)
             soft_time_limit = options.pop("soft_time_limit", None)
+            flow_key = options.pop("concurrency_key", None)
             if options:
                 raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(options))}")
         plain = (countdown is None and eta is None and expires is None and queue is None
                  and priority is None and serializer is None and time_limit is None
-                 and soft_time_limit is None)
+                 and soft_time_limit is None and flow_key is None)
         if task is not None:
             expires = task.expires if expires is None else expires
             serializer = serializer or task.serializer
@@ -243,8 +252,12 @@ class App:
         if expires_at is not None:
             payload["expires"] = expires_at.isoformat()
         content_type, body = dumps(payload, serializer)
+        if flow_key is not None:  # at most concurrency_limit of one key run at once
+            flow_key = identifiers.check("concurrency key", str(flow_key), identifiers.MAX_TASK_ID)
+        elif task is not None and task.concurrency_limit:
+            flow_key = ""  # the task as a whole
         head = MessageHead(name, queue_name, priority_value, available_at, expires_at,
-                           content_type, time_limit, soft_time_limit)
+                           content_type, time_limit, soft_time_limit, flow_key)
         if plain and batch.heads is not None and expires_at is None:
             batch.heads[name] = (head, serializer)
         return NewMessage(str(task_id or uuid.uuid4()), body, head)

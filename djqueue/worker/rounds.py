@@ -27,6 +27,7 @@ from ..backends import ResultBackend, ResultRecord
 from ..backends.database import DatabaseBackend
 from ..broker import operations
 from ..broker.base import Operations
+from ..broker.flow import Gate, admit
 from ..broker.rows import Claimed, ClaimRequest
 from .execution import Outcome
 
@@ -48,10 +49,12 @@ class Round:
     defers: list[tuple[float, list[int]]] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)
     acks_late: list[int] = field(default_factory=list)
+    #: Reserved messages of limited tasks to start if admitted (djqueue.broker.flow), by gate.
+    gated: dict[Gate, list[int]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.records or self.acks or self.releases or self.requeues or self.rejects
-                    or self.retries or self.defers or self.starts)
+                    or self.retries or self.defers or self.starts or self.gated)
 
 
 @dataclass(slots=True)
@@ -125,8 +128,9 @@ def run(
 def _one_statement(broker: Operations, backend: ResultBackend, writes: Round) -> bool:
     if not broker.one_statement_rounds:
         return False
-    if writes.releases or writes.requeues or writes.rejects or writes.retries or writes.defers:
-        return False  # the rare outcomes: a transaction of a few statements
+    if (writes.releases or writes.requeues or writes.rejects or writes.retries or writes.defers
+            or writes.gated):
+        return False  # the rare outcomes and limited starts: a transaction of a few statements
     return not writes.records or not backend.enabled or (
         isinstance(backend, DatabaseBackend) and backend.using == broker.using
     )
@@ -146,8 +150,10 @@ def _run_in_transaction(
             held.update(broker.retry(message_id, when, body, owner))
         for seconds, ids in writes.defers:
             broker.defer(ids, seconds, owner)
-        started = broker.start(writes.starts, writes.acks_late, owner,
-                               lease_seconds=lease_seconds)
+        starts = writes.starts
+        if writes.gated:  # after the acks: a finished task frees its place first
+            starts = [*starts, *admit(broker, writes.gated, owner)]
+        started = broker.start(starts, writes.acks_late, owner, lease_seconds=lease_seconds)
         held.update(task_id for _, task_id in started)
         records = writes.records if owner is None else [
             record for record in writes.records if record.task_id in held]
