@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count
-from django.db.models.functions import Now
+from django.db.models import Count, DateTimeField
+from django.db.models.expressions import RawSQL
 
 from ..flow.models import FlowGate
 from ..models import Message
@@ -58,10 +58,14 @@ def admit(broker: Statements, gated: Mapping[Gate, Sequence[int]], owner: int | 
     return admitted
 
 
-def _locked(using: str, task_name: str) -> tuple[datetime.datetime | None, datetime.datetime]:
-    """Lock the gate of ``task_name`` (made on first use); its next start and the database's now."""
+def _locked(broker: Statements, task_name: str) -> tuple[datetime.datetime | None,
+                                                        datetime.datetime]:
+    """Lock the gate of ``task_name`` (made on first use); its next start, and now on the clock
+    that starts are stamped with (:meth:`Statements.now_sql`: the database's where it can)."""
+    using = broker.using
+    now = RawSQL(*broker.now_sql(), output_field=DateTimeField())
     rows = (FlowGate.objects.using(using).select_for_update().filter(task_name=task_name)
-            .annotate(now=Now()).values_list("next_start", "now"))
+            .annotate(now=now).values_list("next_start", "now"))
     row = rows.first()
     if row is None:
         try:
@@ -76,7 +80,7 @@ def _locked(using: str, task_name: str) -> tuple[datetime.datetime | None, datet
 
 def _admit(broker: Statements, gate: Gate, ids: list[int], owner: int | None) -> list[int]:
     using = broker.using
-    next_start, now = _locked(using, gate.task_name)
+    next_start, now = _locked(broker, gate.task_name)
     admitted = ids
     if gate.concurrency:
         admitted, over = _within_concurrency(using, gate, ids)
