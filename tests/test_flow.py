@@ -14,6 +14,7 @@ from djqueue import states
 from djqueue.broker import operations
 from djqueue.broker.flow import Gate
 from djqueue.client.base import app
+from djqueue.client.unique import delete_released
 from djqueue.exceptions import DuplicateTask
 from djqueue.models import FlowGate, Message, PausedQueue, RateLimitOverride, UniqueTask
 from djqueue.worker import rounds
@@ -62,6 +63,8 @@ def test_while_running_and_for_a_period() -> None:
     assert add.apply_async((1, 1), unique_key="p", unique=60).id == period.id
     UniqueTask.objects.filter(key="p").update(until=timezone.now() - datetime.timedelta(seconds=1))
     assert add.apply_async((1, 1), unique_key="p", unique=60).id != period.id
+    Message.objects.filter(task_id=first.id).update(state="started")  # "x" waits no more
+    assert delete_released("default") == 1 and UniqueTask.objects.count() == 3
 
 
 def test_bad_unique_options_are_refused_before_anything_is_written() -> None:

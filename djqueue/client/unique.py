@@ -116,14 +116,24 @@ def publish(message: NewMessage, how: Uniqueness, args: Sequence[Any],
     raise DuplicateTask(name, key, None)
 
 
-def _holds(using: str, task_name: str, key: str) -> bool:
-    """Whether the row of ``key`` still holds it (its message waits or runs, or its period has
-    not passed, by its mode; on the database's clock)."""
+def _held(using: str) -> Q:
+    """The rows that still hold their key (their message waits or runs, or their period has not
+    passed, by their mode; on the database's clock)."""
     def message_in(states: list[str]) -> Exists:
         return Exists(Message.objects.using(using).filter(task_id=OuterRef("task_id"),
                                                           state__in=states))
 
-    held = (Q(mode="period", until__gt=Now())
+    return (Q(mode="period", until__gt=Now())
             | Q(message_in(_HOLDING["waiting"]), mode="waiting")
             | Q(message_in(_HOLDING["running"]), mode="running"))
-    return UniqueTask.objects.using(using).filter(held, task_name=task_name, key=key).exists()
+
+
+def _holds(using: str, task_name: str, key: str) -> bool:
+    return UniqueTask.objects.using(using).filter(_held(using), task_name=task_name,
+                                                  key=key).exists()
+
+
+def delete_released(using: str) -> int:
+    """Delete the rows that no longer hold their key (workers call this now and then); a
+    producer taking one over meanwhile finds it gone and inserts its own."""
+    return UniqueTask.objects.using(using).exclude(_held(using)).delete()[0]

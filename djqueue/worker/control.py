@@ -33,6 +33,7 @@ from django.utils import timezone
 from ..broker import operations
 from . import control_arguments as check
 from ..client.control import db_now_plus
+from ..client.unique import delete_released
 from ..flow.store import paused_queues
 from .control_flow import load, pause_queue, rate_limit, reset_rate_limit, resume_queue
 from .control_arguments import ControlError
@@ -350,6 +351,7 @@ class ControlPanel:
         paused = paused_queues(using)
         if paused != self.worker.paused:  # a pause stored or removed without a command
             self.worker.pause(paused)
+        delete_released(using)  # unique keys whose message ran (or whose period passed)
         ControlCommand.objects.using(using).filter(expires_at__lt=db_now_plus(-RETENTION)).delete()
         cutoff = timezone.now() - datetime.timedelta(seconds=RETENTION)
         ControlReply.objects.using(using).filter(created_at__lt=cutoff).delete()
