@@ -16,7 +16,9 @@ from djqueue.broker.flow import Gate
 from djqueue.client.base import app
 from djqueue.client.unique import delete_released
 from djqueue.exceptions import DuplicateTask
-from djqueue.models import FlowGate, Message, PausedQueue, RateLimitOverride, UniqueTask
+from djqueue.models import (
+    ControlCommand, FlowGate, Message, PausedQueue, RateLimitOverride, UniqueTask,
+)
 from djqueue.worker import rounds
 from djqueue.worker.loop import Worker
 from djqueue.worker.throttle import Throttle
@@ -171,3 +173,22 @@ def test_a_paused_queue_is_not_claimed_from_even_after_a_restart() -> None:
         worker.loop()
     assert waiting.get(timeout=5) == 5 and not PausedQueue.objects.exists()
     assert waiting.state == states.SUCCESS
+
+
+def test_the_admin_goes_back_to_the_configured_limit_and_pauses_queues(admin_client) -> None:
+    override = RateLimitOverride.objects.create(task_name="tasks.add", rate_limit="0")
+    page = admin_client.get("/admin/djqueue/ratelimitoverride/").content.decode()
+    assert "no limit" in page and "Return to the configured rate limit" in page
+    admin_client.post("/admin/djqueue/ratelimitoverride/",
+                      {"action": "reset_selected", "_selected_action": [override.pk]})
+    assert not RateLimitOverride.objects.exists()
+    assert ControlCommand.objects.get().name == "reset_rate_limit"  # running workers are told
+    assert admin_client.post("/admin/djqueue/pausedqueue/add/", {"queue": "low"}).status_code == 302
+    paused = PausedQueue.objects.get(queue="low")
+    assert admin_client.post("/admin/djqueue/pausedqueue/add/", {"queue": "a\x00b"}
+                             ).status_code == 200  # refused, with the reason
+    admin_client.post("/admin/djqueue/pausedqueue/",
+                      {"action": "resume_selected", "_selected_action": [paused.pk]})
+    assert not PausedQueue.objects.exists()
+    assert list(ControlCommand.objects.order_by("pk").values_list("name", flat=True)) == [
+        "reset_rate_limit", "pause_queue", "resume_queue"]
