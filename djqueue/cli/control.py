@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 from ..worker import control_arguments
 from ..client.base import app
-from ..client.control import merge_replies, stored_rate_limit
+from ..client.control import merge_replies, normalize_rate, stored_rate_limit
 from ..worker.control_arguments import ControlError
 from ..exceptions import DjqueueError
 from .arguments import positive_int
@@ -84,9 +84,12 @@ def _stored(options: dict[str, Any]) -> str | None:
     command = options["control_command"]
     if command == "rate_limit":
         name = options["task_name"]
-        rate = stored_rate_limit(name, app.conf.broker_alias)
-        if rate is None:
-            return None
+        try:
+            rate = normalize_rate(options["rate_limit"])
+        except ValueError:
+            return None  # nothing stored: the workers reply with the error
+        if stored_rate_limit(name, app.conf.broker_alias) != rate:
+            return None  # a task not registered here: nothing stored
         return (f"Stored rate-limit override: {name} = {'no limit' if rate == '0' else rate}; "
                 f"it lasts until 'celery control reset_rate_limit {name}'.")
     if command == "reset_rate_limit":
