@@ -3,6 +3,7 @@
 import time
 
 from djqueue import task
+from djqueue.models import Message
 
 from .common import record_start
 
@@ -26,4 +27,23 @@ def soak_late(key, seconds):
     """The same with acks_late: run again if its process is lost."""
     record_start(key, 0.0)
     time.sleep(seconds)
+    return key
+
+
+@task(name="bench.flow_paced", bind=True, rate_limit="60/m", rate_limit_scope="cluster")
+def flow_paced(self, key):
+    """bench/flow.py: a cluster-wide rate; records its start on its own clock and on the
+    database's (its message's ``started_at``, the clock the limit counts on)."""
+    started = Message.objects.filter(task_id=self.request.id).values_list(
+        "started_at", flat=True).first()
+    record_start(key, started.timestamp())
+    return key
+
+
+@task(name="bench.flow_held", concurrency_limit=2)
+def flow_held(key, seconds):
+    """bench/flow.py: at most two of one concurrency key at once; records ``key end start``."""
+    start = time.time()
+    time.sleep(seconds)
+    record_start(key, start)
     return key

@@ -24,6 +24,7 @@ from .client.base import app
 from .client.call_checks import check_time_limits
 from .client.rates import parse_rate, task_rate
 from .worker.pools import POOLS
+from .worker import limits
 from .serialization import CONTENT_TYPES
 
 SERIALIZERS = ", ".join(CONTENT_TYPES)
@@ -143,7 +144,23 @@ def check_rate_limits(**kwargs: Any) -> list[checks.CheckMessage]:
             except ImproperlyConfigured as exc:
                 messages.append(checks.Error(f"Task {task.name!r}: {exc}", hint=hint,
                                              id="djqueue.E002"))
-    return messages
+    return messages + _flow_limits(conf)
+
+
+def _flow_limits(conf: Settings) -> list[checks.CheckMessage]:
+    """E013: a rate-limit scope or a task's concurrency limit the worker would refuse."""
+    hint = f"A rate limit's scope is one of {', '.join(limits.SCOPES)}; a concurrency limit a " \
+           "whole number of at least 1."
+    if conf.DJQUEUE_RATE_LIMIT_SCOPE not in limits.SCOPES:
+        return [checks.Error(f"DJQUEUE_RATE_LIMIT_SCOPE = {conf.DJQUEUE_RATE_LIMIT_SCOPE!r} is "
+                             "not a scope djqueue has.", hint=hint, id="djqueue.E013")]
+    try:
+        limits.validate(app)
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), hint=hint, id="djqueue.E013")]
+    except ImportError:
+        pass  # E010, above
+    return []
 
 
 @checks.register("djqueue")
@@ -276,7 +293,7 @@ def check_worker(**kwargs: Any) -> list[checks.CheckMessage]:
 
 @checks.register("djqueue")
 def check_listen_database(**kwargs: Any) -> list[checks.CheckMessage]:
-    """E013: DJQUEUE_LISTEN_DATABASE names no alias of DATABASES, or one with another engine
+    """E014: DJQUEUE_LISTEN_DATABASE names no alias of DATABASES, or one with another engine
     than the broker's."""
     conf = _conf()
     listen, using = conf.DJQUEUE_LISTEN_DATABASE, conf.broker_alias
@@ -286,10 +303,10 @@ def check_listen_database(**kwargs: Any) -> list[checks.CheckMessage]:
             "through PgBouncer): docs/deployment.md, 'PgBouncer'.")
     if listen not in settings.DATABASES:
         return [checks.Error(f"DJQUEUE_LISTEN_DATABASE = {listen!r} is not in DATABASES.",
-                             hint=hint, id="djqueue.E013")]
+                             hint=hint, id="djqueue.E014")]
     engines = [settings.DATABASES.get(alias, {}).get("ENGINE") for alias in (listen, using)]
     if using in settings.DATABASES and engines[0] != engines[1]:
         return [checks.Error(
             f"DJQUEUE_LISTEN_DATABASE = {listen!r} uses {engines[0]}, the broker database "
-            f"{using!r} {engines[1]}.", hint=hint, id="djqueue.E013")]
+            f"{using!r} {engines[1]}.", hint=hint, id="djqueue.E014")]
     return []

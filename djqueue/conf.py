@@ -85,6 +85,9 @@ DEFAULTS: dict[str, Any] = {
     "DJQUEUE_STATS_RETENTION": 7200,
     # djqueue's own: seconds a stopped or lost worker stays in the Workers list; None: for ever.
     "DJQUEUE_WORKER_FORGET_AFTER": 3600,
+    # djqueue's own: what a task's rate limit counts by default: "worker" (each worker's own
+    # starts, Celery's meaning) or "cluster" (all workers' starts together, through the database).
+    "DJQUEUE_RATE_LIMIT_SCOPE": "worker",
 }
 
 #: Setting-name prefixes of Celery's settings. A Django setting with one of these prefixes that is

@@ -37,6 +37,20 @@ class QueueNotFound(DjqueueError, KeyError):
         return str(self.args[0])
 
 
+class DuplicateTask(DjqueueError):
+    """A unique call whose key another message holds (``on_duplicate="raise"``); ``task_id`` is
+    that message's task id (None: the key kept changing hands, a call may try again)."""
+
+    def __init__(self, task_name: str, key: str, task_id: str | None) -> None:
+        super().__init__(task_name, key, task_id)
+        self.task_name, self.key, self.task_id = task_name, key, task_id
+
+    def __str__(self) -> str:
+        if self.task_id is None:
+            return f"The unique key {self.key!r} of {self.task_name} kept changing hands"
+        return f"{self.task_name} with unique key {self.key!r} is already queued: {self.task_id}"
+
+
 class TimeoutError(DjqueueError):  # noqa: A001 - Celery's name, on purpose
     """``AsyncResult.get(timeout=...)`` ran out of time."""
 

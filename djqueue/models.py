@@ -9,8 +9,9 @@ from django.db.models import Q
 from . import states
 from .beat.models import BeatState, PeriodicTask, PeriodicTaskRun  # noqa: F401 - beat's models
 from .events.models import Event  # noqa: F401 - the event stream's table
-from .workflow.models import Chord  # noqa: F401 - chords' counters
+from .flow.models import FlowGate, PausedQueue, UniqueTask  # noqa: F401 - flow control's models
 from .stats.models import TaskStat  # noqa: F401 - the task statistics (admin chart, metrics)
+from .workflow.models import Chord  # noqa: F401 - chords' counters
 
 
 class Message(models.Model):
@@ -70,6 +71,10 @@ class Message(models.Model):
     error = models.TextField(
         blank=True, default="", help_text="Why a rejected message was set aside."
     )
+    flow_key = models.CharField(
+        "concurrency key", max_length=255, null=True, blank=True, default=None,
+        help_text="Of a task with a concurrency limit: at most that many of one key run at once.",
+    )
 
     class Meta:
         db_table = "djqueue_message"
@@ -96,9 +101,16 @@ class Message(models.Model):
             ),
             # Plain indexes: db_index=True would add a second, LIKE-only index on PostgreSQL
             # that every insert pays for and no query uses.
-            models.Index(fields=["task_id"], name="djqueue_msg_task_id"),
             models.Index(fields=["task_name"], name="djqueue_msg_task_name"),
+            # Started messages of concurrency-limited tasks, counted per key when one more is
+            # admitted (djqueue.broker.flow); other messages never enter it.
+            models.Index(fields=["task_name", "flow_key"],
+                         condition=Q(state="started", flow_key__isnull=False),
+                         name="djqueue_msg_flow_running"),
         ]
+        # One message per task id: the same id sent twice is written once (publishing skips
+        # the second). Unique instead of the plain index it replaces: the same cost per insert.
+        constraints = [models.UniqueConstraint(fields=["task_id"], name="djqueue_msg_task_id")]
 
     def __str__(self) -> str:
         return f"{self.task_name}[{self.task_id}]"

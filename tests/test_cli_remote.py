@@ -30,7 +30,9 @@ def celery(*args: str) -> tuple[int, str, str]:
 def test_control_and_inspect_print_each_reply(start_worker) -> None:
     start_worker("-c", "1", "-n", "alpha@test")
     assert celery("control", "rate_limit", "tasks.add", "10/m", "-t", "5") == (
-        0, "-> alpha@test: OK\n    new rate limit set successfully\n", "")
+        0, "Stored rate-limit override: tasks.add = 10/m; it lasts until 'celery control "
+           "reset_rate_limit tasks.add'.\n-> alpha@test: OK\n    new rate limit set successfully\n",
+        "")
     assert celery("control", "rate_limit", "tasks.add", "lots", "-t", "5") == (
         1, "-> alpha@test: ERROR\n    Invalid rate limit 'lots': expected N/s, N/m, N/h or a "
            "number (per second)\n", "")

@@ -166,7 +166,7 @@ def test_clean_settings_pass_the_checks() -> None:
         ({"CELERYD_CONCURRENCY": -2}, "djqueue.E012"),
         ({"DJQUEUE_POOL_BATCH_WINDOW": -0.1}, "djqueue.E012"),
         ({"DJQUEUE_POOL_BATCH_WINDOW": "5ms"}, "djqueue.E012"),
-        ({"DJQUEUE_LISTEN_DATABASE": "direct"}, "djqueue.E013"),
+        ({"DJQUEUE_LISTEN_DATABASE": "direct"}, "djqueue.E014"),
         ({"CELERY_SEND_TASK_ERROR_EMAILS": True}, "djqueue.W001"),
         ({"BROKER_URL": "amqp://guest@localhost//"}, "djqueue.W002"),
         ({"CELERY_ROUTES": {"tasks.addd": "low-priority"}}, "djqueue.W003"),

@@ -1,5 +1,5 @@
 """Workers in the admin (alive or lost by heartbeat age); action shutdown. Also the rows that
-remote control keeps: revocations and runtime rate limits."""
+remote control keeps: revocations (rate-limit overrides are in djqueue.flow.admin)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from ..client.base import app
-from ..models import RateLimitOverride, Revocation, WorkerNode
+from ..models import Revocation, WorkerNode
 from .base import ReadOnlyAdmin
 
 
@@ -96,8 +96,3 @@ class RevocationAdmin(ReadOnlyAdmin):
     search_fields = ("task_id",)
     ordering = ("-id",)
 
-
-@admin.register(RateLimitOverride)
-class RateLimitOverrideAdmin(ReadOnlyAdmin):
-    list_display = ("task_name", "rate_limit", "updated_at")
-    ordering = ("task_name",)

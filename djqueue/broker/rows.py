@@ -43,6 +43,8 @@ class MessageHead(NamedTuple):
     content_type: str
     time_limit: float | None
     soft_time_limit: float | None
+    #: The concurrency key of a task with a concurrency limit ("" for the task as a whole).
+    flow_key: str | None = None
 
 
 class NewMessage(NamedTuple):
@@ -94,10 +96,12 @@ def row_tail(head: MessageHead, now: datetime.datetime) -> tuple[Any, ...]:
 
 @functools.cache
 def insert_sql() -> str:
-    """One message's ``INSERT``, its values in the order of :func:`row_plan`."""
+    """One message's ``INSERT``, its values in the order of :func:`row_plan`. A task id that is
+    already in the table is not written again (the same id sent twice is one message)."""
     columns = row_plan().columns
     values = ", ".join(["%s"] * len(columns))
-    return f"INSERT INTO {TABLE} ({', '.join(columns)}) VALUES ({values})"
+    return (f"INSERT INTO {TABLE} ({', '.join(columns)}) VALUES ({values}) "
+            "ON CONFLICT (task_id) DO NOTHING")
 
 
 class ChordRow(NamedTuple):

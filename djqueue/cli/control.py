@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 from ..worker import control_arguments
 from ..client.base import app
-from ..client.control import merge_replies
+from ..client.control import merge_replies, normalize_rate, stored_rate_limit
 from ..worker.control_arguments import ControlError
 from ..exceptions import DjqueueError
 from .arguments import positive_int
@@ -35,9 +35,12 @@ def _queue(value: str) -> str:
 
 def add_arguments(parser: ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="control_command", metavar="command", required=True)
-    rate = commands.add_parser("rate_limit", help="Set a task's rate limit (10/s, 10/m, 10/h, 0 = off).")
+    rate = commands.add_parser("rate_limit", help="Override a task's rate limit (10/s, 10/m, 10/h, "
+                               "0 = no limit); stored until reset_rate_limit.")
     rate.add_argument("task_name")
     rate.add_argument("rate_limit")
+    commands.add_parser("reset_rate_limit", help="Remove a task's rate-limit override: back to "
+                        "the configured limit.").add_argument("task_name")
     limits = commands.add_parser("time_limit", help="Set a task's soft and hard time limits (seconds).")
     limits.add_argument("task_name")
     limits.add_argument("soft", type=_seconds)
@@ -47,7 +50,10 @@ def add_arguments(parser: ArgumentParser) -> None:
     revoke.add_argument("--terminate", action="store_true", help="Also stop them if they run.")
     revoke.add_argument("--signal", default="SIGTERM", help="Signal for --terminate (default SIGTERM).")
     for name, text in (("add_consumer", "Start consuming from a queue."),
-                       ("cancel_consumer", "Stop consuming from a queue.")):
+                       ("cancel_consumer", "Stop consuming from a queue."),
+                       ("pause_queue", "Pause a queue for every worker (stored: survives "
+                        "restarts); its messages wait."),
+                       ("resume_queue", "Resume a paused queue.")):
         commands.add_parser(name, help=text).add_argument("queue", type=_queue)
     for name, text in (("pool_grow", "Add pool processes/threads."),
                        ("pool_shrink", "Remove pool processes/threads.")):
@@ -62,7 +68,38 @@ def run(options: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
         replies = _send(options)
     except (ValueError, DjqueueError) as exc:
         return usage_error(str(exc), stderr)
-    return print_replies(merge_replies(replies), options, stdout, stderr)
+    replies = merge_replies(replies)
+    stored = None if options["json"] else _stored(options)
+    if stored:
+        stdout.write(stored + "\n")
+        if not replies:  # what the command is for is done: workers read it when they start
+            stdout.write("No worker replied: none is running (or none answered in time); each "
+                         "worker applies this when it starts.\n")
+            return 0
+    return print_replies(replies, options, stdout, stderr)
+
+
+def _stored(options: dict[str, Any]) -> str | None:
+    """What the command stored for workers to read (flow control), as one line."""
+    command = options["control_command"]
+    if command == "rate_limit":
+        name = options["task_name"]
+        try:
+            rate = normalize_rate(options["rate_limit"])
+        except ValueError:
+            return None  # nothing stored: the workers reply with the error
+        if stored_rate_limit(name, app.conf.broker_alias) != rate:
+            return None  # a task not registered here: nothing stored
+        return (f"Stored rate-limit override: {name} = {'no limit' if rate == '0' else rate}; "
+                f"it lasts until 'celery control reset_rate_limit {name}'.")
+    if command == "reset_rate_limit":
+        return (f"Removed the rate-limit override of {options['task_name']}: its configured "
+                "limit applies.")
+    if command == "pause_queue":
+        return f"Stored: queue {options['queue']} is paused (until resume_queue)."
+    if command == "resume_queue":
+        return f"Removed the pause of queue {options['queue']}."
+    return None
 
 
 def _send(options: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -77,7 +114,9 @@ def _send(options: dict[str, Any]) -> list[dict[str, Any]] | None:
     if command == "revoke":
         return control.revoke(options["task_ids"], terminate=options["terminate"],
                               signal=options["signal"], **remote)
-    if command in {"add_consumer", "cancel_consumer"}:
+    if command == "reset_rate_limit":
+        return control.reset_rate_limit(options["task_name"], **remote)
+    if command in {"add_consumer", "cancel_consumer", "pause_queue", "resume_queue"}:
         return getattr(control, command)(options["queue"], **remote)
     if command in {"pool_grow", "pool_shrink"}:
         return getattr(control, command)(options["n"], **remote)

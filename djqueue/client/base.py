@@ -14,7 +14,7 @@ from typing import Any, overload
 from django.apps import apps as django_apps
 from django.utils import timezone
 
-from . import celery_app, identifiers, launch, publishing, routing, tracing
+from . import celery_app, identifiers, launch, publishing, routing, tracing, unique
 from .call_checks import check_time_limits
 from .control import Control
 from .headers import take_headers
@@ -165,17 +165,25 @@ class App:
         _task: Task | None = None,
         **options: Any,
     ) -> AsyncResult:
-        """Enqueue a call to the task called ``name``; the task need not be importable here."""
+        """Enqueue a call to the task called ``name``; the task need not be importable here.
+        A unique call (``unique_key``, ``unique``, ``on_duplicate``) whose key is held returns
+        the holder's result (see :mod:`djqueue.client.unique`)."""
         if not launch.WORKFLOW_OPTIONS.isdisjoint(options):  # link=, link_error=, …
             named = {"countdown": countdown, "eta": eta, "expires": expires, "queue": queue,
                      "priority": priority, "task_id": task_id, "serializer": serializer}
             call = Signature(name, args or (), kwargs, {
                 **{k: v for k, v in named.items() if v is not None}, **options}, app=self)
             return launch.apply_async(call)  # type: ignore[return-value]
+        uniqueness = (unique.from_options(options, _task)
+                      if options or (_task is not None and _task.unique is not None) else None)
         message = self.build_message(
             name, args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
             priority=priority, task_id=task_id, serializer=serializer, task=_task, options=options,
         )
+        if uniqueness is not None:
+            task_id = unique.publish(message, uniqueness, args or (), kwargs or {},
+                                     self.conf.broker_alias)
+            return AsyncResult(task_id, app=self, task_name=name)
         publishing.publish([message], using=self.conf.broker_alias)
         return AsyncResult(message.task_id, app=self, task_name=name)
 
@@ -219,17 +227,18 @@ class App:
         identifiers.check("task name", name, identifiers.MAX_TASK_NAME)
         args, kwargs = list(args or ()), dict(kwargs or {})
         batch = batch or self.batch()
-        time_limit = soft_time_limit = headers = None
+        time_limit = soft_time_limit = headers = flow_key = None
         if options:
             options = dict(options)
             time_limit = options.pop("time_limit", None)
             soft_time_limit = options.pop("soft_time_limit", None)
             headers = take_headers(options)
+            flow_key = options.pop("concurrency_key", None)
             if options:
                 raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(options))}")
         plain = (countdown is None and eta is None and expires is None and queue is None
                  and priority is None and serializer is None and time_limit is None
-                 and soft_time_limit is None)
+                 and soft_time_limit is None and flow_key is None)
         if task is not None:
             expires = task.expires if expires is None else expires
             serializer = serializer or task.serializer
@@ -283,8 +292,12 @@ class App:
             tracing.before_publish(name, task_id, payload, queue_name, priority_value,
                                    (time_limit, soft_time_limit))
         content_type, body = dumps(payload, serializer)
+        if flow_key is not None:  # at most concurrency_limit of one key run at once
+            flow_key = identifiers.check("concurrency key", str(flow_key), identifiers.MAX_TASK_ID)
+        elif task is not None and task.concurrency_limit:
+            flow_key = ""  # the task as a whole
         head = MessageHead(name, queue_name, priority_value, available_at, expires_at,
-                           content_type, time_limit, soft_time_limit)
+                           content_type, time_limit, soft_time_limit, flow_key)
         if plain and batch.heads is not None and expires_at is None:
             batch.heads[name] = (head, serializer)
         return NewMessage(str(task_id or uuid.uuid4()), body, head)

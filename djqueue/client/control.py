@@ -24,7 +24,8 @@ from django.db.models import DateTimeField, ExpressionWrapper
 from django.db.models.functions import Now
 
 from ..broker import operations
-from . import revocation
+from ..flow import store as flow_store
+from . import identifiers, revocation
 from ..exceptions import DjqueueError, InvalidRateLimit
 from ..models import ControlCommand, ControlReply, RateLimitOverride
 from ..broker.monitor import live_workers
@@ -47,17 +48,18 @@ RATE_LIMIT_LENGTH: int = RateLimitOverride._meta.get_field("rate_limit").max_len
 COMMANDS = frozenset({
     "ping", "rate_limit", "time_limit", "revoke", "add_consumer", "cancel_consumer", "pool_grow",
     "pool_shrink", "shutdown", "active", "reserved", "scheduled", "registered", "revoked",
-    "stats", "active_queues", "conf", "query_task", "clock", "report",
+    "stats", "active_queues", "conf", "query_task", "clock", "report", "reset_rate_limit",
+    "pause_queue", "resume_queue",
 })
 
 
 def normalize_rate(rate: str | float | int | None) -> str:
-    """The stored form of a valid rate: ``""`` for no limit, otherwise the string as given.
+    """The stored form of a valid rate: ``"0"`` for no limit, otherwise the string as given.
 
     Raises :class:`~djqueue.exceptions.InvalidRateLimit` for a rate :func:`parse_rate` refuses
     or one longer than the column that stores it.
     """
-    stored = "" if parse_rate(rate) == 0 else str(rate).replace(" ", "")
+    stored = "0" if parse_rate(rate) == 0 else str(rate).replace(" ", "")
     if len(stored) > RATE_LIMIT_LENGTH:
         raise InvalidRateLimit(f"Invalid rate limit {stored[:20]!r}…: longer than "
                                f"{RATE_LIMIT_LENGTH} characters")
@@ -71,6 +73,12 @@ def store_rate_limit(task_name: str, rate: str | float | int | None, using: str)
         task_name=task_name, defaults={"rate_limit": stored}
     )
     return stored
+
+
+def stored_rate_limit(task_name: str, using: str) -> str | None:
+    """The override stored for ``task_name`` (``"0"``: no limit), or None."""
+    row = RateLimitOverride.objects.using(using).filter(task_name=task_name).first()
+    return None if row is None else (row.rate_limit or "0")
 
 
 def live_nodes(using: str, lost_after: float) -> list[str]:
@@ -193,6 +201,28 @@ class Control:
                 store_rate_limit(task_name, rate_limit, self.using)
         return self.broadcast("rate_limit", {"task_name": task_name, "rate_limit": rate_limit},
                               destination, reply, timeout)
+
+    def reset_rate_limit(self, task_name: str, destination: str | Iterable[str] | None = None,
+                         reply: bool = False, timeout: float = 1.0) -> list[dict[str, Any]] | None:
+        """Remove ``task_name``'s override (stored at once): every worker goes back to the
+        configured limit (the task's, its annotation or ``CELERY_DEFAULT_RATE_LIMIT``)."""
+        RateLimitOverride.objects.using(self.using).filter(task_name=task_name).delete()
+        return self.broadcast("reset_rate_limit", {"task_name": task_name}, destination, reply,
+                              timeout)
+
+    def pause_queue(self, queue: str, destination: str | Iterable[str] | None = None,
+                    reply: bool = False, timeout: float = 1.0) -> list[dict[str, Any]] | None:
+        """Pause ``queue`` (stored: it survives restarts): no worker claims its messages, which
+        wait; the workers hand back what they reserved from it."""
+        identifiers.check("queue name", queue, identifiers.MAX_QUEUE)
+        flow_store.pause(queue, self.using)
+        return self.broadcast("pause_queue", {"queue": queue}, destination, reply, timeout)
+
+    def resume_queue(self, queue: str, destination: str | Iterable[str] | None = None,
+                     reply: bool = False, timeout: float = 1.0) -> list[dict[str, Any]] | None:
+        """Remove ``queue``'s pause; workers claim from it again."""
+        flow_store.resume(queue, self.using)
+        return self.broadcast("resume_queue", {"queue": queue}, destination, reply, timeout)
 
     def time_limit(self, task_name: str, soft: float | None = None, hard: float | None = None,
                    destination: str | Iterable[str] | None = None, reply: bool = False,

@@ -36,6 +36,10 @@ TASK_OPTIONS: dict[str, Any] = {
     "track_started": None,
     "acks_late": None,
     "rate_limit": None,
+    "rate_limit_scope": None,
+    "concurrency_limit": None,
+    "unique": None,
+    "on_duplicate": "result",
     "max_retries": 3,
     "default_retry_delay": 180,
     "autoretry_for": (),
@@ -73,6 +77,14 @@ class Task:
     track_started: bool | None = None
     acks_late: bool | None = None
     rate_limit: str | None = None
+    #: "worker" (each worker's own limit, Celery's) or "cluster"; None: DJQUEUE_RATE_LIMIT_SCOPE.
+    rate_limit_scope: str | None = None
+    #: At most this many running at once per concurrency key, across the cluster (djqueue.flow).
+    concurrency_limit: int | None = None
+    #: "waiting", "running" or seconds: one message per unique key (djqueue.client.unique).
+    unique: str | float | None = None
+    #: A call whose unique key is held: "result" (the holder's AsyncResult) or "raise".
+    on_duplicate: str = "result"
     max_retries: int | None = 3
     default_retry_delay: float = 180
     autoretry_for: tuple[type[BaseException], ...] = ()

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("djqueue", "0005_workflow"),
+        ("djqueue", "0006_flow_control"),
     ]
 
     operations = [

@@ -31,12 +31,14 @@ from django.utils import timezone
 
 from ..broker import operations
 from . import control_arguments as check, inspection
-from ..client.control import db_now_plus, normalize_rate, store_rate_limit
+from ..client.control import db_now_plus
+from ..client.unique import delete_released
+from ..flow.store import paused_queues
+from .control_flow import load, pause_queue, rate_limit, reset_rate_limit, resume_queue
 from .control_arguments import ControlError
 from ..conf import DEFAULTS
-from ..models import (
-    ControlCommand, ControlReply, Message, RateLimitOverride, Revocation, WorkerNode,
-)
+from ..models import ControlCommand, ControlReply, Message, Revocation, WorkerNode
+from ..serialization import loads
 
 if TYPE_CHECKING:
     from .loop import Worker
@@ -67,18 +69,6 @@ _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 def ping(worker: Worker) -> dict[str, str]:
     return {"ok": "pong"}
-
-
-def rate_limit(worker: Worker, task_name: str, rate_limit: str | float | None) -> dict[str, str]:
-    task = check.task_name(worker.app.tasks, task_name)
-    try:
-        stored = normalize_rate(rate_limit)
-    except ValueError as exc:
-        raise ControlError(str(exc)) from None
-    store_rate_limit(task_name, stored, worker.using)  # first: if it fails, nothing changed
-    task.rate_limit = stored or None
-    logger.info("New rate limit for tasks of type %s: %s.", task_name, stored or "none")
-    return {"ok": "new rate limit set successfully" if stored else "rate limit disabled successfully"}
 
 
 def time_limit(worker: Worker, task_name: str, soft: float | None = None,
@@ -188,8 +178,9 @@ def stats(worker: Worker) -> dict[str, Any]:
         "broker": {"transport": "django", "alias": worker.using,
                    "vendor": operations(worker.using).vendor},
         "queues": list(worker.queues),
-        "rate_limits": {name: task.rate_limit for name, task in sorted(worker.app.tasks.items())
-                        if task.rate_limit},
+        "rate_limits": {name: rate for name, task in sorted(worker.app.tasks.items())
+                        if (rate := worker.throttle.overrides.get(name, task.rate_limit))
+                        and rate != "0"},
     }
 
 
@@ -219,18 +210,10 @@ HANDLERS: dict[str, Callable[..., Any]] = {
     f.__name__: f for f in (
         ping, rate_limit, time_limit, revoke, add_consumer, cancel_consumer, pool_grow,
         pool_shrink, shutdown, active, reserved, scheduled, registered, revoked, stats,
-        active_queues, conf, query_task, inspection.clock, inspection.report,
+        active_queues, conf, query_task, inspection.clock, inspection.report, reset_rate_limit,
+        pause_queue, resume_queue,
     )
 }
-
-
-def apply_rate_limit_overrides(worker: Worker) -> None:
-    """Give this worker's tasks the rate limits set at run time before it started."""
-    for name, rate in RateLimitOverride.objects.using(worker.using).values_list("task_name", "rate_limit"):
-        task = worker.app.tasks.get(name)
-        if task is not None:
-            task.rate_limit = rate or None
-            logger.info("Rate limit for %s set at run time: %s", name, rate or "none")
 
 
 class ControlPanel:
@@ -251,7 +234,7 @@ class ControlPanel:
         """
         using = self.worker.using
         self._after_id = ControlCommand.objects.using(using).aggregate(m=Max("id"))["m"] or 0
-        apply_rate_limit_overrides(self.worker)
+        load(self.worker)  # rate-limit overrides and paused queues
         now = time.monotonic()
         self._next_poll, self._next_cleanup = now + POLL_INTERVAL, now + CLEANUP_INTERVAL
 
@@ -332,6 +315,10 @@ class ControlPanel:
 
     def _cleanup(self) -> None:
         using = self.worker.using
+        paused = paused_queues(using)
+        if paused != self.worker.paused:  # a pause stored or removed without a command
+            self.worker.pause(paused)
+        delete_released(using)  # unique keys whose message ran (or whose period passed)
         ControlCommand.objects.using(using).filter(expires_at__lt=db_now_plus(-RETENTION)).delete()
         cutoff = timezone.now() - datetime.timedelta(seconds=RETENTION)
         ControlReply.objects.using(using).filter(created_at__lt=cutoff).delete()

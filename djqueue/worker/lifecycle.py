@@ -32,6 +32,7 @@ from .control import ControlPanel
 from .events import Events
 from .execution import Outcome
 from .expiry import PeriodicCleanup
+from . import limits
 from .options import TaskOptions
 from .pools import POOLS, Pool
 from .settle import Settler, with_db_retry
@@ -114,6 +115,7 @@ class Lifecycle(abc.ABC):
         )
         self.backend = app.backend
         self.throttle = Throttle(app)
+        self.paused: frozenset[str] = frozenset()  # queues not claimed from (djqueue.flow)
         self.options = TaskOptions(app, self.throttle, self.time_limit, self.soft_time_limit)
         self.cleanup = PeriodicCleanup(app)
         self.tally = Tally(conf.DJQUEUE_STATS_RETENTION, conf.DJQUEUE_WORKER_FORGET_AFTER)
@@ -151,6 +153,7 @@ class Lifecycle(abc.ABC):
             broker.steer_worker_planner([threading.main_thread().name, heartbeat.THREAD_NAME])
         self.app.tasks  # autodiscovery happens before children are forked
         self.throttle.validate()
+        limits.validate(self.app)
         self.node_id = self.settler.owner = self.with_db_retry(lambda: heartbeat.register(self))
         self.with_db_retry(self._control.start)
         self.pool.start()
@@ -241,6 +244,23 @@ class Lifecycle(abc.ABC):
         self._claim_now = True
         return True
 
+    def claim_queues(self) -> list[str]:
+        """The queues this worker claims from now: its queues but the paused ones."""
+        if not self.paused:
+            return self.queues
+        return [queue for queue in self.queues if queue not in self.paused]
+
+    def pause(self, paused: frozenset[str]) -> int:
+        """Claim from none of the ``paused`` queues from now on; the messages of those queues
+        this worker reserved go back to the queue at once. Returns how many went back."""
+        self.paused = paused
+        self._claim_now = True
+        back = [message for message in self._reserved if message.queue in paused]
+        if not back:
+            return 0
+        self._reserved = collections.deque(m for m in self._reserved if m.queue not in paused)
+        return self._give_back([message.id for message in back])
+
     def resize(self, concurrency: int) -> None:
         """Run up to ``concurrency`` tasks at once (the prefetch limit follows); raises
         NotImplementedError for a pool that cannot be resized."""
@@ -282,8 +302,12 @@ class Lifecycle(abc.ABC):
     def _give_back_reserved(self) -> None:
         ids = [message.id for message in self._reserved]
         self._reserved.clear()
+        self._give_back(ids)
+
+    def _give_back(self, ids: list[int]) -> int:
         count = len(self.with_db_retry(lambda: operations(self.using).requeue(ids, self.node_id)))
         logger.info("Returned %d reserved message(s) to the queue.", count)
+        return count
 
     # Database faults.
 

@@ -18,6 +18,7 @@ from .. import states
 from ..backends import ResultRecord
 from ..broker import operations
 from ..broker.base import DEAD_ROWS
+from ..broker.flow import Gate
 from ..broker.rows import Claimed, ClaimRequest
 from ..exceptions import TaskRevokedError
 from . import rounds, signaling
@@ -68,7 +69,7 @@ class Worker(Lifecycle):
     def _claim_limit(self, planned: int = 0) -> int:
         """How many messages to claim now (0: none), whatever the time: up to the prefetch limit
         plus what a batching pool can take, refilled in batches rather than one claim per task."""
-        if self.stop_requested or not self.queues:
+        if self.stop_requested or not self.claim_queues():
             return 0
         room = (self.prefetch_limit + self.pool.spare() - len(self._reserved)
                 - len(self.pool.running()) - planned)
@@ -119,7 +120,7 @@ class Worker(Lifecycle):
         plan = None if self.stop_requested else self._plan(writes, taken)
         limit = self._claim_limit(len(plan.jobs) if plan else 0)
         due = limit and (self._claim_now or time.monotonic() >= self._next_poll)
-        claim = ClaimRequest(self.queues, limit, self.hostname, self.heartbeat_timeout,
+        claim = ClaimRequest(self.claim_queues(), limit, self.hostname, self.heartbeat_timeout,
                                     self.options.start_now(plan, self.pool.short_names())
                                     if plan else None) if due else None
         if not writes and claim is None:
@@ -137,21 +138,26 @@ class Worker(Lifecycle):
             return False
         self.processed += rounds.processed(outcomes)
         if plan is not None and plan.jobs:
-            self._submit_started(plan, done.started)
+            self._submit_started(plan, done.started, writes.gated)
         if claim is None:
             return False
         self._took(done.claimed, claim.limit, was_holding)
         return bool(self._pending or (
             self._reserved and self.pool.plan().fits(self._reserved[0].task_name)))
 
-    def _submit_started(self, plan: Plan, started: set[int]) -> None:
+    def _submit_started(self, plan: Plan, started: set[int],
+                        gated: dict[Gate, list[int]]) -> None:
         """Hand the pool the jobs whose start the database confirmed. A reserved message whose
         start it did not confirm is no longer this worker's: its lease ran out (the database was
         out of reach, say) and another worker recovered it, so running it here too would run it
-        twice."""
+        twice. Or it is over a cluster-wide limit: the round deferred it (``gated``)."""
         gone = {job.message_id for job in plan.jobs if job.message_id not in started}
+        deferred = {i for ids in gated.values() for i in ids} if gated else set()
         for job in plan.jobs:
-            if job.message_id in gone:
+            if job.message_id in deferred and job.message_id in gone:
+                logger.debug("%s[%s] is over a cluster-wide limit; it waits in the table.",
+                             job.task_name, job.task_id)
+            elif job.message_id in gone:
                 logger.warning("Not starting %s[%s]: this worker no longer holds its message "
                                "(its lease ran out); the worker that holds it now runs it.",
                                job.task_name, job.task_id)
@@ -182,7 +188,9 @@ class Worker(Lifecycle):
             self._next_poll = min(self._next_poll, time.monotonic() + wait)
         for job in plan.jobs:
             self.options.seen(job.task_name)
-            writes.starts.append(job.message_id)
+            gate = self.options.get(job.task_name).gate
+            # A gated start is admitted (or deferred) by the round, in the database.
+            (writes.gated.setdefault(gate, []) if gate else writes.starts).append(job.message_id)
             if job.acks_late:
                 writes.acks_late.append(job.message_id)
             if self.backend.enabled and self.options.get(job.task_name).track_started:
@@ -199,7 +207,7 @@ class Worker(Lifecycle):
             # The claim itself reported revocations of what it took.
             self._next_revocation_check = time.monotonic() + REVOCATION_CHECK_INTERVAL
         if not claimed:  # idle: wake when the next delayed message is due, if that is sooner
-            due = self.with_db_retry(lambda: operations(self.using).next_due(self.queues))
+            due = self.with_db_retry(lambda: operations(self.using).next_due(self.claim_queues()))
             if due is not None:
                 self._next_poll = min(self._next_poll, time.monotonic() + due)
             burst = self.processed - self._processed_at_poke

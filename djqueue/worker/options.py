@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 
 from ..broker.rows import StartNow
 from .execution import Job
+from . import limits
 
 if TYPE_CHECKING:
+    from ..broker.flow import Gate
     from ..client.base import App
     from ..broker.rows import Claimed
     from .pools import Plan
@@ -28,7 +30,8 @@ class Options:
     track_started: bool
     time_limit: float | None
     soft_time_limit: float | None
-    rate: object
+    rate: object  # the worker's own buckets enforce it
+    gate: Gate | None  # the cluster's limits: the round admits or defers (djqueue.broker.flow)
 
 
 class TaskOptions:
@@ -57,13 +60,17 @@ class TaskOptions:
                 value = getattr(task, option, None) if task else None
                 return value if value is not None else worker_value
 
+            rate, gate = self.throttle.rate(task_name), None
+            if task is not None:
+                rate, gate = limits.split(task, rate)
             options = cache[task_name] = Options(
                 acks_late=bool(task.resolved("acks_late", "CELERY_ACKS_LATE")) if task else False,
                 track_started=bool(task and task.resolved("track_started",
                                                           "CELERY_TRACK_STARTED")),
                 time_limit=own("time_limit", self.time_limit),
                 soft_time_limit=own("soft_time_limit", self.soft_time_limit),
-                rate=self.throttle.rate(task_name),
+                rate=rate,
+                gate=gate,
             )
         return options
 
@@ -80,7 +87,8 @@ class TaskOptions:
         if not (idle or queued):
             return None
         names = [name for name in self._seen if name in self.app.tasks
-                 and self.get(name).rate is None and not self.get(name).track_started]
+                 and self.get(name).rate is None and self.get(name).gate is None
+                 and not self.get(name).track_started]
         known = set(names)
         return StartNow(idle, names, queued, [n for n in short_names if n in known],
                         [name for name in names if self.get(name).acks_late])

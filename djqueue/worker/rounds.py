@@ -27,6 +27,7 @@ from ..backends import ResultBackend, ResultRecord
 from ..backends.database import DatabaseBackend
 from ..broker import operations
 from ..broker.base import Operations
+from ..broker.flow import Gate, admit
 from ..broker.rows import Claimed, ClaimRequest
 from . import flow
 from .execution import Outcome
@@ -51,10 +52,12 @@ class Round:
     acks_late: list[int] = field(default_factory=list)
     #: What follows the finished tasks of workflows (:mod:`.flow`).
     flows: list[flow.Flow] = field(default_factory=list)
+    #: Reserved messages of limited tasks to start if admitted (djqueue.broker.flow), by gate.
+    gated: dict[Gate, list[int]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.records or self.acks or self.releases or self.requeues or self.rejects
-                    or self.retries or self.defers or self.starts or self.flows)
+                    or self.retries or self.defers or self.starts or self.flows or self.gated)
 
 
 @dataclass(slots=True)
@@ -131,8 +134,8 @@ def _one_statement(broker: Operations, backend: ResultBackend, writes: Round) ->
     if not broker.one_statement_rounds:
         return False
     if (writes.releases or writes.requeues or writes.rejects or writes.retries or writes.defers
-            or writes.flows):
-        return False  # the rare outcomes and workflows: a transaction of a few statements
+            or writes.flows or writes.gated):
+        return False  # rare outcomes, workflows, limited starts: a transaction of a few statements
     return not writes.records or not backend.enabled or (
         isinstance(backend, DatabaseBackend) and backend.using == broker.using
     )
@@ -152,8 +155,10 @@ def _run_in_transaction(
             held.update(broker.retry(message_id, when, body, owner))
         for seconds, ids in writes.defers:
             broker.defer(ids, seconds, owner)
-        started = broker.start(writes.starts, writes.acks_late, owner,
-                               lease_seconds=lease_seconds)
+        starts = writes.starts
+        if writes.gated:  # after the acks: a finished task frees its place first
+            starts = [*starts, *admit(broker, writes.gated, owner)]
+        started = broker.start(starts, writes.acks_late, owner, lease_seconds=lease_seconds)
         held.update(task_id for _, task_id in started)
         records = writes.records if owner is None else [
             record for record in writes.records if record.task_id in held]

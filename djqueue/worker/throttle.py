@@ -81,6 +81,9 @@ class Throttle:
         self.app = app
         self.limiter = RateLimiter(clock)
         self._reported: set[tuple[str, object]] = set()
+        #: Rate limits set at run time (``control rate_limit``), by task name; they win over the
+        #: configured ones until ``control reset_rate_limit`` removes them.
+        self.overrides: dict[str, str] = {}
 
     def validate(self) -> None:
         """Raise :class:`ImproperlyConfigured` for the first registered task whose limit is bad."""
@@ -92,7 +95,8 @@ class Throttle:
                 raise ImproperlyConfigured(f"Task {name!r}: {exc}") from None
 
     def rate(self, task_name: str) -> object:
-        """The limit in force for ``task_name`` now (None: none, or rate limits are disabled).
+        """The limit in force for ``task_name`` now (None: none, or rate limits are disabled):
+        its override, else its configured limit.
 
         The worker reads it once per round for each task name and passes it to
         :meth:`wait_time`, so a batch of messages costs one settings lookup, not one each.
@@ -100,7 +104,12 @@ class Throttle:
         if self.app.conf.CELERY_DISABLE_RATE_LIMITS:
             return None
         task = self.app.tasks.get(task_name)
-        return None if task is None else task_rate(task)
+        if task is None:
+            return None
+        override = self.overrides.get(task_name)
+        if override is None:
+            return task_rate(task)
+        return override if override not in ("", "0") else None
 
     def wait_time(self, task_name: str, rate: object = _UNKNOWN) -> float:
         """0.0 when a message of ``task_name`` may start now, else the seconds until it may.
