@@ -8,7 +8,7 @@ after the other, each result the first argument of the next step; ``chord(header
 
 A workflow is written in the database as it goes (:mod:`djqueue.client.launch`): the next step of
 a chain, a callback and a chord's body are written in the same transaction as the result of the
-task they follow (:mod:`djqueue.worker.flow`), and a chord's pending count is a row. A worker
+task they follow (:mod:`djqueue.worker.workflow`), and a chord's pending count is a row. A worker
 killed at any moment never loses nor repeats a step, and a chord's body runs exactly once.
 """
 

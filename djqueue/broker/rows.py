@@ -201,7 +201,7 @@ class Lost:
     acks_late: bool
     deliveries: int
     content_type: str = ""
-    body: str = ""  # what follows it in a workflow is read from it (djqueue.worker.flow)
+    body: str = ""  # what follows it in a workflow is read from it (djqueue.worker.workflow)
 
 
 # Results.

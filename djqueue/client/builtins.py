@@ -1,6 +1,6 @@
 """The tasks djqueue itself registers: Celery's ``celery.map`` and ``celery.starmap`` (what
 ``task.map()``, ``task.starmap()`` and ``task.chunks()`` send) and ``djqueue.errback`` (how a
-worker calls a new-style ``link_error`` callback, see :mod:`djqueue.worker.flow`).
+worker calls a new-style ``link_error`` callback, see :mod:`djqueue.worker.workflow`).
 
 They are registered on the app when this module is imported: by :mod:`djqueue.canvas` in a
 process that sends them, by the worker's flow in every worker.

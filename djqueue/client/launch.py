@@ -11,7 +11,7 @@ whole workflow can be returned before any of it runs.
 
 The same planner runs on both sides: the caller's ``apply_async`` writes what it planned in one
 transaction (:func:`send`); a worker plans a finished task's next steps and writes them in the
-round that stores its result (:mod:`djqueue.worker.flow`).
+round that stores its result (:mod:`djqueue.worker.workflow`).
 """
 
 from __future__ import annotations

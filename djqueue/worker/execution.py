@@ -31,7 +31,7 @@ from ..exceptions import (
 from ..serialization import (
     CONTENT_TYPES, dumps, exception_to_data, loads, readable, readable_json, safe_repr,
 )
-from . import flow
+from . import workflow
 from .lifecycle_hooks import predicate, push_request
 
 if TYPE_CHECKING:
@@ -89,8 +89,8 @@ class Outcome:
     retry_body: str | None = None
     shadow: str | None = None  # the name the log shows (apply_async(shadow=…))
     logged: bool = False  # the pool process logged it already (Reject, Ignore)
-    #: What follows the task in its workflow, written with its outcome (:mod:`.flow`).
-    flow: flow.Flow | None = None
+    #: What follows the task in its workflow, written with its outcome (:mod:`.workflow`).
+    flow: workflow.Flow | None = None
     # The value or exception, for the signals sent here. Not on the wire (outcome_from_wire
     # fills fields by position): keep it the last field.
     retval: Any = None
@@ -226,7 +226,7 @@ def _execute(job: Job) -> Outcome:
     _check_connections()
     # apply_async(ignore_result=True) drops the value, not an error, as in Celery.
     ignore_value = push_request(task, outcome, payload, headers, args, kwargs) or ignore_result
-    workflow = not flow.FIELDS.isdisjoint(payload)
+    in_workflow = not workflow.FIELDS.isdisjoint(payload)
     hooks = hooks_of(task)
     retval: Any = outcome  # what the handlers are given: the value or the exception
     trace = Trace.begin(task, job.task_id, args, kwargs)
@@ -239,7 +239,7 @@ def _execute(job: Job) -> Outcome:
         retval = retry
     except Replaced as replacement:  # its replacement takes over its id: no result of its own
         outcome.state, outcome.store = states.IGNORED, False
-        outcome.flow = flow.replaced(job, payload, replacement.sig)  # type: ignore[arg-type]
+        outcome.flow = workflow.replaced(job, payload, replacement.sig)  # type: ignore[arg-type]
     except (Reject, Ignore) as exc:
         predicate(task, outcome, exc, _failed, result_serializer)
     except Exception as exc:
@@ -256,8 +256,8 @@ def _execute(job: Job) -> Outcome:
             outcome.store = not ignore_result or bool(
                 task.resolved("store_errors_even_if_ignored", "CELERY_STORE_ERRORS_EVEN_IF_IGNORED")
             )
-            if workflow:
-                outcome.flow = flow.failed(job, payload, exc, outcome.traceback)
+            if in_workflow:
+                outcome.flow = workflow.failed(job, payload, exc, outcome.traceback)
     else:
         outcome.result_repr = _short_repr(value)
         outcome.retval = value
@@ -268,10 +268,10 @@ def _execute(job: Job) -> Outcome:
             except EncodeError as exc:
                 _failed(outcome, exc, result_serializer)
                 retval = exc
-                if workflow:
-                    outcome.flow = flow.failed(job, payload, exc, outcome.traceback)
-        if workflow and outcome.state == states.SUCCESS:
-            outcome.flow = flow.succeeded(job, payload, value)
+                if in_workflow:
+                    outcome.flow = workflow.failed(job, payload, exc, outcome.traceback)
+        if in_workflow and outcome.state == states.SUCCESS:
+            outcome.flow = workflow.succeeded(job, payload, value)
     finally:
         if hooks is not None and retval is not outcome:
             hooks.finish(outcome.state, retval, job.task_id, args, kwargs)
@@ -354,7 +354,7 @@ def unrun(
     return Outcome(
         job, state, action=action, store=store, content_type=content_type, result=result,
         result_repr=_short_repr(error),
-        flow=flow.from_body(job, error, state) if action in ("ack", "reject") else None,
+        flow=workflow.from_body(job, error, state) if action in ("ack", "reject") else None,
     )
 
 

@@ -32,7 +32,7 @@ from ..backends import ResultRecord
 from ..exceptions import WorkerLostError
 from ..models import WorkerNode
 from ..serialization import dumps, exception_to_data
-from . import flow
+from . import workflow
 
 if TYPE_CHECKING:
     from .loop import Worker
@@ -123,7 +123,7 @@ def _recover(
             logger.error("Task %s[%s] lost: worker %s stopped sending heartbeats.",
                          message.task_name, message.task_id, message.worker)
         backend_store(records)
-        flow.lost(using, lost, errors)
+        workflow.lost(using, lost, errors)
     return len(lost)
 
 

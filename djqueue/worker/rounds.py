@@ -29,7 +29,7 @@ from ..broker import operations
 from ..broker.base import Operations
 from ..broker.flow import Gate, admit
 from ..broker.rows import Claimed, ClaimRequest
-from . import flow
+from . import workflow
 from .execution import Outcome
 
 
@@ -50,8 +50,8 @@ class Round:
     defers: list[tuple[float, list[int]]] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)
     acks_late: list[int] = field(default_factory=list)
-    #: What follows the finished tasks of workflows (:mod:`.flow`).
-    flows: list[flow.Flow] = field(default_factory=list)
+    #: What follows the finished tasks of workflows (:mod:`.workflow`).
+    flows: list[workflow.Flow] = field(default_factory=list)
     #: Reserved messages of limited tasks to start if admitted (djqueue.broker.flow), by gate.
     gated: dict[Gate, list[int]] = field(default_factory=dict)
 
@@ -165,7 +165,7 @@ def _run_in_transaction(
         if records and backend.enabled:
             backend.store(records)
         if writes.flows:
-            flow.write(broker, backend, None if owner is None else held, writes.flows)
+            workflow.write(broker, backend, None if owner is None else held, writes.flows)
         done = Done(started={message_id for message_id, _ in started})
         if claim is not None:
             done.claimed = broker.claim(claim.queues, claim.limit, claim.worker, owner,
