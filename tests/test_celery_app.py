@@ -97,6 +97,8 @@ def test_autodiscover_tasks_of_named_packages(tmp_path: Path,
     app.tasks  # noqa: B018 - the app has discovered its tasks already
     app.autodiscover_tasks(lambda: ["discovered_pkg", "tests"], related_name="jobs")
     assert "discovered_pkg.jobs.job" in app.tasks  # imported at once; tests has no jobs module
+    # Celery's Django guide passes INSTALLED_APPS, whose entries may name AppConfig classes.
+    app.autodiscover_tasks(["djqueue.apps.DjqueueConfig", "example_project.demo"], force=True)
     del djqueue_app.tasks["discovered_pkg.jobs.job"]
     monkeypatch.delitem(sys.modules, "discovered_pkg.jobs")
     monkeypatch.delitem(sys.modules, "discovered_pkg")
