@@ -145,6 +145,8 @@ class WorkerNode(models.Model):
 
     hostname = models.CharField("node name", max_length=255, db_index=True)
     pid = models.IntegerField()
+    host = models.CharField(max_length=255, blank=True, default="",
+                            help_text="The machine it runs on (its host name).")
     queues = models.TextField(help_text="Comma-separated queues it consumes.")
     pool = models.CharField(max_length=20)
     concurrency = models.PositiveIntegerField()

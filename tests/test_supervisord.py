@@ -45,7 +45,7 @@ class Supervisor:
 @pytest.fixture
 def supervisor(transactional_db: None, tmp_path: Path, worker_env: dict[str, str]) -> Iterator[Supervisor]:
     """supervisord running the example's [program:celeryd] (paths and startsecs adapted)."""
-    text = (ROOT / "supervisord.conf.example").read_text()
+    text = (ROOT / "djqueue" / "deploy" / "supervisord.conf.example").read_text()
     text = text.replace("%(here)s/.venv/bin/python", sys.executable)
     text = text.replace("directory=%(here)s", f"directory={ROOT}")
     text = text.replace("startsecs=10", "startsecs=1")  # the example's 10 s would slow the test
@@ -88,3 +88,69 @@ def test_stop_is_a_warm_shutdown_and_kill_9_is_survived(supervisor: Supervisor, 
     wait_until(lambda: supervisor.worker_pid() not in (0, first_pid), timeout=30,
                what="supervisord restarting the worker")
     assert [t.get(timeout=30) for t in tasks] == [f"t{i}" for i in range(6)]
+
+
+INIT_SCRIPT = Path("/etc/init.d/supervisor")
+PID_FILE = Path("/var/run/supervisord.pid")
+
+
+def _supervisord_running() -> int | None:
+    try:
+        pid = int(PID_FILE.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+@pytest.fixture
+def debian_supervisor(transactional_db: None, tmp_path: Path,
+                      worker_env: dict[str, str]) -> Iterator[Path]:
+    """Debian's supervisor package, started by its own init script with the shipped
+    ``supervisor-program.conf`` in ``/etc/supervisor/conf.d`` (paths and environment filled in);
+    yields the worker's log file."""
+    if not INIT_SCRIPT.exists() or os.geteuid() != 0:
+        message = ("Debian's supervisor package is not installed (scripts/test installs it with "
+                   "apt-get as root): the init-script recipe of docs/deployment.md is not checked")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    if _supervisord_running():
+        pytest.skip("the machine's supervisord runs already: not stopped for a test")
+    log = tmp_path / "celeryd.log"
+    keys = ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "DJQUEUE_RECORD_FILE",
+            "DJQUEUE_EXTRA_IMPORTS", "DJQUEUE_POLLING_INTERVAL", "PYTHONUNBUFFERED")
+    environment = ",".join(f'{key}="{worker_env[key]}"' for key in keys if key in worker_env)
+    text = (ROOT / "djqueue" / "deploy" / "supervisor-program.conf").read_text()
+    text = (text.replace("/path/to/project/.venv/bin/python", sys.executable)
+            .replace("/path/to/project", str(ROOT))
+            .replace("/var/log/supervisor/celeryd.log", str(log))
+            .replace("startsecs=10", "startsecs=1"))
+    text = "\n".join(f"environment={environment}" if line.startswith("environment=") else line
+                     for line in text.splitlines())
+    conf = Path("/etc/supervisor/conf.d") / f"djqueue-test-{os.getpid()}.conf"
+    conf.write_text(text + "\n")
+    try:
+        started = subprocess.run([str(INIT_SCRIPT), "start"], capture_output=True, text=True,
+                                 timeout=60)
+        assert "ERROR" not in started.stdout, started.stdout + started.stderr
+        wait_until(lambda: log.exists() and " ready." in log.read_text(errors="replace"),
+                   timeout=30, what="worker under the package's supervisord")
+        yield log
+    finally:
+        conf.unlink()
+        subprocess.run([str(INIT_SCRIPT), "stop"], capture_output=True, timeout=120)
+        pid = _supervisord_running()
+        if pid:  # the init script gave up: never leave it behind
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_debian_package_init_script_runs_the_shipped_program(debian_supervisor: Path) -> None:
+    task = ft.nap.delay("debian", 1)
+    wait_until(lambda: f"[{task.id}]" in debian_supervisor.read_text(errors="replace"),
+               what="task started")
+    done = subprocess.run(["/usr/bin/supervisorctl", "-c", "/etc/supervisor/supervisord.conf", "stop",
+                           "celeryd"], capture_output=True, text=True, timeout=60)
+    assert "celeryd: stopped" in done.stdout, done.stdout + done.stderr
+    assert task.state == states.SUCCESS and task.get() == "debian"
+    assert "Warm shutdown" in debian_supervisor.read_text(errors="replace")

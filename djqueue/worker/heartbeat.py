@@ -15,6 +15,7 @@ import datetime
 import json
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -40,15 +41,49 @@ THREAD_NAME = "djqueue-heartbeat"
 
 def register(worker: Worker) -> int:
     """Create this process's worker row; returns its id (the ``owner`` of claimed messages)."""
+    warn_if_name_taken(worker)
     node = WorkerNode.objects.using(worker.using).create(
         hostname=worker.hostname,
         pid=os.getpid(),
+        host=socket.gethostname(),
         queues=",".join(worker.queues),
         pool=worker.pool_name,
         concurrency=worker.concurrency,
         heartbeat_at=Now(),
     )
     return node.id
+
+
+def warn_if_name_taken(worker: Worker) -> None:
+    """Warn, as Celery does, when a live worker already has this node name.
+
+    Remote-control replies and the admin's worker rows are keyed by node name, so two live nodes
+    of one name mix them. Like Celery, djqueue warns rather than refuses: a worker restarted
+    after ``kill -9`` finds its predecessor's row still fresh until the lease runs out, and must
+    start. A row of this host whose process is gone is that case, and is not warned about.
+    """
+    since = Now() - datetime.timedelta(seconds=worker.heartbeat_timeout)
+    others = WorkerNode.objects.using(worker.using).filter(
+        hostname=worker.hostname, stopped_at=None, lost_at=None, heartbeat_at__gte=since)
+    for other in others:
+        if other.host == socket.gethostname() and not _running(other.pid):
+            continue
+        logger.warning(
+            "A node named %s is already using this name (pid %s on %s, last heartbeat %s). "
+            "Stop that node, or give each node a unique name with -n (e.g. -n worker2@%%h): "
+            "remote-control replies and worker rows of nodes that share a name are mixed up.",
+            worker.hostname, other.pid, other.host or "an unknown host",
+            other.heartbeat_at.isoformat(timespec="seconds"))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def recover(
