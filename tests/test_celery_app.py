@@ -16,6 +16,7 @@ from django.test import override_settings
 from djqueue import AsyncResult, Celery, Task, current_app, shared_task
 from djqueue.client import celery_app
 from djqueue.client.base import app as djqueue_app
+from djqueue.client.call_checks import check_arguments
 from djqueue.models import Message
 from djqueue.setting_names import ALIASES, NEW_NAMES, canonical_name, namespaced
 from tasks import add
@@ -97,6 +98,8 @@ def test_autodiscover_tasks_of_named_packages(tmp_path: Path,
     app.tasks  # noqa: B018 - the app has discovered its tasks already
     app.autodiscover_tasks(lambda: ["discovered_pkg", "tests"], related_name="jobs")
     assert "discovered_pkg.jobs.job" in app.tasks  # imported at once; tests has no jobs module
+    # Celery's Django guide passes INSTALLED_APPS, whose entries may name AppConfig classes.
+    app.autodiscover_tasks(["djqueue.apps.DjqueueConfig", "example_project.demo"], force=True)
     del djqueue_app.tasks["discovered_pkg.jobs.job"]
     monkeypatch.delitem(sys.modules, "discovered_pkg.jobs")
     monkeypatch.delitem(sys.modules, "discovered_pkg")
@@ -211,3 +214,27 @@ def test_a_worker_with_no_task_says_what_to_add(start_worker) -> None:
     log = worker.log()
     assert "[tasks]\n  (none registered)\n\nNo task is registered" in log
     assert 'CELERY_IMPORTS = ("tasks",)' in log
+
+
+def _positional(a, b=1): ...
+def _varargs(a, *rest): ...
+def _keyword_only(a, *, k): ...
+def _anything(*args, **kwargs): ...
+
+
+@pytest.mark.parametrize("fun", [_positional, _varargs, _keyword_only, _anything])
+@pytest.mark.parametrize(("args", "kwargs"), [
+    ((), {}), ((1,), {}), ((1, 2), {}), ((1, 2, 3), {}), ((1,), {"k": 2}), ((), {"a": 1}),
+    ((1,), {"a": 1}), ((1,), {"b": 2}), ((1,), {"zz": 0}),
+])
+def test_the_argument_check_agrees_with_python(fun, args, kwargs) -> None:
+    task = djqueue_app.task(name=f"test_celery_app.{fun.__name__}")(fun)
+    try:
+        fun(*args, **kwargs)
+    except TypeError as exc:
+        with pytest.raises(TypeError, match=f"test_celery_app.{fun.__name__}"):
+            check_arguments(task, args, kwargs)
+        assert "argument" in str(exc)
+    else:
+        check_arguments(task, args, kwargs)
+    del djqueue_app.tasks[task.name]

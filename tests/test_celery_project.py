@@ -7,6 +7,7 @@ import pytest
 from django.test import override_settings
 
 from djqueue import states
+from djqueue.client.base import app as djqueue_app
 from djqueue.models import TaskResult
 from djqueue.result import GroupResult
 
@@ -17,8 +18,10 @@ from .test_backends import MEMCACHED_URL, REDIS_RESULTS_URL, memcached_available
 from demoapp.tasks import add, fail, record  # noqa: E402 - the project is on sys.path now
 
 
+@pytest.mark.django_line  # Django imports proj/ (and its app) while it reads the settings
 def test_the_project_runs_its_tasks(project_worker, record_file) -> None:  # noqa: F811
-    worker = project_worker("-c", "2")
+    # Concurrency from a Celery >= 4 name: the project's settings use only those.
+    worker = project_worker("-n", "proj@test", settings={"CELERY_WORKER_CONCURRENCY": 2})
     log = worker.log()
     assert "demoapp.tasks.add" in log and "proj.celery.debug_task" in log
     assert ".> app:         proj\n" in log  # Celery("proj") names the app
@@ -30,6 +33,19 @@ def test_the_project_runs_its_tasks(project_worker, record_file) -> None:  # noq
         failed.get(timeout=20)
     assert failed.state == states.FAILURE
     assert executions(record_file) == {"once": 1}
+    inspect = djqueue_app.control.inspect(timeout=5)
+    assert inspect.stats()["proj@test"]["pool"]["max-concurrency"] == 2
+    assert inspect.conf()["proj@test"]["CELERY_TRACK_STARTED"] is True  # CELERY_TASK_TRACK_STARTED
+    with pytest.raises(TypeError, match="missing a required argument"):
+        add.delay(5)  # checked here, before sending
+
+
+def test_mixed_setting_names_stop_the_worker_with_a_hint(project_worker) -> None:  # noqa: F811
+    worker = project_worker(settings={"CELERYD_PREFETCH_MULTIPLIER": 2}, ready=False)
+    assert worker.wait(timeout=60) != 0
+    log = worker.log()
+    assert "djqueue.E001" in log and "CELERYD_PREFETCH_MULTIPLIER" in log
+    assert "CELERYD_PREFETCH_MULTIPLIER -> CELERY_WORKER_PREFETCH_MULTIPLIER" in log
 
 
 @pytest.mark.vendor_neutral  # the subject is where results go, not the broker's SQL

@@ -81,9 +81,13 @@ def requested_modules(conf: Settings) -> list[str]:
     for packages, related_name in _Setup.discovery:
         if callable(packages):
             packages = packages()
+        # An INSTALLED_APPS entry may name an AppConfig class: its app's package is meant.
+        configs = {f"{type(c).__module__}.{type(c).__qualname__}": c.name
+                   for c in django_apps.get_app_configs()}
         if packages is None:
-            packages = [config.name for config in django_apps.get_app_configs()]
+            packages = list(configs.values())
         for package in packages:
+            package = configs.get(package, package)
             name = f"{package}.{related_name}" if related_name else package
             if importlib.util.find_spec(name) is not None:
                 modules.append(name)
