@@ -19,7 +19,7 @@ from djqueue.backends import ResultRecord
 from djqueue.client.base import app
 from djqueue.client.hooks import hooks_of
 from djqueue.exceptions import Ignore, Reject
-from djqueue.models import Message, TaskResult
+from djqueue.models import Message
 from djqueue.result import AsyncResult
 from djqueue.serialization import loads
 from djqueue.worker.execution import Job, execute, log_outcome
