@@ -117,3 +117,8 @@ def request_fields(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
                      "reply_to", "origin", "ignore_result", "shadow", "headers", "properties",
                      "called_directly")
     } | {"custom": getattr(request, "tenant", None)}
+
+
+@task(base=Recorded, bind=True, throws=(LookupError,))
+def expecting(self: Any) -> None:
+    raise KeyError("expected on purpose")

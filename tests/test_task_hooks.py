@@ -19,13 +19,13 @@ from djqueue.backends import ResultRecord
 from djqueue.client.base import app
 from djqueue.client.hooks import hooks_of
 from djqueue.exceptions import Ignore, Reject
-from djqueue.models import Message, TaskResult
+from djqueue.models import Message
 from djqueue.result import AsyncResult
 from djqueue.serialization import loads
 from djqueue.worker.execution import Job, execute, log_outcome
 
 from . import hook_tasks
-from .hook_tasks import hooked, progress, rejecting, request_fields, wrapped
+from .hook_tasks import expecting, hooked, progress, rejecting, request_fields, wrapped
 from .test_backends import CACHE_SETTINGS, REDIS_RESULTS_URL, redis_available  # noqa: F401
 
 
@@ -330,3 +330,16 @@ def test_update_state_through_the_cache_and_redis_backends(
         seen = AsyncResult(result.id)
         assert seen.state == "PROGRESS" and seen.info == {"current": 3, "total": 3}
         seen.forget()
+
+
+@pytest.mark.django_db
+def test_an_expected_failure_is_logged_at_info_without_traceback(
+        record_file: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="djqueue.worker")
+    outcome = execute(job_of(expecting))
+    assert (outcome.state, outcome.store) == (states.FAILURE, True) and outcome.traceback
+    log_outcome(outcome)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [(
+        "INFO", f"Task tests.hook_tasks.expecting[{outcome.job.task_id}] raised expected: "
+        "KeyError('expected on purpose')")]
+    assert events(record_file, outcome.job.task_id)[-2].startswith("on_failure KeyError")

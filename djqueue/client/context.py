@@ -1,10 +1,11 @@
 """``task.request``: what a running task knows about its own call, under Celery's names.
 
 The worker builds a :class:`Context` from the message: its row (id, queue, retries, time limits,
-the worker's node name) and the optional ``headers`` of its body, a dict keyed by Celery's
-message-header names (``parent_id``, ``root_id``, ``group``, ``chord``, ``callbacks``, ``shadow``,
-custom headers given with ``apply_async(headers=…)``, …). Fields no message gave read their class
-default, so a plain call pays for no field it does not have.
+the worker's node name), the canvas's workflow fields of its body (``parent_id``, ``root_id``,
+``group``, ``chord``, ``callbacks``, …) and the body's optional ``headers``, a dict keyed by
+Celery's message-header names (``shadow``, ``ignore_result``, custom headers given with
+``apply_async(headers=…)``, …); see :mod:`djqueue.worker.lifecycle_hooks`. Fields no message gave
+read their class default, so a plain call pays for no field it does not have.
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "expires": None,
     "serializer": None,
     "typing": True,
+    "throws": (),
 }
 
 
@@ -97,6 +98,9 @@ class Task:
     expires: float | datetime.datetime | None = None
     serializer: str | None = None
     typing: bool = True
+    #: Expected exceptions: the task still fails, and the worker logs it at INFO without the
+    #: traceback ("raised expected"), as Celery does.
+    throws: tuple[type[BaseException], ...] = ()
 
     def __init__(self) -> None:
         self._local = threading.local()

@@ -32,7 +32,7 @@ from ..serialization import (
     CONTENT_TYPES, dumps, exception_to_data, loads, readable, readable_json, safe_repr,
 )
 from . import workflow
-from .lifecycle_hooks import predicate, push_request
+from .lifecycle_hooks import expected, predicate, push_request
 
 if TYPE_CHECKING:
     from ..broker.rows import Claimed
@@ -252,7 +252,7 @@ def _execute(job: Job) -> Outcome:
             retval = retry
         else:
             _failed(outcome, exc, result_serializer)
-            retval = exc
+            retval = expected(task, outcome, exc)
             outcome.store = not ignore_result or bool(
                 task.resolved("store_errors_even_if_ignored", "CELERY_STORE_ERRORS_EVEN_IF_IGNORED")
             )

@@ -1,14 +1,18 @@
 """The worker's side of a task's life cycle (:mod:`djqueue.client.hooks` has the handlers): the
-request a call runs with, read from its message, and what ``Reject`` and ``Ignore`` do to it."""
+request a call runs with, read from its message, what ``Reject`` and ``Ignore`` do to it, and
+the log line of an expected failure (``throws``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import states
-from ..client.hooks import log_predicate
+from ..client.hooks import log_predicate, shown_name
 from ..exceptions import Ignore, Reject
+
+logger = logging.getLogger("djqueue.worker")
 
 if TYPE_CHECKING:
     from ..client.task import Task
@@ -61,3 +65,12 @@ def predicate(task: Task, outcome: Outcome, exc: Reject | Ignore,
     else:
         failed(outcome, exc, serializer)
         outcome.action = "reject" if job.acks_late else "ack"
+
+
+def expected(task: Task, outcome: Outcome, exc: BaseException) -> BaseException:
+    """A failure with one of the task's ``throws`` is logged here at INFO, without the
+    traceback (stored all the same), as Celery's ``raised expected``; returns ``exc``."""
+    if task.throws and isinstance(exc, task.throws):
+        logger.info("Task %s[%s] raised expected: %r", shown_name(task), outcome.job.task_id, exc)
+        outcome.logged = True
+    return exc
