@@ -27,3 +27,21 @@ def soak_late(key, seconds):
     record_start(key, 0.0)
     time.sleep(seconds)
     return key
+
+
+@task(name="bench.member")
+def member(key):
+    """bench/canvas.py's group and chord member."""
+    return key
+
+
+@task(name="bench.total")
+def total(results):
+    """bench/canvas.py's chord body: how many results it was given."""
+    return len(results)
+
+
+@task(name="bench.step")
+def step(value):
+    """bench/canvas.py's chain step."""
+    return value + 1
