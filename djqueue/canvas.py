@@ -350,6 +350,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
         call._body()  # type: ignore[attr-defined]
         if _eager(self.app):
             return call.apply(args, kwargs)
+        self.app.backend.ensure_chords_allowed()
         return launch.apply_async(call, tuple(args), kwargs)  # type: ignore[return-value]
 
     def apply(  # type: ignore[override]
