@@ -47,3 +47,21 @@ def flow_held(key, seconds):
     time.sleep(seconds)
     record_start(key, start)
     return key
+
+
+@task(name="bench.member")
+def member(key):
+    """bench/canvas.py's group and chord member."""
+    return key
+
+
+@task(name="bench.total")
+def total(results):
+    """bench/canvas.py's chord body: how many results it was given."""
+    return len(results)
+
+
+@task(name="bench.step")
+def step(value):
+    """bench/canvas.py's chain step."""
+    return value + 1

@@ -141,8 +141,8 @@ class group(Signature):  # noqa: N801 - Celery's name
         if _eager(self.app):
             return self.apply(args, kwargs, **options)
         with _gc_paused():
-            if any(t.subtask_type or t.options.keys() & launch.WORKFLOW_OPTIONS
-                   for t in self.tasks):
+            if any(t.subtask_type or (t.options and not launch.WORKFLOW_OPTIONS.isdisjoint(
+                    t.options)) for t in self.tasks):
                 return launch.apply_async(self.clone(**options), tuple(args), kwargs)  # type: ignore[return-value]
             return self._send(tuple(args), kwargs, options)
 
@@ -350,6 +350,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
         call._body()  # type: ignore[attr-defined]
         if _eager(self.app):
             return call.apply(args, kwargs)
+        self.app.backend.ensure_chords_allowed()
         return launch.apply_async(call, tuple(args), kwargs)  # type: ignore[return-value]
 
     def apply(  # type: ignore[override]

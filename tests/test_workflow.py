@@ -14,7 +14,7 @@ import djqueue
 from djqueue import states
 from djqueue.canvas import Signature, chain, chord, chunks, group, signature, xmap, xstarmap
 from djqueue.client.base import app
-from djqueue.exceptions import ChordError
+from djqueue.exceptions import ChordError, ResultBackendNotConfigured
 from djqueue.models import Chord, Message, TaskResult
 from djqueue.result import AsyncResult, GroupResult, ResultSet
 from djqueue.broker import operations
@@ -207,3 +207,10 @@ def run_all_but_rejected(worker: Worker) -> None:
         if not Message.objects.exclude(state="rejected").exists():
             return
     raise AssertionError("the worker did not drain the queue")
+
+
+def test_a_chord_needs_a_result_backend(settings) -> None:
+    settings.CELERY_RESULT_BACKEND = None
+    with pytest.raises(ResultBackendNotConfigured):
+        chord([wf.add.s(1, 1)], wf.xsum.s()).apply_async()
+    assert not Message.objects.exists() and not Chord.objects.exists()

@@ -74,10 +74,15 @@ class Planner:
         return self._task(sig, args, kwargs, stack)
 
     def _task(self, sig: Signature, args: Sequence[Any], kwargs: Mapping[str, Any] | None,
-              stack: Sequence[Mapping[str, Any]]) -> AsyncResult:
+              stack: Sequence[Mapping[str, Any]], member: tuple[str, int] | None = None,
+              given_id: str | None = None) -> AsyncResult:
+        """One task's message; ``member``: ``(chord id, index)`` of a chord header task."""
         call = sig.clone(args, kwargs)
         options = call.options
-        task_id = options.pop("task_id", None) or new_id()
+        task_id = options.pop("task_id", None) or given_id or new_id()
+        if member is not None:
+            options["chord"] = options["group_id"] = member[0]
+            options["group_index"] = member[1]
         if not (self.workflow or stack or options.keys() & WORKFLOW_OPTIONS):
             self.messages.append(call.build_message(self.batch, task_id))
             return AsyncResult(task_id, app=self.app, task_name=call.task)
@@ -140,9 +145,14 @@ class Planner:
             return result
         extra = _group_options(sig.options)
         members = []
-        for index, member in enumerate(header):
-            member = with_member(member.clone(**extra), chord_id, index)
-            members.append(self.plan(member, args, kwargs))
+        ids = publishing.new_task_ids(len(header))
+        for index, (member, task_id) in enumerate(zip(header, ids)):
+            if extra:
+                member = member.clone(**extra)
+            if member.subtask_type:
+                members.append(self.plan(with_member(member, chord_id, index), args, kwargs))
+            else:  # the common header: plain calls, each cloned once
+                members.append(self._task(member, args, kwargs, (), (chord_id, index), task_id))
         self.chords.append(ChordRow(chord_id, len(members), json.dumps({
             "body": body.as_dict(), "chain": list(stack), "root_id": self.root_id,
         }), json.dumps([m.id for m in members])))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from django.db import connections
 
 from .. import __version__
+from ..client import builtins
 
 if TYPE_CHECKING:
     from .loop import Worker
@@ -34,8 +35,9 @@ def banner(worker: Worker) -> str:
     ]
     lines += [f"                .> {queue}" for queue in worker.queues]
     lines += ["", "[tasks]"]
-    lines += [f"  . {name}" for name in sorted(worker.app.tasks)] or ["  (none registered)", "",
-                                                                      *NO_TASKS.splitlines()]
+    lines += [f"  . {name}" for name in sorted(worker.app.tasks)
+              if not builtins.is_builtin(name)] or ["  (none registered)", "",
+                                                   *NO_TASKS.splitlines()]
     return "\n".join(lines) + "\n"
 
 
