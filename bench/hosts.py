@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,8 @@ def main() -> None:
     bindir = server_bindir()
     if why or bindir is None:
         raise SystemExit(why or "PostgreSQL's server programs are not installed")
+    # A timeout's SIGTERM still removes the hosts and the cluster (the context managers' exits).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     results: dict[int, list[dict[str, float]]] = {1: [], 2: [], 3: []}
     with private_cluster(bindir) as server, netns.hosts(3) as hosts:
         server.serve([host.address for host in hosts], netns.network(hosts))
