@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 #: Django's ``connection.vendor`` -> the dotted path of its :class:`Operations` subclass.
 VENDORS: dict[str, str] = {
+    "mysql": "djqueue.broker.mysql.MySQLOperations",
     "postgresql": "djqueue.broker.postgresql.PostgreSQLOperations",
     "sqlite": "djqueue.broker.sqlite.SQLiteOperations",
 }

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from ..models import Message, Revocation, TaskResult
 
@@ -89,6 +90,14 @@ def row_tail(head: MessageHead, now: datetime.datetime) -> tuple[Any, ...]:
     """A row's columns after the task id and the body."""
     plan = row_plan()
     return (*head, *(now,) * plan.stamped, *plan.constants)
+
+
+def adapted(values: tuple[Any, ...], connection: BaseDatabaseWrapper) -> tuple[Any, ...]:
+    """A row's last columns (``values``) with their datetimes as the database's Django backend
+    writes them (text on SQLite, naive UTC on MySQL), for statements run past the ORM."""
+    adapt = connection.ops.adapt_datetimefield_value
+    is_time = row_plan().is_time[-len(values):]
+    return tuple(adapt(value) if time else value for value, time in zip(values, is_time))
 
 
 @functools.cache
