@@ -45,7 +45,7 @@ from ..exceptions import MessageTooLarge
 from .base import Operations
 from .rows import (
     RESULT_COLUMNS, RESULT_UPDATED, RESULTS_TABLE, REVOKED_TABLE, TABLE, Claimed, NewMessage,
-    StartNow, adapted, claimed_from_rows, insert_sql, row_plan, row_tail,
+    StartNow, adapted, claimed_from_rows, insert_sql, row_plan, row_tail, without_nul,
 )
 
 if TYPE_CHECKING:
@@ -336,6 +336,8 @@ class MySQLOperations(Operations):
                 if isinstance(value, datetime.datetime):
                     value = ops.adapt_datetimefield_value(value)
                 elif isinstance(value, str):
+                    if "\x00" in value:  # the same readable text as on the other databases
+                        value = without_nul(value)
                     size += _escaped_size(value)
                 params.append(value)
             params.append(created)

@@ -208,7 +208,7 @@ RESULT_COLUMNS = ["task_id", *RESULT_UPDATED]
 _DONE = RESULT_COLUMNS.index("date_done")
 
 
-def _without_nul(value: object) -> object:
+def without_nul(value: object) -> object:
     """``value`` with any NUL character replaced by U+FFFD. PostgreSQL's text cannot hold NUL,
     so one in a traceback (an exception's message may carry any character) failed the worker's
     whole round; SQLite's JSON functions cut the text there. An encoded result never has one:
@@ -234,6 +234,6 @@ def results_document(
         rows.append(row)
     document = json.dumps(rows, separators=(",", ":"))
     if "\\u0000" in document:  # rare: look at the values only then
-        rows = [[_without_nul(value) for value in row] for row in rows]
+        rows = [[without_nul(value) for value in row] for row in rows]
         document = json.dumps(rows, separators=(",", ":"))
     return document
