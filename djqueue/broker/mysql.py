@@ -5,25 +5,20 @@
 - djqueue's own transactions run in ``READ COMMITTED``: under MySQL's default ``REPEATABLE
   READ`` a claim's locking read also takes gap locks, which hold up publishers and let claims
   deadlock. Django opens MySQL connections in ``READ COMMITTED`` unless ``OPTIONS`` say
-  otherwise; then djqueue asks for it one transaction at a time (``SET TRANSACTION``), and a
-  prefork worker's own sessions keep it (:meth:`MySQLOperations.steer_worker_planner`), so the
-  project's choice holds for its own transactions. Deadlocks (1213) and lock wait timeouts (1205)
-  roll the whole transaction back; djqueue's own transactions are then run again
-  (:meth:`MySQLOperations.retrying`).
+  otherwise; then djqueue asks for it per transaction (``SET TRANSACTION``) and a prefork
+  worker's own sessions keep it, so the project's choice holds for its own transactions.
+  Deadlocks (1213) and lock wait timeouts (1205) run djqueue's own transactions again.
 - Neither has ``UPDATE … RETURNING`` (MariaDB has ``DELETE … RETURNING``, MySQL not even that).
   A settling statement (start, ack, give back, reject, retry) is sent as ``SELECT <returned
-  columns> … FOR UPDATE; UPDATE|DELETE …`` with the same condition, in one round trip (mysqlclient
-  allows several statements per call): the lock makes the second statement move exactly the rows
-  the first returned. The heartbeat's statements skip rows other transactions have locked
-  (``FOR UPDATE SKIP LOCKED``) and then update them by id.
+  columns> … FOR UPDATE; UPDATE|DELETE …`` with the same condition, in one round trip: the lock
+  makes the second statement move exactly the rows the first returned. The heartbeat's
+  statements skip locked rows (``FOR UPDATE SKIP LOCKED``), then update them by id.
 - The claim, in one transaction: ``SELECT … ORDER BY priority DESC, id LIMIT n FOR UPDATE SKIP
-  LOCKED`` per queue (one round trip for all of them), then one round trip for the updates that
-  mark the picked rows started or reserved and the look-up of revoked task ids.
+  LOCKED`` per queue (one round trip for all), then one for the updates and the revoked ids.
 - Publishing: one ``INSERT``; a batch as multi-row ``INSERT`` statements in chunks. A message
   larger than the server's ``max_allowed_packet`` is refused before anything is sent
-  (:class:`~djqueue.exceptions.MessageTooLarge`): MySQL would drop the connection.
-- Results: one multi-row ``INSERT … ON DUPLICATE KEY UPDATE``.
-- No ``LISTEN``: idle workers poll. No vacuum from workers (InnoDB purges by itself).
+  (:class:`~djqueue.exceptions.MessageTooLarge`): MySQL would drop the connection. Results: one
+  multi-row ``INSERT … ON DUPLICATE KEY UPDATE``. No ``LISTEN``: idle workers poll. No vacuum.
 """
 
 from __future__ import annotations
@@ -79,6 +74,9 @@ _PICKED = ("id, task_id, task_name, queue, priority, content_type, body, retries
 
 class MySQLOperations(Operations):
     vendor = "mysql"
+    #: No ``NOTIFY``: an idle worker looks every 0.2 s (an index probe, see :meth:`claim`), so a
+    #: message sent to an idle worker starts 0.1 s later on average, 0.2 s at most.
+    polling_interval = 0.2
 
     def __init__(self, using: str) -> None:
         super().__init__(using)
@@ -212,11 +210,25 @@ class MySQLOperations(Operations):
     ) -> list[Claimed]:
         """Two round trips in one transaction: the picked rows of every queue, locked (each
         queue read in its index's order, stopping after ``limit`` rows); then the updates that
-        start or reserve them and the revoked task ids among them."""
-        if limit <= 0 or not queues:
+        start or reserve them and the revoked task ids among them. Outside a worker's round, a
+        look without locks first (:meth:`_any_ready`)."""
+        if limit <= 0 or not queues or not self._any_ready(queues):
             return []
         return self.retrying(lambda: self._claim_in_transaction(
             queues, limit, worker, owner, lease_seconds, start))
+
+    def _any_ready(self, queues: Sequence[str]) -> bool:
+        """Outside a transaction (an idle worker's poll), whether any message is ready: one
+        statement, without the claim transaction's three round trips when there is none."""
+        connection = connections[self.using]
+        if connection.in_atomic_block:
+            return True
+        now, now_params = self.now_sql()
+        marks = ", ".join(["%s"] * len(queues))
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT 1 FROM {TABLE} WHERE state = 'ready' AND queue IN ({marks}) "
+                           f"AND available_at <= {now} LIMIT 1", [*queues, *now_params])
+            return cursor.fetchone() is not None
 
     def _claim_in_transaction(
         self, queues: Sequence[str], limit: int, worker: str, owner: int | None,
