@@ -40,7 +40,7 @@ from ..exceptions import MessageTooLarge
 from .base import Operations
 from .rows import (
     RESULT_COLUMNS, RESULT_UPDATED, RESULTS_TABLE, REVOKED_TABLE, TABLE, Claimed, NewMessage,
-    StartNow, adapted, claimed_from_rows, insert_sql, row_plan, row_tail, without_nul,
+    StartNow, adapted, claimed_from_rows, insert_sql, row_tail, without_nul,
 )
 
 if TYPE_CHECKING:
@@ -57,9 +57,8 @@ RETRIED = {1213: "deadlock", 1205: "lock wait timeout"}
 INSERT_CHUNK = 500
 #: Bytes of a statement besides its texts' (columns, numbers, dates), kept free in a packet.
 STATEMENT_ROOM = 64 * 1024
-#: Bytes of text that fit in any statement without asking the server (``max_allowed_packet`` is
-#: 16 MiB on MariaDB and 64 MiB on MySQL 8.0 by default; the least it can be set to is 1 KiB, but
-#: less than 1 MiB would refuse far more than djqueue's messages).
+#: Bytes that fit in any statement without asking the server (``max_allowed_packet``: 16 MiB on
+#: MariaDB and 64 MiB on MySQL 8.0 by default; below 1 MiB, far more than djqueue would fail).
 ALWAYS_FITS = 1024 * 1024 - STATEMENT_ROOM
 #: Marks the condition of a statement that skips locked rows (see ``unlocked``).
 _SKIP = "/* djqueue: skip locked */"
@@ -296,38 +295,42 @@ class MySQLOperations(Operations):
     # Publishing and results.
 
     def publish_one(self, message: NewMessage, now: datetime.datetime) -> None:
-        self._fits(message.task_id, message.body)
+        self._fits(message.task_id, _escaped_size(message.body) + _escaped_size(message.task_id))
         connection = connections[self.using]
         self.execute(insert_sql(), (message.task_id, message.body,
                                     *adapted(row_tail(message.head, now), connection)))
 
     def publish_many(self, messages: Iterable[NewMessage], now: datetime.datetime) -> None:
         """Multi-row ``INSERT`` statements of up to :data:`INSERT_CHUNK` rows and one packet
-        each, in one transaction (the caller's, when there is one)."""
+        each, in one transaction (the caller's, when there is one). The rows are written as SQL
+        text here, each head's columns escaped once per batch: with a parameter per column the
+        driver's escaping of every value was two thirds of a batch's time."""
         connection = connections[self.using]
-        columns = len(row_plan().columns)
-        row_marks = f"({', '.join(['%s'] * columns)})"
-        tails: dict[Any, tuple[Any, ...]] = {}
+        tails: dict[Any, str] = {}
+        values = insert_sql()[: insert_sql().index(" VALUES ") + len(" VALUES ")]
         with transaction.atomic(using=self.using, savepoint=False), connection.cursor() as cursor:
-            def send(rows: list[object], count: int) -> None:
-                cursor.execute(insert_sql().replace(
-                    row_marks, ", ".join([row_marks] * count), 1), rows)
+            raw = connection.connection
 
-            chunk: list[object] = []
-            count = size = 0
+            def literal(value: object) -> str:
+                return raw.literal(value).decode(raw.encoding)
+
+            rows: list[str] = []
+            size = 0
             for task_id, body, head in messages:
-                length = self._fits(task_id, body)
                 tail = tails.get(head)
                 if tail is None:
-                    tail = tails[head] = adapted(row_tail(head, now), connection)
-                if count and (count == INSERT_CHUNK or (
+                    tail = tails[head] = ", ".join(
+                        map(literal, adapted(row_tail(head, now), connection))) + ")"
+                row = f"({literal(task_id)}, {literal(body)}, {tail}"
+                length = self._fits(task_id, len(row) if row.isascii() else len(row.encode()))
+                if rows and (len(rows) == INSERT_CHUNK or (
                         size + length > ALWAYS_FITS and size + length > self._room())):
-                    send(chunk, count)
-                    chunk, count, size = [], 0, 0
-                chunk += (task_id, body, *tail)
-                count, size = count + 1, size + length
-            if count:
-                send(chunk, count)
+                    cursor.execute(values + ", ".join(rows))
+                    rows, size = [], 0
+                rows.append(row)
+                size += length
+            if rows:
+                cursor.execute(values + ", ".join(rows))
 
     def results_upsert(
         self, records: Sequence[ResultRecord], only: str | None = None
@@ -373,10 +376,9 @@ class MySQLOperations(Operations):
     def _room(self) -> int:
         return self._packet_size() - STATEMENT_ROOM
 
-    def _fits(self, task_id: str, body: str) -> int:
-        """The bytes ``body`` and ``task_id`` take in a statement; raises
-        :class:`MessageTooLarge` when they exceed what one statement may hold."""
-        size = _escaped_size(body) + _escaped_size(task_id)
+    def _fits(self, task_id: str, size: int) -> int:
+        """``size``: the bytes a message takes in a statement. Raises :class:`MessageTooLarge`
+        when they exceed what one statement may hold."""
         if size > ALWAYS_FITS and size > self._room():
             raise MessageTooLarge(
                 f"The message {task_id[:40]!r} is {size} bytes long as MySQL receives it; the "
@@ -386,8 +388,10 @@ class MySQLOperations(Operations):
 
 
 def _escaped_size(text: str) -> int:
-    """Bytes ``text`` takes in a statement, quoted and escaped (at least its length)."""
+    """Bytes ``text`` takes in a statement, quoted and escaped (at most, when that is plenty)."""
     size = len(text) if text.isascii() else len(text.encode())
+    if 2 * size <= ALWAYS_FITS:
+        return 2 * size + 2
     return size + sum(text.count(c) for c in "\\'\"\n\r\x00\x1a") + 2
 
 
