@@ -1,10 +1,10 @@
 """The benchmark: ``python bench/run.py [--runs 3] [--compare celery] [--compare celery-django]
 [--compare pgqueuer] [--scale-out] [--baseline REV ...] [--mysql URL]``.
 
-Runs djqueue on SQLite, on PostgreSQL and on MariaDB/MySQL (and, with ``--compare celery``, Celery 5 on Redis; with
-``--compare celery-django``, the same Celery app in a Django project; with ``--compare pgqueuer``,
-pgqueuer on PostgreSQL; each in a virtualenv of its own under bench/, created on first use) and
-prints the medians of ``--runs`` runs and the ratios. See bench/README.md for what is measured and
+Runs djqueue on SQLite, on PostgreSQL and on MariaDB/MySQL (and, with ``--compare celery``,
+Celery 5 on Redis; with ``--compare celery-django``, the same Celery app in a Django project;
+with ``--compare pgqueuer``, pgqueuer on PostgreSQL; each in a virtualenv of its own under bench/,
+created on first use) and prints the medians of ``--runs`` runs and the ratios. See bench/README.md for what is measured and
 how.
 """
 

@@ -192,7 +192,8 @@ _VENDOR_HINT = f"Use {', '.join(sorted(VENDORS))} for the broker database."
 
 
 def _unsupported(using: str) -> str:
-    return f"Database {using!r} is {connections[using].vendor}, which cannot serve as djqueue's broker:"
+    vendor = connections[using].vendor
+    return f"Database {using!r} is {vendor}, which cannot serve as djqueue's broker:"
 
 
 def broker_refusal() -> str | None:

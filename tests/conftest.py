@@ -202,7 +202,8 @@ def database_url() -> str:
         password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
         return f"postgres://{user}{password}@{host}:{port}/{settings['NAME']}"
     if connection.vendor == "mysql":
-        user, host, port = settings["USER"], settings["HOST"] or "127.0.0.1", settings["PORT"] or 3306
+        user, host = settings["USER"], settings["HOST"] or "127.0.0.1"
+        port = settings["PORT"] or 3306
         password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
         return f"mysql://{user}{password}@{host}:{port}/{settings['NAME']}"
     raise RuntimeError(f"no URL for {connection.vendor}")

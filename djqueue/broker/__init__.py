@@ -3,8 +3,8 @@
 :func:`operations` gives the :class:`~djqueue.broker.base.Operations` of a database alias: the
 class :data:`VENDORS` registers for its ``connection.vendor``. Each vendor module
 (:mod:`~djqueue.broker.mysql`, :mod:`~djqueue.broker.postgresql`, :mod:`~djqueue.broker.sqlite`)
-holds all of that vendor's SQL and is the only place in djqueue that depends on the vendor; callers ask the operations object
-and never test the vendor themselves. Adding a vendor is adding its module and a line here.
+holds all of that vendor's SQL and is the only place in djqueue that depends on the vendor;
+callers ask the operations object and never test the vendor themselves. Adding a vendor is adding its module and a line here.
 
 The other modules: :mod:`~djqueue.broker.base` (the interface, its defaults and shared pieces),
 :mod:`~djqueue.broker.statements` (the statements alike on every vendor, built from the vendor's

@@ -264,7 +264,8 @@ class Statements:
         signal = connection.ops.quote_name("signal")  # a reserved word on MySQL
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT task_id, terminate, {signal} FROM {REVOKED_TABLE} WHERE task_id IN ({marks})",
+                f"SELECT task_id, terminate, {signal} FROM {REVOKED_TABLE} "
+                f"WHERE task_id IN ({marks})",
                 list(task_ids),
             )
             return {row[0]: (bool(row[1]), row[2]) for row in cursor.fetchall()}
