@@ -246,8 +246,8 @@ class MySQLOperations(Operations):
                 rows.extend(cursor.fetchall())
             if not rows:
                 return []
-            rows.sort(key=lambda row: (-row[4], row[0]))
-            rows = rows[:limit]
+            # By id: a queue named twice would find its rows again (its own locks do not skip).
+            rows = sorted({r[0]: r for r in rows}.values(), key=lambda r: (-r[4], r[0]))[:limit]
             go = [_starts(start, rank, row[2]) for rank, row in enumerate(rows, 1)]
             late = {row[0] for row, now_too in zip(rows, go)
                     if now_too and start and row[2] in start.acks_late_names}
