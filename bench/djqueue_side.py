@@ -30,9 +30,10 @@ class DjqueueSystem:
         """Empty tables, as the other sides start from (pgqueuer truncates its tables, Redis is
         flushed): deleted rows would leave dead versions and index pages behind, so a run would
         depend on what earlier runs (or bench/claim_cost.py's million rows) left there."""
-        if connection.vendor == "postgresql":
+        if connection.vendor in ("postgresql", "mysql"):
             with connection.cursor() as cursor:
-                cursor.execute(f"TRUNCATE {Message._meta.db_table}, {TaskResult._meta.db_table}")
+                for model in (Message, TaskResult):  # MySQL truncates one table at a time
+                    cursor.execute(f"TRUNCATE {model._meta.db_table}")
         else:
             Message.objects.all().delete()
             TaskResult.objects.all().delete()

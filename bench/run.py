@@ -1,10 +1,10 @@
 """The benchmark: ``python bench/run.py [--runs 3] [--compare celery] [--compare celery-django]
-[--compare pgqueuer] [--scale-out] [--baseline REV ...]``.
+[--compare pgqueuer] [--scale-out] [--baseline REV ...] [--mysql URL]``.
 
-Runs djqueue on SQLite and on PostgreSQL (and, with ``--compare celery``, Celery 5 on Redis; with
-``--compare celery-django``, the same Celery app in a Django project; with ``--compare pgqueuer``,
-pgqueuer on PostgreSQL; each in a virtualenv of its own under bench/, created on first use) and
-prints the medians of ``--runs`` runs and the ratios. See bench/README.md for what is measured and
+Runs djqueue on SQLite, on PostgreSQL and on MariaDB/MySQL (and, with ``--compare celery``,
+Celery 5 on Redis; with ``--compare celery-django``, the same Celery app in a Django project;
+with ``--compare pgqueuer``, pgqueuer on PostgreSQL; each in a virtualenv of its own under bench/,
+created on first use) and prints the medians of ``--runs`` runs and the ratios. See bench/README.md for what is measured and
 how.
 """
 
@@ -38,6 +38,7 @@ OTHERS = {
                  "bench.pgqueuer_side", {"BENCH_PGQUEUER_URL": "pgqueuer"}),
 }
 OURS = "djqueue PostgreSQL (-c 2)"
+MARIADB = "djqueue MariaDB (-c 2)"
 COLUMNS = [
     ("single", "enqueue 1-by-1 /s", "{:,.0f}"),
     ("bulk", "bulk enqueue /s", "{:,.0f}"),
@@ -98,6 +99,22 @@ def database_beside(url: str, suffix: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
+def mysql_database(url: str) -> str:
+    """``url``, its MySQL/MariaDB database created if missing."""
+    import MySQLdb
+
+    parts = urlsplit(url)
+    server = MySQLdb.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
+                             user=unquote(parts.username or "root"),
+                             password=unquote(parts.password or ""))
+    try:
+        name = unquote(parts.path.lstrip("/")).replace("`", "")
+        server.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")
+    finally:
+        server.close()
+    return url
+
+
 def table(rows: dict[str, dict[str, float | None]]) -> str:
     width = max(len(name) for name in rows) + 2
     lines = [" " * width + " | ".join(f"{title:>17}" for _, title, _ in COLUMNS)]
@@ -137,6 +154,9 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get(
         "BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/bench_djqueue"))
     parser.add_argument("--sqlite", default="sqlite:////tmp/bench-djqueue.sqlite3")
+    parser.add_argument("--mysql", default=os.environ.get(
+        "BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/bench_djqueue"),
+        help="djqueue's MariaDB/MySQL database (created when missing); '' leaves it out")
     parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"))
     parser.add_argument("--pgqueuer", default=os.environ.get(
         "BENCH_PGQUEUER_URL", "postgres://postgres@127.0.0.1:5432/bench_pgqueuer"),
@@ -158,6 +178,9 @@ def main() -> None:
     systems[OURS] = (me, ["bench/djqueue_side.py"], {"DATABASE_URL": options.postgres}, ROOT)
     systems["djqueue SQLite (-c 2)"] = (me, ["bench/djqueue_side.py"],
                                         {"DATABASE_URL": options.sqlite}, ROOT)
+    if options.mysql:
+        systems[MARIADB] = (me, ["bench/djqueue_side.py"],
+                            {"DATABASE_URL": mysql_database(options.mysql)}, ROOT)
     befores = []
     for number, revision in enumerate(dict.fromkeys(options.baseline), 1):
         before = f"djqueue PostgreSQL @{revision}"
@@ -177,6 +200,8 @@ def main() -> None:
     print(table(rows))
     for title, *_ in others:
         print(f"\ndjqueue PostgreSQL vs {title}: " + ratios(rows[OURS], rows[title]))
+        if options.mysql:
+            print(f"\ndjqueue MariaDB vs {title}: " + ratios(rows[MARIADB], rows[title]))
     for before in befores:
         print(f"\ndjqueue PostgreSQL vs {before}: " + ratios(rows[OURS], rows[before]))
     if options.scale_out:

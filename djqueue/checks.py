@@ -165,8 +165,9 @@ def _flow_limits(conf: Settings) -> list[checks.CheckMessage]:
 
 @checks.register("djqueue")
 def check_backend_and_broker(**kwargs: Any) -> list[checks.CheckMessage]:
-    """E005 unknown result backend, E006 a database that cannot be the broker, E008 a cache alias
-    that CACHES lacks, E011 an unknown time zone."""
+    """E005 unknown result backend, E006 a broker alias DATABASES lacks, W004 a database of a
+    vendor that cannot be the broker, E008 a cache alias that CACHES lacks, E011 an unknown time
+    zone."""
     conf, messages = _conf(), []
     url = "://" in str(conf.CELERY_RESULT_BACKEND)
     try:
@@ -191,11 +192,11 @@ def check_backend_and_broker(**kwargs: Any) -> list[checks.CheckMessage]:
             id="djqueue.E006",
         ))
     elif not supports(using):
-        messages.append(checks.Error(
-            f"Database {using!r} is {connections[using].vendor}, which cannot serve as djqueue's "
-            "broker.",
-            hint=f"Use {' or '.join(VENDORS)} for the broker database.",
-            id="djqueue.E006",
+        # A warning here: an error would stop every management command of the project (migrate,
+        # runserver), which need no broker. `manage.py celery` refuses it (broker_refusal).
+        messages.append(checks.Warning(
+            f"{_unsupported(using)} delay() and `manage.py celery` refuse it.",
+            hint=_VENDOR_HINT, id="djqueue.W004",
         ))
     if conf.CELERY_TIMEZONE:
         try:
@@ -207,6 +208,23 @@ def check_backend_and_broker(**kwargs: Any) -> list[checks.CheckMessage]:
                 id="djqueue.E011",
             ))
     return messages
+
+
+_VENDOR_HINT = f"Use {', '.join(sorted(VENDORS))} for the broker database."
+
+
+def _unsupported(using: str) -> str:
+    vendor = connections[using].vendor
+    return f"Database {using!r} is {vendor}, which cannot serve as djqueue's broker:"
+
+
+def broker_refusal() -> str | None:
+    """Why `manage.py celery` cannot run here (the broker database is of a vendor djqueue does
+    not support, djqueue.E006), or None."""
+    using = _conf().broker_alias
+    if using not in settings.DATABASES or supports(using):
+        return None  # a missing alias is E006 of the system checks already
+    return f"(djqueue.E006) {_unsupported(using)} it cannot be used.\n\tHINT: {_VENDOR_HINT}"
 
 
 @checks.register("djqueue")

@@ -203,9 +203,11 @@ class Settings(Mapping[str, Any]):
         return rest.strip("/") or "default"
 
     @property
-    def polling_interval(self) -> float:
-        """Seconds an idle worker waits between looks at the queue."""
-        return float((self.BROKER_TRANSPORT_OPTIONS or {}).get("polling_interval", 1.0))
+    def polling_interval(self) -> float | None:
+        """Seconds an idle worker waits between looks at the queue; None: the broker vendor's
+        default (``Operations.polling_interval``)."""
+        value = (self.BROKER_TRANSPORT_OPTIONS or {}).get("polling_interval")
+        return None if value is None else float(value)
 
     @property
     def timezone(self) -> datetime.tzinfo:

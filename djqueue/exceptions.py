@@ -22,6 +22,11 @@ class InvalidIdentifier(DjqueueError, ValueError):
     character, or longer than its column (see :mod:`djqueue.client.identifiers`)."""
 
 
+class MessageTooLarge(DjqueueError, ValueError):
+    """A message larger than the broker database takes in one statement (on MySQL and MariaDB:
+    its server's ``max_allowed_packet``). Nothing of it was written."""
+
+
 class NotRegistered(DjqueueError, KeyError):
     """No task of that name is registered in this process."""
 

@@ -25,8 +25,8 @@ class Message(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     # task_id and task_name here, in TaskResult and Revocation.task_id are COLLATE "C" on
-    # PostgreSQL (migration 0003), which the model state does not say: keep it in any migration
-    # that alters them.
+    # PostgreSQL (migration 0003), and with queue utf8mb4_bin on MySQL (0008), which the model
+    # state does not say: keep it in any migration that alters them.
     task_id = models.CharField("task id", max_length=255)
     task_name = models.CharField("task name", max_length=255)
     queue = models.CharField(max_length=200, default="celery")
@@ -79,6 +79,8 @@ class Message(models.Model):
     class Meta:
         db_table = "djqueue_message"
         verbose_name = "message"
+        # On MySQL (no partial indexes) migration 0008 rebuilds these with `state` first and
+        # drops djqueue_msg_rejected: a migration that changes them must leave MySQL's alone.
         indexes = [
             models.Index(
                 fields=["queue", "-priority", "id"],

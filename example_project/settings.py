@@ -82,7 +82,8 @@ STATIC_URL = "static/"
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default="database") or None
 # Extra task modules from the environment: the test suite adds its fault-injection tasks.
 CELERY_IMPORTS = ("tasks", *env.list("DJQUEUE_EXTRA_IMPORTS", default=[]))
-BROKER_TRANSPORT_OPTIONS = {"polling_interval": env.float("DJQUEUE_POLLING_INTERVAL", default=1.0)}
+if env.str("DJQUEUE_POLLING_INTERVAL", default=""):  # else the broker database's default
+    BROKER_TRANSPORT_OPTIONS = {"polling_interval": env.float("DJQUEUE_POLLING_INTERVAL")}
 DJQUEUE_WORKER_LOST_TIMEOUT = env.float("DJQUEUE_WORKER_LOST_TIMEOUT", default=30.0)
 # Beat: how fast a standby takes over from a dead active scheduler, and how often beat looks at the
 # schedule (0: every second). The tests shorten both.

@@ -21,6 +21,7 @@ from django.db import connection
 from djqueue.client.base import app
 
 from .pg_cluster import PrivatePostgres, private_cluster, server_bindir
+from .mysql_server import PrivateMariaDB, private_server, server_installed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #                   newest Django line only; these run on every line.
 
 PROCESS_FIXTURES = frozenset(
-    {"start_worker", "start_beat", "worker_env", "private_postgres", "supervisor", "browser"})
+    {"start_worker", "start_beat", "worker_env", "private_postgres", "private_mariadb",
+     "supervisor", "browser"})
 DATABASE_FIXTURES = frozenset({"db", "transactional_db", "django_db_reset_sequences",
                                "django_db_serialized_rollback", "live_server"})
 TIERS = ("fast", "process")
@@ -199,6 +201,11 @@ def database_url() -> str:
         user, host, port = settings["USER"], settings["HOST"] or "127.0.0.1", settings["PORT"] or 5432
         password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
         return f"postgres://{user}{password}@{host}:{port}/{settings['NAME']}"
+    if connection.vendor == "mysql":
+        user, host = settings["USER"], settings["HOST"] or "127.0.0.1"
+        port = settings["PORT"] or 3306
+        password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
+        return f"mysql://{user}{password}@{host}:{port}/{settings['NAME']}"
     raise RuntimeError(f"no URL for {connection.vendor}")
 
 
@@ -329,6 +336,18 @@ def private_postgres() -> Iterator[PrivatePostgres]:
             pytest.fail("PostgreSQL server binaries are missing on a CI machine")
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
     with private_cluster(bindir) as server:
+        yield server
+
+
+@pytest.fixture
+def private_mariadb() -> Iterator[PrivateMariaDB]:
+    """A MariaDB server of the test's own (tests/mysql_server.py), to restart at will. Skipped
+    where the server binaries are missing; under CI=true that is a failure."""
+    if not server_installed():
+        if os.environ.get("CI") == "true":
+            pytest.fail("MariaDB server binaries are missing on a CI machine")
+        pytest.skip("MariaDB server binaries (mariadbd, mariadb-install-db) are not installed")
+    with private_server() as server:
         yield server
 
 

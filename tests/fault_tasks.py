@@ -222,3 +222,9 @@ def crash_retry_crash(self, key: str, crashes: int) -> int:
     if before == crashes:
         raise self.retry(countdown=0)
     return before + 1
+
+
+@task
+def repeat(text: str, times: int) -> str:
+    """A result as large as asked for, from small arguments."""
+    return text * times

@@ -209,3 +209,32 @@ def test_ids_and_names_are_in_byte_order_on_postgresql() -> None:
     revoke([revoked.id])
     taken = operations("default").claim(["celery"], 10, "w", None, 60)
     assert {(m.task_id, m.revoked) for m in taken} == {(kept.id, False), (revoked.id, True)}
+
+
+def test_mysql_claims_run_in_read_committed_whatever_the_projects_level(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Django opens MySQL sessions in READ COMMITTED unless OPTIONS say otherwise; with another
+    level djqueue asks for READ COMMITTED before each transaction of its own (the next one
+    only), and leaves the caller's transactions alone."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "mysql":
+        pytest.skip("MySQL's isolation levels")
+    broker = operations("default")
+    add.delay(1, 1)
+    connection.ensure_connection()
+    with CaptureQueriesContext(connection) as default:
+        assert len(broker.claim(["celery"], 1, "test@host", None, 60)) == 1
+    assert not [q for q in default if "ISOLATION" in q["sql"]]
+    add.delay(2, 2)
+    monkeypatch.setattr(connection, "isolation_level", "repeatable read")
+    with CaptureQueriesContext(connection) as chosen:
+        assert len(broker.claim(["celery"], 1, "test@host", None, 60)) == 1
+    sql = [q["sql"] for q in chosen if q["sql"] != "BEGIN"]
+    asked = sql.index("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    assert "FOR UPDATE SKIP LOCKED" in sql[asked + 1]  # the claim's transaction follows
+    with CaptureQueriesContext(connection) as inside, transaction.atomic():
+        broker.claim(["celery"], 1, "test@host", None, 60)
+    assert not [q for q in inside if "ISOLATION" in q["sql"]]

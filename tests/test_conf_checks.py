@@ -221,16 +221,26 @@ def manage_py_check(settings: dict[str, object]) -> subprocess.CompletedProcess[
                           capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.process  # manage.py check in a subprocess
-def test_a_database_that_cannot_be_the_broker_is_an_error() -> None:
-    done = manage_py_check({
+@pytest.mark.process  # manage.py in subprocesses
+def test_a_database_that_cannot_be_the_broker_stops_only_the_celery_command() -> None:
+    """The project's own commands (check, migrate, runserver) need no broker: a warning there.
+    `manage.py celery` does: an error, and it stops."""
+    broken = {
         "DATABASES": {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
                       "legacy": {"ENGINE": "django.db.backends.dummy"}},
         "BROKER_URL": "django://legacy",
-    })
-    assert done.returncode != 0
-    assert "djqueue.E006" in done.stderr and "'legacy' is unknown" in done.stderr
-    assert "HINT: Use postgresql or sqlite for the broker database." in done.stderr
+    }
+    done = manage_py_check(broken)
+    assert done.returncode == 0, done.stderr
+    assert "djqueue.W004" in done.stderr and "'legacy' is unknown" in done.stderr
+    assert "HINT: Use mysql, postgresql, sqlite for the broker database." in done.stderr
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.worker_settings",
+           "DJQUEUE_EXTRA_SETTINGS": json.dumps(broken)}
+    worker = subprocess.run([sys.executable, "manage.py", "celery", "worker"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert worker.returncode != 0
+    assert "(djqueue.E006) Database 'legacy' is unknown" in worker.stderr
+    assert "HINT: Use mysql, postgresql, sqlite" in worker.stderr
 
 
 @pytest.mark.process  # manage.py check in a subprocess

@@ -11,7 +11,7 @@ import signal
 import time
 
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 
 from djqueue import states
 from djqueue.client.base import app
@@ -252,23 +252,37 @@ def _drain_through_outage(start_worker, record_file, interrupt) -> tuple[int, in
     return total, sum(runs.values())
 
 
+#: Per vendor: how to kill every other connection to the test database, and what that is called.
+KILLS = {
+    "postgresql": ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                   "WHERE datname = %s AND pid <> pg_backend_pid()", "pg_terminate_backend"),
+    "mysql": ("SELECT id FROM information_schema.processlist WHERE db = %s "
+              "AND id <> CONNECTION_ID()", "KILL CONNECTION"),
+}
+
+
 @pytest.mark.django_line  # Django's connections after an error
 def test_database_connections_killed(start_worker, record_file, fault_report) -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("pg_terminate_backend is PostgreSQL's; SQLite's lock outage is tested instead")
+    if connection.vendor not in KILLS:
+        pytest.skip("no connections to kill on SQLite; its lock outage is tested instead")
     name = connection.settings_dict["NAME"]
+    sql, how = KILLS[connection.vendor]
 
     def kill_connections() -> None:
         for _ in range(3):
             with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()", [name])
+                cursor.execute(sql, [name])
+                if connection.vendor == "mysql":  # KILL takes one id, as a statement
+                    for (process_id,) in cursor.fetchall():
+                        try:
+                            cursor.execute(f"KILL CONNECTION {int(process_id)}")
+                        except OperationalError:
+                            pass  # gone meanwhile
             time.sleep(0.3)
 
     sent, executed = _drain_through_outage(start_worker, record_file, kill_connections)
     assert executed == sent
-    fault_report("database connections killed (pg_terminate_backend x3)", sent=sent,
+    fault_report(f"database connections killed ({how} x3)", sent=sent,
                  executed=executed, lost=0, duplicated=executed - sent, outcome="all SUCCESS")
 
 

@@ -281,7 +281,8 @@ def test_vendor_branches_live_only_in_the_vendor_modules() -> None:
 
     Migrations are exempt: they are history, written once and never changed, and must not import
     code that may change after them. 0002 tunes PostgreSQL's autovacuum and 0003 sets PostgreSQL
-    column collations (``COLLATE "C"``), which only PostgreSQL has, so each tests the vendor.
+    column collations (``COLLATE "C"``), which only PostgreSQL has, and 0008 gives MySQL its
+    character set, collations and indexes, so each tests the vendor.
     """
     vendors = registered_vendors()
     allowed = {PACKAGE / "broker" / "__init__.py"}

@@ -192,6 +192,7 @@ def test_one_message_goes_through_execute_wrappers() -> None:
         seen.append(sql.split()[0])
         return execute(sql, params, many, context)
 
+    connection.ensure_connection()  # MySQL's session settings go through the wrappers too
     with connection.execute_wrapper(wrapper):
         add.delay(1, 1)
     assert seen == ["WITH" if connection.vendor == "postgresql" else "INSERT"]

@@ -176,13 +176,16 @@ def other_vendor(monkeypatch: pytest.MonkeyPatch) -> str:
 
 def test_a_database_no_vendor_module_serves_is_refused(other_vendor: str) -> None:
     from djqueue.broker import operations
-    from djqueue.checks import check_backend_and_broker
+    from djqueue.checks import broker_refusal, check_backend_and_broker
     from djqueue.exceptions import ImproperlyConfigured
 
     with pytest.raises(ImproperlyConfigured, match="is othervendor; djqueue's broker supports "
-                                                   "postgresql and sqlite"):
+                                                   "mysql, postgresql, sqlite"):
         operations("default")
-    assert [m.id for m in check_backend_and_broker()] == ["djqueue.E006"]
+    # A warning for the project's checks (migrate, runserver need no broker); an error for
+    # `manage.py celery`, which does.
+    assert [m.id for m in check_backend_and_broker()] == ["djqueue.W004"]
+    assert broker_refusal().startswith("(djqueue.E006) Database 'default' is othervendor")
 
 
 def test_a_vendor_is_its_operations_class_and_a_line_in_the_registry(

@@ -90,11 +90,16 @@ class Beat:
         until, until_params = broker.lease_sql(self.lease_seconds)
         sql = (
             f"UPDATE djqueue_beatstate SET leader = %s, lease_until = {until} WHERE id = %s AND "
-            f"(leader = %s OR lease_until IS NULL OR lease_until < {now}) RETURNING version"
+            f"(leader = %s OR lease_until IS NULL OR lease_until < {now})"
         )
         params = [self.name, *until_params, STATE_ID, self.name, *now_params]
+        # Then the version, in a statement of its own (MySQL has no UPDATE … RETURNING): the
+        # lease just taken cannot pass to another beat in between.
         with connections[self.using].cursor() as cursor:
             cursor.execute(sql, params)
+            if cursor.rowcount != 1:
+                return None
+            cursor.execute("SELECT version FROM djqueue_beatstate WHERE id = %s", [STATE_ID])
             row = cursor.fetchone()
         return None if row is None else int(row[0])
 

@@ -2,9 +2,9 @@
 
 :func:`operations` gives the :class:`~djqueue.broker.base.Operations` of a database alias: the
 class :data:`VENDORS` registers for its ``connection.vendor``. Each vendor module
-(:mod:`~djqueue.broker.postgresql`, :mod:`~djqueue.broker.sqlite`) holds all of that vendor's SQL
-and is the only place in djqueue that depends on the vendor; callers ask the operations object
-and never test the vendor themselves. Adding a vendor is adding its module and a line here.
+(:mod:`~djqueue.broker.mysql`, :mod:`~djqueue.broker.postgresql`, :mod:`~djqueue.broker.sqlite`)
+holds all of that vendor's SQL and is the only place in djqueue that depends on the vendor;
+callers ask the operations object and never test the vendor themselves. Adding a vendor is adding its module and a line here.
 
 The other modules: :mod:`~djqueue.broker.base` (the interface, its defaults and shared pieces),
 :mod:`~djqueue.broker.statements` (the statements alike on every vendor, built from the vendor's
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 #: Django's ``connection.vendor`` -> the dotted path of its :class:`Operations` subclass.
 VENDORS: dict[str, str] = {
+    "mysql": "djqueue.broker.mysql.MySQLOperations",
     "postgresql": "djqueue.broker.postgresql.PostgreSQLOperations",
     "sqlite": "djqueue.broker.sqlite.SQLiteOperations",
 }
@@ -47,7 +48,7 @@ def operations(using: str = "default") -> Operations:
     if vendor not in VENDORS:
         raise ImproperlyConfigured(
             f"Database {using!r} is {vendor}; djqueue's broker supports "
-            f"{' and '.join(VENDORS)}."
+            f"{', '.join(VENDORS)}."
         )
     found = _operations[using, vendor] = import_string(VENDORS[vendor])(using)
     return found

@@ -54,6 +54,9 @@ class Operations(Statements):
     can_listen: ClassVar[bool] = False
     #: Whether :meth:`run_round` sends a worker's common round as one statement.
     one_statement_rounds: ClassVar[bool] = False
+    #: Seconds an idle worker waits between looks at the queue unless
+    #: ``BROKER_TRANSPORT_OPTIONS["polling_interval"]`` says otherwise.
+    polling_interval: ClassVar[float] = 1.0
 
     # How statements run.
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from ..models import Chord, Message, Revocation, TaskResult
 
@@ -92,6 +93,14 @@ def row_tail(head: MessageHead, now: datetime.datetime) -> tuple[Any, ...]:
     """A row's columns after the task id and the body."""
     plan = row_plan()
     return (*head, *(now,) * plan.stamped, *plan.constants)
+
+
+def adapted(values: tuple[Any, ...], connection: BaseDatabaseWrapper) -> tuple[Any, ...]:
+    """A row's last columns (``values``) with their datetimes as the database's Django backend
+    writes them (text on SQLite, naive UTC on MySQL), for statements run past the ORM."""
+    adapt = connection.ops.adapt_datetimefield_value
+    is_time = row_plan().is_time[-len(values):]
+    return tuple(adapt(value) if time else value for value, time in zip(values, is_time))
 
 
 @functools.cache
@@ -216,7 +225,7 @@ RESULT_COLUMNS = ["task_id", *RESULT_UPDATED]
 _DONE = RESULT_COLUMNS.index("date_done")
 
 
-def _without_nul(value: object) -> object:
+def without_nul(value: object) -> object:
     """``value`` with any NUL character replaced by U+FFFD. PostgreSQL's text cannot hold NUL,
     so one in a traceback (an exception's message may carry any character) failed the worker's
     whole round; SQLite's JSON functions cut the text there. An encoded result never has one:
@@ -242,6 +251,6 @@ def results_document(
         rows.append(row)
     document = json.dumps(rows, separators=(",", ":"))
     if "\\u0000" in document:  # rare: look at the values only then
-        rows = [[_without_nul(value) for value in row] for row in rows]
+        rows = [[without_nul(value) for value in row] for row in rows]
         document = json.dumps(rows, separators=(",", ":"))
     return document

@@ -22,13 +22,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import OperationalError, connections, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from .base import CLAIM_FLAGS, Operations
 from .rows import (
     RESULT_COLUMNS, RESULT_UPDATED, RESULTS_TABLE, TABLE, Claimed, MessageHead, NewMessage,
-    StartNow, claimed_from_rows, insert_sql, results_document, row_plan, row_tail,
+    StartNow, adapted, claimed_from_rows, insert_sql, results_document, row_tail,
 )
 
 if TYPE_CHECKING:
@@ -166,19 +165,19 @@ class SQLiteOperations(Operations):
 
     def publish_one(self, message: NewMessage, now: datetime.datetime) -> None:
         connection = connections[self.using]
-        row = (message.task_id, message.body, *_adapted(row_tail(message.head, now), connection))
+        row = (message.task_id, message.body, *adapted(row_tail(message.head, now), connection))
         self.retrying(lambda: self.execute(insert_sql(), row))
 
     def publish_many(self, messages: Iterable[NewMessage], now: datetime.datetime) -> None:
         """One ``executemany`` of the ``INSERT``, in one transaction (the caller's, when there is
         one)."""
         connection = connections[self.using]
-        adapted: dict[MessageHead, tuple[Any, ...]] = {}  # one adaptation per head, not per row
+        tails: dict[MessageHead, tuple[Any, ...]] = {}  # one adaptation per head, not per row
         rows = []
         for task_id, body, head in messages:
-            tail = adapted.get(head)
+            tail = tails.get(head)
             if tail is None:
-                tail = adapted[head] = _adapted(row_tail(head, now), connection)
+                tail = tails[head] = adapted(row_tail(head, now), connection)
             rows.append((task_id, body, *tail))
 
         def run() -> None:
@@ -204,10 +203,3 @@ class SQLiteOperations(Operations):
         )
         return sql, [as_text(timezone.now()), document]
 
-
-def _adapted(values: tuple[Any, ...], connection: BaseDatabaseWrapper) -> tuple[Any, ...]:
-    """Datetimes as SQLite stores them (Django's text form); ``values`` are a row's last
-    columns."""
-    adapt = connection.ops.adapt_datetimefield_value
-    is_time = row_plan().is_time[-len(values):]
-    return tuple(adapt(value) if time else value for value, time in zip(values, is_time))

@@ -57,6 +57,11 @@ class Statements:
         those rows (it settles or renews them itself). By default: ``condition``."""
         return condition
 
+    def concat(self, *parts: str) -> str:
+        """SQL that joins the text expressions ``parts``: ``||`` by default (MySQL reads it as
+        OR)."""
+        return " || ".join(parts)
+
     def retrying(self, operation: Callable[[], T]) -> T:
         """Run ``operation``, retrying when the database asks for it. By default: once."""
         return operation()
@@ -159,8 +164,8 @@ class Statements:
     def unstart(self, ids: Sequence[int], owner: int | None = None) -> list[str]:
         """Like :meth:`requeue`, for started messages that never began: their start is not
         counted as a delivery (:data:`DJQUEUE_MAX_DELIVERIES`)."""
-        return self._give_back(ids, owner, ", deliveries = CASE WHEN state = 'started' AND "
-                               "deliveries > 0 THEN deliveries - 1 ELSE deliveries END")
+        return self._give_back(ids, owner, "deliveries = CASE WHEN state = 'started' AND "
+                               "deliveries > 0 THEN deliveries - 1 ELSE deliveries END, ")
 
     def _give_back(self, ids: Sequence[int], owner: int | None, also: str) -> list[str]:
         if not ids:
@@ -168,8 +173,10 @@ class Statements:
         where, params = self._ids(ids)
         mine, mine_params = self._owned(owner)
         return [row[0] for row in self._returning(
-            f"UPDATE {TABLE} SET state = 'ready', worker = '', owner = NULL, lease_until = NULL, "
-            f"started_at = NULL{also} WHERE "
+            # ``also`` first: MySQL applies the assignments in order, so a CASE after
+            # ``state = 'ready'`` would read the new state.
+            f"UPDATE {TABLE} SET {also}state = 'ready', worker = '', owner = NULL, "
+            f"lease_until = NULL, started_at = NULL WHERE "
             f"{where} AND state IN ('reserved', 'started'){mine} RETURNING task_id",
             [*params, *mine_params],
         )]
@@ -238,9 +245,10 @@ class Statements:
             [*now_params, *again_params],
         )
         lost = self._held(f"state = 'started' AND {expired}")
+        repeated = self.concat("%s", "CAST(deliveries AS CHAR(10))", "' times'")
         rows = self._returning(
             f"UPDATE {TABLE} SET state = 'rejected', owner = NULL, lease_until = NULL, error = "
-            "CASE WHEN acks_late THEN %s || CAST(deliveries AS TEXT) || ' times' ELSE %s END "
+            f"CASE WHEN acks_late THEN {repeated} ELSE %s END "
             f"WHERE {lost} RETURNING task_id, task_name, worker, queue, acks_late, deliveries, "
             "content_type, body",
             [LOST_ERROR_REPEATED, LOST_ERROR, *now_params],
@@ -253,9 +261,12 @@ class Statements:
         if not task_ids:
             return {}
         marks = ", ".join(["%s"] * len(task_ids))
-        with connections[self.using].cursor() as cursor:
+        connection = connections[self.using]
+        signal = connection.ops.quote_name("signal")  # a reserved word on MySQL
+        with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT task_id, terminate, signal FROM {REVOKED_TABLE} WHERE task_id IN ({marks})",
+                f"SELECT task_id, terminate, {signal} FROM {REVOKED_TABLE} "
+                f"WHERE task_id IN ({marks})",
                 list(task_ids),
             )
             return {row[0]: (bool(row[1]), row[2]) for row in cursor.fetchall()}

@@ -11,6 +11,8 @@ import logging
 import signal as signals
 from collections.abc import Iterable
 
+from django.db import connections
+
 from . import identifiers
 from ..models import Revocation
 
@@ -53,11 +55,13 @@ def revoke(
     for task_id in ids:
         identifiers.check("task id", task_id, identifiers.MAX_TASK_ID)
     name = signals.Signals(signal_number(signal)).name
+    # MySQL's upsert names no conflict target (it takes any unique key): Django refuses one.
+    target = connections[using].features.supports_update_conflicts_with_target
     Revocation.objects.using(using).bulk_create(
         [Revocation(task_id=task_id, terminate=terminate, signal=name) for task_id in ids],
         update_conflicts=terminate,
         ignore_conflicts=not terminate,
-        unique_fields=["task_id"] if terminate else None,
+        unique_fields=["task_id"] if terminate and target else None,
         update_fields=["terminate", "signal"] if terminate else None,
     )
     return ids

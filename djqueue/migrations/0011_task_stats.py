@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("djqueue", "0007_events"),
+        ("djqueue", "0008_mysql"),
     ]
 
     operations = [

@@ -93,7 +93,10 @@ class Lifecycle(abc.ABC):
             conf.CELERYD_PREFETCH_MULTIPLIER if prefetch_multiplier is None else prefetch_multiplier
         )
         self.prefetch_limit = self.concurrency * max(int(multiplier), 1)
-        self.poll_interval = conf.polling_interval if poll_interval is None else poll_interval
+        if poll_interval is None:
+            poll_interval = conf.polling_interval
+        self.poll_interval = (operations(self.using).polling_interval if poll_interval is None
+                              else poll_interval)
         self.time_limit = conf.CELERYD_TASK_TIME_LIMIT if time_limit is None else time_limit
         self.soft_time_limit = (
             conf.CELERYD_TASK_SOFT_TIME_LIMIT if soft_time_limit is None else soft_time_limit

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import cli
+from ... import checks, cli
 from ...exceptions import ImproperlyConfigured
 
 
@@ -27,6 +27,9 @@ class Command(BaseCommand):
             module.add_arguments(commands.add_parser(name, help=module.HELP))
 
     def handle(self, *args: Any, **options: Any) -> None:
+        refusal = checks.broker_refusal()
+        if refusal:
+            raise CommandError(refusal)
         try:
             status = cli.load(options["command"]).run(options, self.stdout, self.stderr)
         except ImproperlyConfigured as exc:

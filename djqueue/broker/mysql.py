@@ -1,0 +1,420 @@
+"""The broker on MySQL (8.0+) and MariaDB (10.6+): every statement of djqueue that is theirs.
+
+- The clock is the database's, ``UTC_TIMESTAMP(6)``, where Django stores UTC there (``USE_TZ``
+  with no ``TIME_ZONE`` in the database's settings, Django's default); otherwise the worker's.
+- djqueue's own transactions run in ``READ COMMITTED``: under MySQL's default ``REPEATABLE
+  READ`` a claim's locking read also takes gap locks, which hold up publishers and let claims
+  deadlock. Django opens MySQL connections in ``READ COMMITTED`` unless ``OPTIONS`` say
+  otherwise; then djqueue asks for it per transaction (``SET TRANSACTION``) and a prefork
+  worker's own sessions keep it, so the project's choice holds for its own transactions.
+  Deadlocks (1213) and lock wait timeouts (1205) run djqueue's own transactions again.
+- Neither has ``UPDATE … RETURNING`` (MariaDB has ``DELETE … RETURNING``, MySQL not even that).
+  A settling statement (start, ack, give back, reject, retry) is sent as ``SELECT <returned
+  columns> … FOR UPDATE; UPDATE|DELETE …`` with the same condition, in one round trip: the lock
+  makes the second statement move exactly the rows the first returned. The heartbeat's
+  statements skip locked rows (``FOR UPDATE SKIP LOCKED``), then update them by id.
+- The claim, in one transaction: ``SELECT … ORDER BY priority DESC, id LIMIT n FOR UPDATE SKIP
+  LOCKED`` per queue (one round trip for all), then one for the updates and the revoked ids.
+- Publishing: one ``INSERT``; a batch as multi-row ``INSERT`` statements in chunks. A message
+  larger than the server's ``max_allowed_packet`` is refused before anything is sent
+  (:class:`~djqueue.exceptions.MessageTooLarge`): MySQL would drop the connection. Results: one
+  multi-row ``INSERT … ON DUPLICATE KEY UPDATE``. No ``LISTEN``: idle workers poll. No vacuum.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from django.db import DataError, OperationalError, connections, transaction
+from django.db.backends.signals import connection_created
+from django.utils import timezone
+
+from ..exceptions import MessageTooLarge
+from .base import Operations
+from .rows import (
+    RESULT_COLUMNS, RESULT_UPDATED, RESULTS_TABLE, REVOKED_TABLE, TABLE, Claimed, NewMessage,
+    StartNow, adapted, claimed_from_rows, insert_sql, row_tail, without_nul,
+)
+
+if TYPE_CHECKING:
+    from ..backends.base import ResultRecord
+
+logger = logging.getLogger("djqueue.broker")
+
+T = TypeVar("T")
+
+#: Errors after which MySQL has rolled back (1213) or may roll back (1205) the transaction, so
+#: djqueue's own transaction is run again from the start.
+RETRIED = {1213: "deadlock", 1205: "lock wait timeout"}
+#: Rows per ``INSERT`` of a batch (fewer when they would not fit in one packet).
+INSERT_CHUNK = 500
+#: Bytes of a statement besides its texts' (columns, numbers, dates), kept free in a packet.
+STATEMENT_ROOM = 64 * 1024
+#: Bytes that fit in any statement without asking the server (``max_allowed_packet``: 16 MiB on
+#: MariaDB and 64 MiB on MySQL 8.0 by default; below 1 MiB, far more than djqueue would fail).
+ALWAYS_FITS = 1024 * 1024 - STATEMENT_ROOM
+#: Marks the condition of a statement that skips locked rows (see ``unlocked``).
+_SKIP = "/* djqueue: skip locked */"
+#: A statement of :class:`~djqueue.broker.statements.Statements` on the message table.
+_SETTLING = re.compile(
+    rf"^(?:UPDATE {TABLE} SET (?P<sets>.+?)|DELETE FROM {TABLE}) WHERE (?P<where>.+?)"
+    r"(?: RETURNING (?P<returning>.+))?$", re.S)
+#: What a claim reads per message: the first fields of :class:`Claimed`.
+_PICKED = ("id, task_id, task_name, queue, priority, content_type, body, retries, deliveries, "
+           "time_limit, soft_time_limit")
+
+
+class MySQLOperations(Operations):
+    vendor = "mysql"
+    #: No ``NOTIFY``: an idle worker looks every 0.2 s (an index probe, see :meth:`claim`), so a
+    #: message sent to an idle worker starts 0.1 s later on average, 0.2 s at most.
+    polling_interval = 0.2
+
+    def __init__(self, using: str) -> None:
+        super().__init__(using)
+        self._steered: tuple[int, frozenset[str]] | None = None
+        self._packet: int | None = None
+
+    # The clock and the hooks of the shared statements.
+
+    def _database_clock(self) -> bool:
+        connection = connections[self.using]
+        return connection.timezone is not None and connection.timezone_name == "UTC"
+
+    def now_sql(self) -> tuple[str, list[object]]:
+        return ("UTC_TIMESTAMP(6)", []) if self._database_clock() else ("%s", [self.now_param()])
+
+    def lease_sql(self, seconds: float) -> tuple[str, list[object]]:
+        now, params = self.now_sql()
+        return f"{now} + INTERVAL %s MICROSECOND", [*params, round(seconds * 1_000_000)]
+
+    def concat(self, *parts: str) -> str:
+        return f"CONCAT({', '.join(parts)})"
+
+    def unlocked(self, condition: str) -> str:
+        return f"{condition} {_SKIP}"
+
+    def retrying(self, operation: Callable[[], T], attempts: int = 20) -> T:
+        """Run ``operation`` (djqueue's own transaction, or one statement) in ``READ COMMITTED``,
+        again after a deadlock or a lock wait timeout. Inside a transaction that is not
+        djqueue's alone, once: only the caller can run its transaction again."""
+        connection = connections[self.using]
+        if connection.in_atomic_block:
+            return operation()
+        delay = 0.005
+        for attempt in range(attempts):
+            self._read_committed_next()
+            try:
+                return operation()
+            except OperationalError as exc:
+                code = exc.args[0] if exc.args else None
+                if code not in RETRIED or attempt == attempts - 1:
+                    raise
+                logger.debug("MySQL %s; running the transaction again in %.3fs",
+                             RETRIED[code], delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        raise AssertionError("unreachable")
+
+    def _read_committed_next(self) -> None:
+        """``SET TRANSACTION ISOLATION LEVEL READ COMMITTED`` for the next transaction, unless
+        the session already has it (Django's default, or a steered worker session)."""
+        connection = connections[self.using]
+        connection.ensure_connection()
+        if connection.isolation_level == "read committed" or self._is_steered():
+            return
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+
+    def _is_steered(self) -> bool:
+        return (self._steered is not None and self._steered[0] == os.getpid()
+                and threading.current_thread().name in self._steered[1])
+
+    def steer_worker_planner(self, threads: Sequence[str]) -> None:
+        """Sessions that ``threads`` (names) of this process open from now on run in ``READ
+        COMMITTED``: they run only djqueue's statements (the prefork pool's main process)."""
+        pid = os.getpid()
+        self._steered = (pid, frozenset(threads))
+
+        def steer(sender: Any, connection: Any, **kwargs: Any) -> None:
+            if (connection.vendor == "mysql" and connection.alias == self.using
+                    and self._is_steered() and connection.isolation_level != "read committed"):
+                with connection.cursor() as cursor:
+                    cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+
+        connection_created.connect(steer, weak=False,
+                                   dispatch_uid=f"djqueue.broker.mysql.steer.{pid}.{self.using}")
+        connections.close_all()  # those already open reconnect with the setting
+
+    # The shared statements without RETURNING.
+
+    def _update(self, sql: str, params: list[object]) -> int:
+        return self._settle(sql, params)[1]
+
+    def _returning(self, sql: str, params: list[object]) -> list[tuple[object, ...]]:
+        return self._settle(sql, params)[0]
+
+    def _settle(self, sql: str, params: list[object]) -> tuple[list[tuple[object, ...]], int]:
+        """Run one of the shared statements on the message table: its ``RETURNING`` rows (read
+        under a row lock just before the change, so a statement may return only columns it
+        does not change) and the count of rows it changed."""
+        match = _SETTLING.match(sql)
+        skip = _SKIP in sql
+        connection = connections[self.using]
+        if match is None or not (match["returning"] or skip):
+            def plain() -> tuple[list[tuple[object, ...]], int]:
+                with connection.cursor() as cursor:
+                    cursor.execute(sql, params)
+                    return [], cursor.rowcount
+
+            return self.retrying(plain)
+        sets, where, returning = match["sets"], match["where"], match["returning"]
+        counted = sets.count("%s") if sets else 0
+        set_params, where_params = params[:counted], params[counted:]
+        head = sql[: match.start("where") - len(" WHERE ")]
+        change = sql[: match.end("where")]
+
+        def locked() -> tuple[list[tuple[object, ...]], int]:
+            with transaction.atomic(using=self.using, savepoint=False), \
+                    connection.cursor() as cursor:
+                if not skip:
+                    cursor.execute(f"SELECT {returning} FROM {TABLE} WHERE {where} FOR UPDATE; "
+                                   f"{change}", [*where_params, *params])
+                    rows = [tuple(row) for row in cursor.fetchall()]
+                    return rows, _next_result(connection, cursor)
+                picked = f"id, {returning}" if returning else "id"
+                cursor.execute(f"SELECT {picked} FROM {TABLE} WHERE {where} FOR UPDATE SKIP LOCKED",
+                               where_params)
+                rows = cursor.fetchall()
+                if not rows:
+                    return [], 0
+                ids, marks = [row[0] for row in rows], ", ".join(["%s"] * len(rows))
+                cursor.execute(f"{head} WHERE id IN ({marks})", [*set_params, *ids])
+                return [tuple(row[1:]) for row in rows], cursor.rowcount
+
+        return self.retrying(locked)
+
+    # The claim.
+
+    def claim(
+        self, queues: Sequence[str], limit: int, worker: str, owner: int | None,
+        lease_seconds: float, start: StartNow | None = None,
+    ) -> list[Claimed]:
+        """Two round trips in one transaction: the picked rows of every queue, locked (each
+        queue read in its index's order, stopping after ``limit`` rows); then the updates that
+        start or reserve them and the revoked task ids among them. Outside a worker's round, a
+        look without locks first (:meth:`_any_ready`)."""
+        if limit <= 0 or not queues or not self._any_ready(queues):
+            return []
+        return self.retrying(lambda: self._claim_in_transaction(
+            queues, limit, worker, owner, lease_seconds, start))
+
+    def _any_ready(self, queues: Sequence[str]) -> bool:
+        """Outside a transaction (an idle worker's poll), whether any message is ready: one
+        statement, without the claim transaction's three round trips when there is none."""
+        connection = connections[self.using]
+        if connection.in_atomic_block:
+            return True
+        now, now_params = self.now_sql()
+        marks = ", ".join(["%s"] * len(queues))
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT 1 FROM {TABLE} WHERE state = 'ready' AND queue IN ({marks}) "
+                           f"AND available_at <= {now} LIMIT 1", [*queues, *now_params])
+            return cursor.fetchone() is not None
+
+    def _claim_in_transaction(
+        self, queues: Sequence[str], limit: int, worker: str, owner: int | None,
+        lease_seconds: float, start: StartNow | None,
+    ) -> list[Claimed]:
+        connection = connections[self.using]
+        now, now_params = self.now_sql()
+        pick = (f"SELECT {_PICKED}, (expires IS NOT NULL AND expires <= {now}) FROM {TABLE} "
+                f"WHERE state = 'ready' AND queue = %s AND available_at <= {now} "
+                "ORDER BY priority DESC, id LIMIT %s FOR UPDATE SKIP LOCKED")
+        with transaction.atomic(using=self.using, savepoint=False), connection.cursor() as cursor:
+            cursor.execute("; ".join([pick] * len(queues)), [
+                p for queue in queues for p in (*now_params, queue, *now_params, limit)])
+            rows = list(cursor.fetchall())
+            while _more(connection, cursor):
+                rows.extend(cursor.fetchall())
+            if not rows:
+                return []
+            # By id: a queue named twice would find its rows again (its own locks do not skip).
+            rows = sorted({r[0]: r for r in rows}.values(), key=lambda r: (-r[4], r[0]))[:limit]
+            go = [_starts(start, rank, row[2]) for rank, row in enumerate(rows, 1)]
+            late = {row[0] for row, now_too in zip(rows, go)
+                    if now_too and start and row[2] in start.acks_late_names}
+            begun = [row[0] for row, now_too in zip(rows, go) if now_too]
+            kept = [row[0] for row, now_too in zip(rows, go) if not now_too]
+            task_ids = [row[1] for row in rows]
+            statements = [f"SELECT task_id FROM {REVOKED_TABLE} WHERE task_id IN "
+                          f"({', '.join(['%s'] * len(task_ids))})"]
+            params: list[object] = list(task_ids)
+            lease, lease_params = self.lease_sql(lease_seconds)
+            holder = f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = {lease}, "
+            if begun:
+                flag, flag_params = (("TRUE", []) if len(late) == len(begun) else
+                                     ("FALSE", []) if not late else self._ids(sorted(late)))
+                where, where_params = self._ids(begun)
+                statements.append(f"{holder}state = 'started', started_at = {now}, "
+                                  f"deliveries = deliveries + 1, acks_late = {flag} WHERE {where}")
+                params += [worker, owner, *lease_params, *now_params, *flag_params, *where_params]
+            if kept:
+                where, where_params = self._ids(kept)
+                statements.append(f"{holder}state = 'reserved', started_at = NULL, "
+                                  f"acks_late = FALSE WHERE {where}")
+                params += [worker, owner, *lease_params, *where_params]
+            cursor.execute("; ".join(statements), params)
+            revoked = {row[0] for row in cursor.fetchall()}
+            while _more(connection, cursor):
+                pass
+        return claimed_from_rows([
+            (*row[:8], row[8] + now_too, *row[9:12], row[1] in revoked, now_too)
+            for row, now_too in zip(rows, go)])
+
+    def next_due(self, queues: Sequence[str]) -> float | None:
+        if not queues:
+            return None
+        now, now_params = self.now_sql()
+        marks = ", ".join(["%s"] * len(queues))
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(
+                f"SELECT TIMESTAMPDIFF(MICROSECOND, {now}, MIN(available_at)) FROM {TABLE} "
+                f"WHERE state = 'ready' AND queue IN ({marks}) AND available_at > {now}",
+                [*now_params, *queues, *now_params])
+            (micros,) = cursor.fetchone()
+        return None if micros is None else max(int(micros) / 1_000_000, 0.0)
+
+    # Publishing and results.
+
+    def publish_one(self, message: NewMessage, now: datetime.datetime) -> None:
+        self._fits(message.task_id, _escaped_size(message.body) + _escaped_size(message.task_id))
+        connection = connections[self.using]
+        self.execute(insert_sql(), (message.task_id, message.body,
+                                    *adapted(row_tail(message.head, now), connection)))
+
+    def publish_many(self, messages: Iterable[NewMessage], now: datetime.datetime) -> None:
+        """Multi-row ``INSERT`` statements of up to :data:`INSERT_CHUNK` rows and one packet
+        each, in one transaction (the caller's, when there is one). The rows are written as SQL
+        text here, each head's columns escaped once per batch: with a parameter per column the
+        driver's escaping of every value was two thirds of a batch's time."""
+        connection = connections[self.using]
+        tails: dict[Any, str] = {}
+        values = insert_sql()[: insert_sql().index(" VALUES ") + len(" VALUES ")]
+        with transaction.atomic(using=self.using, savepoint=False), connection.cursor() as cursor:
+            raw = connection.connection
+
+            def literal(value: object) -> str:
+                return raw.literal(value).decode(raw.encoding)
+
+            rows: list[str] = []
+            size = 0
+            for task_id, body, head in messages:
+                tail = tails.get(head)
+                if tail is None:
+                    tail = tails[head] = ", ".join(
+                        map(literal, adapted(row_tail(head, now), connection))) + ")"
+                row = f"({literal(task_id)}, {literal(body)}, {tail}"
+                length = self._fits(task_id, len(row) if row.isascii() else len(row.encode()))
+                if rows and (len(rows) == INSERT_CHUNK or (
+                        size + length > ALWAYS_FITS and size + length > self._room())):
+                    cursor.execute(values + ", ".join(rows))
+                    rows, size = [], 0
+                rows.append(row)
+                size += length
+            if rows:
+                cursor.execute(values + ", ".join(rows))
+
+    def results_upsert(
+        self, records: Sequence[ResultRecord], only: str | None = None
+    ) -> tuple[str, list[object]]:
+        """One multi-row ``INSERT … ON DUPLICATE KEY UPDATE`` (``VALUES()``, which MySQL 8.0.20+
+        deprecates but both still read; MariaDB lacks the row alias that replaces it). Records
+        together too large for one packet raise ``DataError``: the worker then stores them one
+        at a time, and fails a task whose result alone is too large with ``EncodeError``."""
+        assert only is None, "MySQL stores results in a transaction, not one statement"
+        ops = connections[self.using].ops
+        created = ops.adapt_datetimefield_value(timezone.now())
+        latest = {record.task_id: record for record in records}  # the last for an id wins
+        params: list[object] = []
+        size = 0
+        for record in latest.values():
+            for column in RESULT_COLUMNS:
+                value = getattr(record, column)
+                if isinstance(value, datetime.datetime):
+                    value = ops.adapt_datetimefield_value(value)
+                elif isinstance(value, str):
+                    if "\x00" in value:  # the same readable text as on the other databases
+                        value = without_nul(value)
+                    size += _escaped_size(value)
+                params.append(value)
+            params.append(created)
+        if size > ALWAYS_FITS and size > self._room():
+            raise DataError(f"{len(latest)} results of {size} bytes do not fit in one statement "
+                            f"(max_allowed_packet is {self._packet_size()} bytes)")
+        row = f"({', '.join(['%s'] * (len(RESULT_COLUMNS) + 1))})"
+        updates = ", ".join(f"{c} = VALUES({c})" for c in RESULT_UPDATED)
+        sql = (f"INSERT INTO {RESULTS_TABLE} ({', '.join(RESULT_COLUMNS)}, date_created) "
+               f"VALUES {', '.join([row] * len(latest))} ON DUPLICATE KEY UPDATE {updates}")
+        return sql, params
+
+    def _packet_size(self) -> int:
+        """The server's ``max_allowed_packet`` (read once per process)."""
+        if self._packet is None:
+            with connections[self.using].cursor() as cursor:
+                cursor.execute("SELECT @@max_allowed_packet")
+                self._packet = int(cursor.fetchone()[0])
+        return self._packet
+
+    def _room(self) -> int:
+        return self._packet_size() - STATEMENT_ROOM
+
+    def _fits(self, task_id: str, size: int) -> int:
+        """``size``: the bytes a message takes in a statement. Raises :class:`MessageTooLarge`
+        when they exceed what one statement may hold."""
+        if size > ALWAYS_FITS and size > self._room():
+            raise MessageTooLarge(
+                f"The message {task_id[:40]!r} is {size} bytes long as MySQL receives it; the "
+                f"server takes statements of at most {self._packet_size()} bytes "
+                "(max_allowed_packet): pass a reference to the data instead")
+        return size
+
+
+def _escaped_size(text: str) -> int:
+    """Bytes ``text`` takes in a statement, quoted and escaped (at most, when that is plenty)."""
+    size = len(text) if text.isascii() else len(text.encode())
+    if 2 * size <= ALWAYS_FITS:
+        return 2 * size + 2
+    return size + sum(text.count(c) for c in "\\'\"\n\r\x00\x1a") + 2
+
+
+def _starts(start: StartNow | None, rank: int, name: str) -> bool:
+    """Whether the claim marks started its ``rank``-th row (1 first), of task ``name``: as
+    :meth:`~djqueue.broker.base.Operations._starts_now` says in SQL."""
+    if not start:
+        return False
+    return ((rank <= start.idle and name in start.names)
+            or (rank <= start.idle + start.queued and name in start.short_names))
+
+
+def _more(connection: Any, cursor: Any) -> bool:
+    """Move to the next result of a call of several statements; False after the last. An error
+    of a later statement surfaces here, as Django's."""
+    with connection.wrap_database_errors:
+        return bool(cursor.nextset())
+
+
+def _next_result(connection: Any, cursor: Any) -> int:
+    """The row count of the second statement of a call."""
+    _more(connection, cursor)
+    count = cursor.rowcount
+    while _more(connection, cursor):
+        pass
+    return count
