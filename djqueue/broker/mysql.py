@@ -57,9 +57,11 @@ RETRIED = {1213: "deadlock", 1205: "lock wait timeout"}
 INSERT_CHUNK = 500
 #: Bytes of a statement besides its texts' (columns, numbers, dates), kept free in a packet.
 STATEMENT_ROOM = 64 * 1024
-#: Bytes that fit in any statement without asking the server (``max_allowed_packet``: 16 MiB on
-#: MariaDB and 64 MiB on MySQL 8.0 by default; below 1 MiB, far more than djqueue would fail).
+#: Bytes that fit in any statement without asking the server (``max_allowed_packet`` is 16 MiB on
+#: MariaDB, 64 MiB on MySQL 8.0 by default).
 ALWAYS_FITS = 1024 * 1024 - STATEMENT_ROOM
+#: A task id already in the table is not written again (``rows.insert_sql``): a no-op update.
+_IF_PRESENT = "ON DUPLICATE KEY UPDATE task_id = task_id"
 #: Marks the condition of a statement that skips locked rows (see ``unlocked``).
 _SKIP = "/* djqueue: skip locked */"
 #: A statement of :class:`~djqueue.broker.statements.Statements` on the message table.
@@ -297,7 +299,7 @@ class MySQLOperations(Operations):
     def publish_one(self, message: NewMessage, now: datetime.datetime) -> None:
         self._fits(message.task_id, _escaped_size(message.body) + _escaped_size(message.task_id))
         connection = connections[self.using]
-        self.execute(insert_sql(), (message.task_id, message.body,
+        self.execute(insert_sql(_IF_PRESENT), (message.task_id, message.body,
                                     *adapted(row_tail(message.head, now), connection)))
 
     def publish_many(self, messages: Iterable[NewMessage], now: datetime.datetime) -> None:
@@ -307,7 +309,7 @@ class MySQLOperations(Operations):
         driver's escaping of every value was two thirds of a batch's time."""
         connection = connections[self.using]
         tails: dict[Any, str] = {}
-        values = insert_sql()[: insert_sql().index(" VALUES ") + len(" VALUES ")]
+        values = insert_sql(_IF_PRESENT).partition(" VALUES ")[0] + " VALUES "
         with transaction.atomic(using=self.using, savepoint=False), connection.cursor() as cursor:
             raw = connection.connection
 

@@ -104,13 +104,13 @@ def adapted(values: tuple[Any, ...], connection: BaseDatabaseWrapper) -> tuple[A
 
 
 @functools.cache
-def insert_sql() -> str:
+def insert_sql(if_present: str = "ON CONFLICT (task_id) DO NOTHING") -> str:
     """One message's ``INSERT``, its values in the order of :func:`row_plan`. A task id that is
-    already in the table is not written again (the same id sent twice is one message)."""
+    already in the table is not written again (the same id sent twice is one message):
+    ``if_present`` says so in the vendor's words (PostgreSQL's and SQLite's by default)."""
     columns = row_plan().columns
     values = ", ".join(["%s"] * len(columns))
-    return (f"INSERT INTO {TABLE} ({', '.join(columns)}) VALUES ({values}) "
-            "ON CONFLICT (task_id) DO NOTHING")
+    return f"INSERT INTO {TABLE} ({', '.join(columns)}) VALUES ({values}) {if_present}"
 
 
 class ChordRow(NamedTuple):
