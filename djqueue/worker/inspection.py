@@ -98,9 +98,11 @@ def registered(worker: Worker, taskinfoitems: object = None) -> list[str]:
                            f"{taskinfoitems!r}")
     items = taskinfoitems or DEFAULT_TASK_INFO_ITEMS
     names = []
+    overrides = worker.throttle.overrides  # rate limits set at run time win, as in Celery
     for name, task in sorted(worker.app.tasks.items()):
-        shown = [f"{item}={getattr(task, item)}" for item in items
-                 if getattr(task, item, None) is not None]
+        values = {item: overrides.get(name, task.rate_limit) if item == "rate_limit"
+                  else getattr(task, item, None) for item in items}
+        shown = [f"{item}={value}" for item, value in values.items() if value is not None]
         names.append(f"{name} [{' '.join(shown)}]" if shown else name)
     return names
 
