@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime
+import inspect
 import threading
 import traceback
 import uuid
@@ -11,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
+from asgiref.sync import async_to_sync
+
 from . import annotations
+from .asynchronous import AsyncCalls
 from .. import states
 from ..exceptions import MaxRetriesExceededError, Retry
 from ..canvas import Signature
@@ -45,7 +50,12 @@ TASK_OPTIONS: dict[str, Any] = {
     "expires": None,
     "serializer": None,
     "typing": True,
+    "async_concurrency": 1,
 }
+
+#: The request of the coroutine task running in this context (``async def`` tasks run on an event
+#: loop in another thread than the one that pushed their request; see djqueue.worker.coroutines).
+RUNNING_REQUEST: contextvars.ContextVar[Context] = contextvars.ContextVar("djqueue_request")
 
 
 _DEFAULT = object()
@@ -72,7 +82,7 @@ class Context:
         return f"<Context {self.__dict__!r}>"
 
 
-class Task:
+class Task(AsyncCalls):
     """A registered task. Instances are created by ``@task``; subclass it for ``base=``."""
 
     name: str = ""
@@ -97,6 +107,11 @@ class Task:
     expires: float | datetime.datetime | None = None
     serializer: str | None = None
     typing: bool = True
+    #: For an ``async def`` task: how many of its calls one pool process may run at once.
+    async_concurrency: int = 1
+    #: Store the arguments with the result as JSON, whole, rather than as a shortened repr
+    #: (Django's ``TaskResult.args`` is read back from them: djqueue.contrib.django_tasks).
+    arguments_as_json: bool = False
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -116,7 +131,11 @@ class Task:
     @property
     def request(self) -> Context:
         stack = getattr(self._local, "stack", None)
-        return stack[-1] if stack else Context(task=self.name)
+        if stack:
+            return stack[-1]
+        running = RUNNING_REQUEST.get(None)
+        return running if running is not None and running.task == self.name else Context(
+            task=self.name)
 
     def push_request(self, **fields: Any) -> None:
         stack = self._local.__dict__.setdefault("stack", [])
@@ -224,6 +243,8 @@ class Task:
             self.push_request(id=task_id, args=args, kwargs=kwargs, is_eager=True, retries=retries)
             try:
                 value = self.run(*args, **kwargs)
+                if inspect.iscoroutine(value):  # an async def task, run here to its end
+                    value = async_to_sync(_awaited)(value)
             except Retry as retry:
                 args = list(retry.call_args) if retry.call_args is not None else args
                 kwargs = dict(retry.call_kwargs) if retry.call_kwargs is not None else kwargs
@@ -277,6 +298,10 @@ class Task:
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, app=self.app, task_name=self.name)
+
+
+async def _awaited(coroutine: Any) -> Any:
+    return await coroutine
 
 
 def build_task(app: App, fun: Callable[..., Any], **options: Any) -> Task:

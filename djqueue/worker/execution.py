@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from .. import states
 from ..client.base import app
+from . import coroutines
 from ..exceptions import (
     DecodeError, EncodeError, NotRegistered, Retry, SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerLostError,
 )
@@ -113,6 +114,11 @@ def job_from_wire(fields: tuple[Any, ...]) -> Job:
 def _short_repr(value: Any) -> str:
     text = readable(safe_repr(value))
     return text if len(text) <= REPR_LIMIT else text[: REPR_LIMIT - 3] + "..."
+
+
+def _json_text(value: Any) -> str:
+    """The arguments of a task that keeps them as JSON (``arguments_as_json``), whole."""
+    return _encode(value, "json")[1]
 
 
 def _encode(value: Any, serializer: str) -> tuple[str, str]:
@@ -208,7 +214,8 @@ def _execute(job: Job) -> Outcome:
         return unrun(job, error, result_serializer, action="reject")
     task = app.tasks[job.task_name]
     ignore_result = bool(task.resolved("ignore_result", "CELERY_IGNORE_RESULT"))
-    outcome = Outcome(job, states.SUCCESS, args_repr=_short_repr(args), kwargs_repr=_short_repr(kwargs))
+    text = _json_text if task.arguments_as_json else _short_repr
+    outcome = Outcome(job, states.SUCCESS, args_repr=text(args), kwargs_repr=text(kwargs))
     _check_connections()
     task.push_request(
         id=job.task_id, args=args, kwargs=kwargs, retries=job.retries, hostname=job.hostname,
@@ -216,8 +223,11 @@ def _execute(job: Job) -> Outcome:
         delivery_info={"routing_key": job.queue, "priority": job.priority},
     )
     try:
-        with _SoftLimit(job.soft_time_limit):
-            value = task.run(*args, **kwargs)
+        if coroutines.is_async(task):  # on this process's event loop, limits and all
+            value = coroutines.run(task, args, kwargs, job)
+        else:
+            with _SoftLimit(job.soft_time_limit):
+                value = task.run(*args, **kwargs)
     except Retry as retry:
         _retrying(outcome, retry, payload, result_serializer)
     except Exception as exc:

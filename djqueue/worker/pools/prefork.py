@@ -22,8 +22,10 @@ from typing import Any
 from django.db import connections
 
 from ... import states
+from ...client.base import app
 from ...client.revocation import signal_number
 from ...exceptions import TaskRevokedError
+from .. import coroutines
 from ..execution import (
     Job, Outcome, job_to_wire, lost, outcome_from_wire, released, timed_out, unrun,
 )
@@ -50,16 +52,20 @@ class _PreforkPlan(Plan):
     def __init__(self, pool: PreforkPool) -> None:
         super().__init__(0)
         self.pool = pool
-        self.children = pool._usable_children()
+        # A child running coroutines together takes nothing more until they are all done.
+        self.children = [c for c in pool._usable_children() if not c.together]
         self.count = {id(c): len(c.jobs) for c in self.children}
         self.work = {id(c): c.work for c in self.children}
         self.assigned: list[tuple[Child, Job, float]] = []
         self._chosen: tuple[Child, float] | None = None
+        self.together: dict[int, str] = {}  # children given coroutines to run at once
 
     def fits(self, task_name: str) -> bool:
         self._chosen = None
         expected = self.pool.expected(task_name)
-        candidates = [c for c in self.children if self.pool._budget(c) > self._planned(c)]
+        candidates = self._open()
+        if self.pool.concurrency_of(task_name) > 1:
+            return self._fits_together(task_name, candidates)
         idle = [c for c in candidates if self.count[id(c)] == 0]
         if idle:
             self._chosen = (idle[0], expected if expected is not None else self.pool.batch_window)
@@ -70,18 +76,36 @@ class _PreforkPlan(Plan):
                 self._chosen = (child, expected)
         return self._chosen is not None
 
+    def _fits_together(self, task_name: str, candidates: list[Child]) -> bool:
+        """Coroutines that run at once go to an idle child, with up to their
+        ``async_concurrency`` of the same task, and nothing else."""
+        limit = self.pool.concurrency_of(task_name)
+        for child in self.children:
+            if self.together.get(id(child)) == task_name and self.count[id(child)] < limit:
+                self._chosen = (child, 0.0)
+                return True
+        idle = [c for c in candidates if self.count[id(c)] == 0]
+        if idle:
+            self._chosen = (idle[0], 0.0)
+        return self._chosen is not None
+
+    def _open(self) -> list[Child]:
+        """Children that may be given another job besides coroutines to run together."""
+        return [c for c in self.children if self.pool._budget(c) > self._planned(c)
+                and id(c) not in self.together]
+
     def _planned(self, child: Child) -> int:
         return self.count[id(child)] - len(child.jobs)
 
     def force(self, job: Job) -> None:
         if not self.fits(job.task_name):
-            candidates = [c for c in self.children if self.pool._budget(c) > self._planned(c)]
+            candidates = self._open()
             child = min(candidates or self.children, key=lambda c: self.work[id(c)])
             self._chosen = (child, self.pool.expected(job.task_name) or self.pool.batch_window)
         self.take(job)
 
     def room(self) -> tuple[int, int]:
-        candidates = [c for c in self.children if self.pool._budget(c) > self._planned(c)]
+        candidates = self._open()
         idle = sum(1 for c in candidates if self.count[id(c)] == 0)
         typical = self.pool._typical
         if not typical or self.pool.batch_window <= 0:
@@ -99,6 +123,9 @@ class _PreforkPlan(Plan):
         assert self._chosen is not None, "take() follows a fits() that said yes"
         child, expected = self._chosen
         self._chosen = None
+        if self.pool.concurrency_of(job.task_name) > 1 and (
+                not self.count[id(child)] or id(child) in self.together):
+            self.together[id(child)] = job.task_name
         self.count[id(child)] += 1
         self.work[id(child)] += expected
         self.assigned.append((child, job, expected))
@@ -119,6 +146,7 @@ class PreforkPool(Pool):
         self._typical: float | None = None  # expected seconds of a recent job, any task
         #: Outcomes of jobs that could not be sent to their child (it had died): wait() returns them.
         self._undelivered: list[Outcome] = []
+        self._concurrency: dict[str, int] = {}  # task name -> coroutines per child at once
 
     def start(self) -> None:
         for _ in range(self.concurrency):
@@ -161,6 +189,14 @@ class PreforkPool(Pool):
         return [name for name, seconds in self._expected.items()
                 if seconds <= self.batch_window / 2]
 
+    def concurrency_of(self, task_name: str) -> int:
+        """How many messages of ``task_name`` a child runs at once (read once per task name)."""
+        found = self._concurrency.get(task_name)
+        if found is None:
+            found = self._concurrency[task_name] = coroutines.concurrency(
+                app.tasks.get(task_name))
+        return found
+
     def _learn(self, outcome: Outcome) -> None:
         seconds = outcome.runtime + JOB_OVERHEAD
         name = outcome.job.task_name
@@ -184,6 +220,12 @@ class PreforkPool(Pool):
         return _PreforkPlan(self)
 
     def spare(self) -> int:
+        if not self._concurrency:  # what the registered tasks may run together
+            self._concurrency = {name: coroutines.concurrency(task)
+                                 for name, task in app.tasks.items()}
+        together = max(self._concurrency.values(), default=1)
+        if together > 1:  # a task runs coroutines together: room for a batch per child
+            return (together - 1) * len(self._usable_children())
         if self.batch_window <= 0 or not self._typical:
             return 0
         fit = min(MAX_CHILD_QUEUE, int(self.batch_window / self._typical))
@@ -202,6 +244,8 @@ class PreforkPool(Pool):
             child.sent += 1
             batches.setdefault(id(child), []).append(job_to_wire(job))
         for child in self._children:
+            if id(child) in plan.together:
+                child.together = True
             if id(child) in batches:
                 try:
                     child.conn.send(batches[id(child)])
@@ -245,7 +289,10 @@ class PreforkPool(Pool):
     def _finished(self, child: Child, outcome: Outcome) -> None:
         child.jobs.popleft()
         child.work -= child.expected.popleft()
-        child.began = time.monotonic()
+        if not child.together:
+            child.began = time.monotonic()
+        elif not child.jobs:
+            child.together = False
         self._learn(outcome)
 
     def _read(self, child: Child, done: list[Outcome]) -> None:
@@ -299,8 +346,14 @@ class PreforkPool(Pool):
         return done
 
     def _not_begun(self, child: Child, skip: int) -> list[Outcome]:
-        """Give back the child's queued jobs after the first ``skip``: they never began."""
+        """Give back the child's queued jobs after the first ``skip``: they never began
+        (coroutines run together all began: they are lost with the first)."""
         jobs = list(child.jobs)[skip:]
+        if child.together:
+            child.together = False
+            return [lost(job, "Worker exited prematurely while running it beside "
+                         f"{child.jobs[0].task_name}[{child.jobs[0].task_id}].",
+                         self.result_serializer, self.max_deliveries) for job in jobs]
         child.jobs.clear()
         child.expected.clear()
         child.work = 0.0
@@ -320,6 +373,12 @@ class PreforkPool(Pool):
 
     def terminate_job(self, message_id: int, signame: str) -> bool:
         for child in self._children:
+            if child.together and any(job.message_id == message_id for job in child.jobs):
+                try:  # that coroutine alone is cancelled (pools/together.py)
+                    child.conn.send(("revoke", message_id))
+                except OSError:
+                    return False
+                return True
             if child.jobs and child.jobs[0].message_id == message_id:
                 child.revoked = True
                 try:
