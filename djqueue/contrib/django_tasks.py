@@ -12,8 +12,9 @@ TASKS = {
 ```
 
 - ``enqueue()``/``aenqueue()`` insert a message in the caller's transaction, as ``delay()`` does;
-  ``task_enqueued`` is sent then (in the caller), ``task_started`` and ``task_finished`` in the
-  worker's pool process around the call, with the ``TaskResult`` as Django describes it.
+  ``task_enqueued`` is sent in the caller when that commits (at once outside a transaction; never
+  for a rollback), ``task_started`` and ``task_finished`` in the worker's pool process around the
+  call, with the ``TaskResult`` as Django describes it.
 - ``queue_name`` is the djqueue queue of that name, except Django's ``"default"``, which is
   ``CELERY_DEFAULT_QUEUE`` (``"celery"``), so a worker without ``-Q`` runs it; ``OPTIONS["queues"]``
   maps any other name.
@@ -41,10 +42,12 @@ if django.VERSION < (6, 0):
     )
 
 import math
+from functools import partial
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core import checks
+from django.db import transaction
 from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, Task, TaskContext, TaskError
@@ -198,7 +201,10 @@ class DjqueueBackend(BaseTaskBackend):
                       queue=self.queue_for(task.queue_name),
                       priority=djqueue_priority(task.priority), task_id=task_id,
                       serializer="json")
-        task_enqueued.send(type(self), task_result=result)
+        # Once the message is there for workers to see: at the caller's commit (at once outside a
+        # transaction); never for a message rolled back.
+        transaction.on_commit(partial(task_enqueued.send, type(self), task_result=result),
+                              using=app.conf.broker_alias)
         return result
 
     def get_result(self, result_id: str) -> TaskResult:

@@ -22,13 +22,12 @@ from typing import Any
 from django.db import connections
 
 from ... import states
-from ...client.base import app
 from ...client.revocation import signal_number
 from ...exceptions import TaskRevokedError
-from .. import coroutines
 from ..execution import (
     Job, Outcome, job_to_wire, lost, outcome_from_wire, released, timed_out, unrun,
 )
+from . import together
 from .base import Plan, Pool
 from .child import Child, child_main, describe_exit
 
@@ -64,8 +63,9 @@ class _PreforkPlan(Plan):
         self._chosen = None
         expected = self.pool.expected(task_name)
         candidates = self._open()
-        if self.pool.concurrency_of(task_name) > 1:
-            return self._fits_together(task_name, candidates)
+        if self.pool.runs_together.of(task_name) > 1:
+            self._chosen = together.child_for(self, task_name, candidates)
+            return self._chosen is not None
         idle = [c for c in candidates if self.count[id(c)] == 0]
         if idle:
             self._chosen = (idle[0], expected if expected is not None else self.pool.batch_window)
@@ -74,19 +74,6 @@ class _PreforkPlan(Plan):
             if (self.work[id(child)] + expected <= self.pool.batch_window
                     and self.count[id(child)] < MAX_CHILD_QUEUE):
                 self._chosen = (child, expected)
-        return self._chosen is not None
-
-    def _fits_together(self, task_name: str, candidates: list[Child]) -> bool:
-        """Coroutines that run at once go to an idle child, with up to their
-        ``async_concurrency`` of the same task, and nothing else."""
-        limit = self.pool.concurrency_of(task_name)
-        for child in self.children:
-            if self.together.get(id(child)) == task_name and self.count[id(child)] < limit:
-                self._chosen = (child, 0.0)
-                return True
-        idle = [c for c in candidates if self.count[id(c)] == 0]
-        if idle:
-            self._chosen = (idle[0], 0.0)
         return self._chosen is not None
 
     def _open(self) -> list[Child]:
@@ -123,7 +110,7 @@ class _PreforkPlan(Plan):
         assert self._chosen is not None, "take() follows a fits() that said yes"
         child, expected = self._chosen
         self._chosen = None
-        if self.pool.concurrency_of(job.task_name) > 1 and (
+        if self.pool.runs_together.of(job.task_name) > 1 and (
                 not self.count[id(child)] or id(child) in self.together):
             self.together[id(child)] = job.task_name
         self.count[id(child)] += 1
@@ -146,7 +133,7 @@ class PreforkPool(Pool):
         self._typical: float | None = None  # expected seconds of a recent job, any task
         #: Outcomes of jobs that could not be sent to their child (it had died): wait() returns them.
         self._undelivered: list[Outcome] = []
-        self._concurrency: dict[str, int] = {}  # task name -> coroutines per child at once
+        self.runs_together = together.Concurrency()  # coroutines a child runs at once, per task
 
     def start(self) -> None:
         for _ in range(self.concurrency):
@@ -189,14 +176,6 @@ class PreforkPool(Pool):
         return [name for name, seconds in self._expected.items()
                 if seconds <= self.batch_window / 2]
 
-    def concurrency_of(self, task_name: str) -> int:
-        """How many messages of ``task_name`` a child runs at once (read once per task name)."""
-        found = self._concurrency.get(task_name)
-        if found is None:
-            found = self._concurrency[task_name] = coroutines.concurrency(
-                app.tasks.get(task_name))
-        return found
-
     def _learn(self, outcome: Outcome) -> None:
         seconds = outcome.runtime + JOB_OVERHEAD
         name = outcome.job.task_name
@@ -220,12 +199,9 @@ class PreforkPool(Pool):
         return _PreforkPlan(self)
 
     def spare(self) -> int:
-        if not self._concurrency:  # what the registered tasks may run together
-            self._concurrency = {name: coroutines.concurrency(task)
-                                 for name, task in app.tasks.items()}
-        together = max(self._concurrency.values(), default=1)
-        if together > 1:  # a task runs coroutines together: room for a batch per child
-            return (together - 1) * len(self._usable_children())
+        batches = self.runs_together.spare(len(self._usable_children()))
+        if batches:
+            return batches
         if self.batch_window <= 0 or not self._typical:
             return 0
         fit = min(MAX_CHILD_QUEUE, int(self.batch_window / self._typical))
@@ -349,14 +325,15 @@ class PreforkPool(Pool):
         """Give back the child's queued jobs after the first ``skip``: they never began
         (coroutines run together all began: they are lost with the first)."""
         jobs = list(child.jobs)[skip:]
-        if child.together:
-            child.together = False
-            return [lost(job, "Worker exited prematurely while running it beside "
-                         f"{child.jobs[0].task_name}[{child.jobs[0].task_id}].",
-                         self.result_serializer, self.max_deliveries) for job in jobs]
+        first = child.jobs[0] if child.jobs else None
         child.jobs.clear()
         child.expected.clear()
         child.work = 0.0
+        if child.together and first is not None:
+            child.together = False
+            return [lost(job, f"Worker exited prematurely while running it beside {first.task_name}"
+                         f"[{first.task_id}].", self.result_serializer, self.max_deliveries)
+                    for job in jobs]
         return [released(job, self.result_serializer) for job in jobs]
 
     def _cut_short(self, child: Child) -> Outcome:

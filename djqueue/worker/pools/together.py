@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ... import states
 from ...client.base import app
@@ -21,7 +21,43 @@ from ...exceptions import TaskRevokedError
 from .. import coroutines
 from ..execution import execute, job_from_wire, outcome_to_wire, unrun
 
+if TYPE_CHECKING:
+    from .child import Child
+
 logger = logging.getLogger("djqueue.pool")
+
+
+class Concurrency:
+    """For the prefork pool: how many messages of a task a child runs at once, per task name
+    (read once per name)."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, int] = {}
+
+    def of(self, task_name: str) -> int:
+        found = self.by_name.get(task_name)
+        if found is None:
+            found = self.by_name[task_name] = coroutines.concurrency(app.tasks.get(task_name))
+        return found
+
+    def spare(self, children: int) -> int:
+        """Messages beyond one per child the worker may hold: a batch per child, when a
+        registered task runs coroutines together."""
+        if not self.by_name:
+            self.by_name = {name: coroutines.concurrency(task) for name, task in app.tasks.items()}
+        return (max(self.by_name.values(), default=1) - 1) * children
+
+
+def child_for(plan: Any, task_name: str, candidates: list[Child]) -> tuple[Child, float] | None:
+    """Where a prefork plan puts a coroutine to run together: with the plan's others of the same
+    task while there is room for ``async_concurrency`` of them, else in an idle child; never with
+    anything else. (Its expected run time does not count: nothing queues behind it.)"""
+    limit = plan.pool.runs_together.of(task_name)
+    for child in plan.children:
+        if plan.together.get(id(child)) == task_name and plan.count[id(child)] < limit:
+            return child, 0.0
+    idle = [c for c in candidates if plan.count[id(c)] == 0]
+    return (idle[0], 0.0) if idle else None
 
 _executor: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
 
