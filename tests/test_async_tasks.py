@@ -140,7 +140,8 @@ def test_async_tasks_in_prefork_children_together_and_with_time_limits(start_wor
     first, second = (async_tasks.async_identity.delay(k) for k in ("a", "b"))
     one, two = first.get(timeout=20), second.get(timeout=20)
     assert (one["pid"], one["loop"]) == (two["pid"], two["loop"])  # one child, one loop
-    naps = [async_tasks.async_nap.delay(f"nap{i}", 0.5) for i in range(10)]
+    with transaction.atomic():  # seen at once: a worker takes what it is woken for
+        naps = [async_tasks.async_nap.delay(f"nap{i}", 0.5) for i in range(10)]
     ends = [r.get(timeout=30) for r in naps]
     lines = record_file.read_text().split()[::2]
     starts = [i for i, key in enumerate(lines) if key.startswith("nap") and key.endswith("start")]
@@ -160,7 +161,8 @@ def test_async_tasks_in_prefork_children_together_and_with_time_limits(start_wor
 
 def test_async_tasks_revoked_alone_and_a_blocked_loop_killed(start_worker, record_file) -> None:
     worker = start_worker("-c", "1", env=ASYNC_ENV)
-    naps = [async_tasks.async_nap.delay(f"n{i}", 3) for i in range(4)]
+    with transaction.atomic():
+        naps = [async_tasks.async_nap.delay(f"n{i}", 3) for i in range(4)]
     wait_until(lambda: executions(record_file)["n3-start"] == 1, what="the naps to begin")
     naps[1].revoke(terminate=True)
     assert naps[1].get(timeout=20, propagate=False) is not None
@@ -172,6 +174,6 @@ def test_async_tasks_revoked_alone_and_a_blocked_loop_killed(start_worker, recor
     with pytest.raises(TimeLimitExceeded):
         blocked.get(timeout=30)
     assert time.monotonic() - started < 25
-    worker.wait_for("Hard time limit (1s) exceeded")
+    worker.wait_for("Hard time limit (1")  # 1s or 1.0s, as the database keeps it
     assert async_tasks.async_add.delay(1, 1).get(timeout=20) == 2  # a new child took over
     assert record.delay("sync").get(timeout=20) == "sync"
