@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..broker.rows import StartNow
+from . import coroutines
 from .execution import Job
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ class Options:
     time_limit: float | None
     soft_time_limit: float | None
     rate: object
+    together: bool  # coroutines the prefork pool runs together, planned as a batch
 
 
 class TaskOptions:
@@ -64,6 +66,7 @@ class TaskOptions:
                 time_limit=own("time_limit", self.time_limit),
                 soft_time_limit=own("soft_time_limit", self.soft_time_limit),
                 rate=self.throttle.rate(task_name),
+                together=coroutines.concurrency(task) > 1,
             )
         return options
 
@@ -80,7 +83,8 @@ class TaskOptions:
         if not (idle or queued):
             return None
         names = [name for name in self._seen if name in self.app.tasks
-                 and self.get(name).rate is None and not self.get(name).track_started]
+                 and self.get(name).rate is None and not self.get(name).track_started
+                 and not self.get(name).together]
         known = set(names)
         return StartNow(idle, names, queued, [n for n in short_names if n in known],
                         [name for name in names if self.get(name).acks_late])
