@@ -3,6 +3,8 @@ async code"): in-process on every Django line and database, and against real wor
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -14,7 +16,9 @@ from django.urls import path
 
 from djqueue import states
 from djqueue.client.base import app
-from djqueue.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, TimeoutError
+from djqueue.exceptions import (
+    SoftTimeLimitExceeded, TimeLimitExceeded, TimeoutError, WorkerLostError,
+)
 from djqueue.models import Message
 from djqueue.result import AsyncResult
 from djqueue.worker.loop import Worker
@@ -159,7 +163,7 @@ def test_async_tasks_in_prefork_children_together_and_with_time_limits(start_wor
     assert (after["pid"], after["loop"]) == (one["pid"], one["loop"])  # cancelled, not killed
 
 
-def test_async_tasks_revoked_alone_and_a_blocked_loop_killed(start_worker, record_file) -> None:
+def test_async_tasks_revoked_alone_lost_together_and_a_blocked_loop_killed(start_worker, record_file) -> None:
     worker = start_worker("-c", "1", env=ASYNC_ENV)
     with transaction.atomic():
         naps = [async_tasks.async_nap.delay(f"n{i}", 3) for i in range(4)]
@@ -169,6 +173,15 @@ def test_async_tasks_revoked_alone_and_a_blocked_loop_killed(start_worker, recor
     assert naps[1].state == states.REVOKED
     assert all(r.get(timeout=20) for r in (naps[0], naps[2], naps[3]))  # the others went on
     assert executions(record_file)["n1-end"] == 0
+    with transaction.atomic():
+        doomed = [async_tasks.async_nap.delay(f"d{i}", 30) for i in range(3)]
+    wait_until(lambda: executions(record_file)["d2-start"] == 1, what="the batch to begin")
+    child = int(next(line.split()[1] for line in record_file.read_text().splitlines()
+                     if line.startswith("d0-start")))
+    os.kill(child, signal.SIGKILL)  # all three began: lost with their process, none run again
+    for result in doomed:
+        assert isinstance(result.get(timeout=20, propagate=False), WorkerLostError)
+    assert [executions(record_file)[f"d{i}-start"] for i in range(3)] == [1, 1, 1]
     blocked = async_tasks.async_blocks.apply_async((60,), time_limit=1)
     started = time.monotonic()
     with pytest.raises(TimeLimitExceeded):
