@@ -22,3 +22,8 @@ def noop_db(i):
 async def nap(seconds):
     await asyncio.sleep(seconds)
     return seconds
+
+
+@djqueue_task(queue="hold")
+def noop_celery_style(i):
+    return i

@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 #: The most coroutines of one task a process runs at once (``async_concurrency`` is capped here).
 MAX_CONCURRENCY = 256
-#: Seconds the prefork pool waits past a concurrent batch's hard time limit before it kills the
-#: child: the loop cancels the coroutine at the limit itself, and only a stuck loop needs the kill.
+#: Seconds the prefork pool waits past a coroutine's hard time limit before it kills the child:
+#: the loop cancels the coroutine at the limit itself, and only a stuck loop needs the kill.
 HARD_LIMIT_GRACE = 2.0
 
 _is_async: dict[type, bool] = {}
@@ -125,8 +125,8 @@ def run(task: Task, args: list[Any], kwargs: dict[str, Any], job: Job) -> Any:
         try:
             return await task.run(*args, **kwargs)
         except asyncio.CancelledError:
-            if why:
-                raise why[0] from None
+            if why:  # the last limit reached (a task may go on after its soft limit)
+                raise why[-1] from None
             if job.message_id in holder.revoked:
                 raise TaskRevokedError("terminated") from None
             raise
@@ -139,7 +139,7 @@ def run(task: Task, args: list[Any], kwargs: dict[str, Any], job: Job) -> Any:
 
 
 def _cut(me: asyncio.Task[Any], why: list[BaseException], error: BaseException) -> None:
-    if not why and not me.done():
+    if not me.done():
         why.append(error)
         me.cancel()
 
