@@ -49,3 +49,14 @@ async def async_blocks(seconds):
     """Blocks its event loop (a mistake in an async task): only the process's end stops it."""
     time.sleep(seconds)
     return "woke"
+
+
+@task
+async def async_goes_on_after_soft_limit(key):
+    """Catches its soft limit and goes on: only the hard limit stops it."""
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        record(f"{key}-soft")
+    await asyncio.sleep(30)
+    return "never"

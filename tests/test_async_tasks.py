@@ -67,6 +67,17 @@ async def _count_messages() -> int:
     return await Message.objects.acount()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_soft_then_hard_limit_of_an_async_task_in_process(worker: Worker, record_file) -> None:
+    soft = async_tasks.async_cleanup_on_soft_limit.apply_async(("s", 30), soft_time_limit=0.1)
+    both = async_tasks.async_goes_on_after_soft_limit.apply_async(
+        ("b",), soft_time_limit=0.1, time_limit=0.3)
+    drain(worker)
+    assert isinstance(soft.get(timeout=1, propagate=False), SoftTimeLimitExceeded)
+    assert isinstance(both.get(timeout=1, propagate=False), TimeLimitExceeded)
+    assert executions(record_file) == {"s-cancelled": 1, "b-soft": 1}
+
+
 def test_eager_apply_runs_an_async_task_to_its_end() -> None:
     assert async_tasks.async_add.apply((1, 2)).get() == 3
 
