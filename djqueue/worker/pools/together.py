@@ -19,7 +19,7 @@ from ... import states
 from ...client.base import app
 from ...exceptions import TaskRevokedError
 from .. import coroutines
-from ..execution import execute, job_from_wire, outcome_to_wire, unrun
+from ..execution import Job, execute, job_from_wire, outcome_to_wire, unrun
 
 if TYPE_CHECKING:
     from .child import Child
@@ -73,13 +73,19 @@ def _threads() -> concurrent.futures.ThreadPoolExecutor:
     return _executor[1]
 
 
+_NAME = Job.__slots__.index("task_name")  # where a job's task name is in its wire tuple
+_together: dict[str, bool] = {}  # task name -> runs together (read once per process)
+
+
 def runs_together(batch: Sequence[tuple[Any, ...]]) -> bool:
     """Whether a batch a prefork child received is one of coroutines to run at once: messages of
     one task whose ``async_concurrency`` is above 1 (the pool sends such batches only to idle
-    children)."""
-    name = job_from_wire(batch[0]).task_name
-    return (coroutines.concurrency(app.tasks.get(name)) > 1
-            and all(job_from_wire(fields).task_name == name for fields in batch))
+    children). Asked of every batch, so known per task name after the first."""
+    name = batch[0][_NAME]
+    found = _together.get(name)
+    if found is None:
+        found = _together[name] = coroutines.concurrency(app.tasks.get(name)) > 1
+    return found and all(fields[_NAME] == name for fields in batch)
 
 
 def is_revoke(message: object) -> bool:
