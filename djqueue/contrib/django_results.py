@@ -103,6 +103,9 @@ def read(backend: BaseTaskBackend, result_id: str) -> TaskResult:
         message = (Message.objects.using(app.conf.broker_alias).filter(task_id=result_id)
                    .values("task_name", "state", "body", "content_type", "created_at",
                            "started_at", "worker", "retries").first())
+        if message is None and app.backend.enabled:
+            # Finished between the two reads: the message leaves in the write of the result.
+            record = app.backend.get(result_id)
     name = record.task_name if record is not None and record.task_name else (
         message["task_name"] if message else "")
     task = declared(name) if name else None
