@@ -96,7 +96,8 @@ def report(title: str, figures: dict[str, list[float]], tasks: int) -> None:
           f"{med['async_seconds']:.2f} s (runs: {', '.join(f'{s:.2f}' for s in figures['async_seconds'])})")
 
 
-# In the venv, with DJANGO_SETTINGS_MODULE and DATABASE_URL set.
+# In the venv, with DJANGO_SETTINGS_MODULE and DATABASE_URL set. Django and the tasks are imported
+# inside these functions: the outer run (any Python, any Django or none) never imports them.
 
 def measure(url: str, runs: int, tasks: int) -> dict[str, list[float]]:
     import django
