@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import states
+from .client.asynchronous import AsyncWait
 from .client.current import current_app
 from .exceptions import TimeoutError
 from .serialization import exception_from_data, is_exception_data, loads
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from .backends import ResultBackend, ResultRecord
 
 
-class AsyncResult:
+class AsyncResult(AsyncWait):
     """The state and outcome of a task, read from the result backend each time it is asked.
 
     An id nothing is known about reports ``PENDING``, as in Celery.

@@ -22,7 +22,8 @@ from djqueue.exceptions import Ignore, Reject
 from djqueue.models import Message
 from djqueue.result import AsyncResult
 from djqueue.serialization import loads
-from djqueue.worker.execution import Job, execute, log_outcome
+from djqueue.worker.execution import Job, execute
+from djqueue.worker.outcome_log import log_outcome
 
 from . import hook_tasks
 from .hook_tasks import expecting, hooked, progress, rejecting, request_fields, wrapped

@@ -28,12 +28,15 @@ final state is in the result backend, where Celery stores it first.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import socket
 import traceback
 import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import async_to_sync
 
 from . import eager, tracing
 from .. import states
@@ -197,6 +200,8 @@ def apply(task: Task, args: Iterable[Any] | None, kwargs: Mapping[str, Any] | No
             try:
                 value = retval = (hooks.run(task_id, args, kwargs) if hooks
                                   else task.run(*args, **kwargs))
+                if inspect.iscoroutine(value):  # an async def task, run here to its end
+                    value = retval = async_to_sync(_awaited)(value)
                 state = states.SUCCESS
             except Retry as retry:
                 state, retval = states.RETRY, retry
@@ -227,6 +232,10 @@ def apply(task: Task, args: Iterable[Any] | None, kwargs: Mapping[str, Any] | No
             if trace is not None and state is not None:
                 trace.end(state, retval)
             task.pop_request()
+
+
+async def _awaited(coroutine: Any) -> Any:
+    return await coroutine
 
 
 def log_predicate(task: Task, task_id: str, exc: Reject | Ignore) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import functools
 import threading
@@ -13,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import annotations, hooks
+from .asynchronous import AsyncCalls
 from .call_checks import check_arguments, check_time_limits
 from .context import Context
 from .headers import take_headers
@@ -53,13 +55,18 @@ TASK_OPTIONS: dict[str, Any] = {
     "serializer": None,
     "typing": True,
     "throws": (),
+    "async_concurrency": 1,
 }
+
+#: The request of the coroutine task running in this context (``async def`` tasks run on an event
+#: loop in another thread than the one that pushed their request; see djqueue.worker.coroutines).
+RUNNING_REQUEST: contextvars.ContextVar[Context] = contextvars.ContextVar("djqueue_request")
 
 
 _DEFAULT = object()
 
 
-class Task:
+class Task(AsyncCalls):
     """A registered task. Instances are created by ``@task``; subclass it for ``base=``.
 
     The handlers (``before_start``, ``on_success``, ``on_retry``, ``on_failure``,
@@ -101,6 +108,11 @@ class Task:
     #: Expected exceptions: the task still fails, and the worker logs it at INFO without the
     #: traceback ("raised expected"), as Celery does.
     throws: tuple[type[BaseException], ...] = ()
+    #: For an ``async def`` task: how many of its calls one pool process may run at once.
+    async_concurrency: int = 1
+    #: Store the arguments with the result as JSON, whole, rather than as a shortened repr
+    #: (Django's ``TaskResult.args`` is read back from them: djqueue.contrib.django_tasks).
+    arguments_as_json: bool = False
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -120,7 +132,11 @@ class Task:
     @property
     def request(self) -> Context:
         stack = getattr(self._local, "stack", None)
-        return stack[-1] if stack else Context(task=self.name)
+        if stack:
+            return stack[-1]
+        running = RUNNING_REQUEST.get(None)
+        return running if running is not None and running.task == self.name else Context(
+            task=self.name)
 
     def push_request(self, message_headers: Mapping[str, Any] | None = None, /,
                      **fields: Any) -> None:

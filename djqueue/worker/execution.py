@@ -24,6 +24,7 @@ from .. import states
 from ..client.base import app
 from ..client.hooks import hooks_of
 from ..client.tracing import Trace, internal_error
+from . import coroutines
 from ..exceptions import (
     DecodeError, EncodeError, Ignore, NotRegistered, Reject, Replaced, Retry,
     SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded, WorkerLostError,
@@ -127,6 +128,11 @@ def _short_repr(value: Any) -> str:
     return text if len(text) <= REPR_LIMIT else text[: REPR_LIMIT - 3] + "..."
 
 
+def _json_text(value: Any) -> str:
+    """The arguments of a task that keeps them as JSON (``arguments_as_json``), whole."""
+    return _encode(value, "json")[1]
+
+
 def _encode(value: Any, serializer: str) -> tuple[str, str]:
     content_type, text = dumps(value, serializer)
     return content_type, readable_json(text) if serializer == "json" else text
@@ -222,7 +228,8 @@ def _execute(job: Job) -> Outcome:
         return unrun(job, error, result_serializer, action="reject")
     task = app.tasks[job.task_name]
     ignore_result = bool(task.resolved("ignore_result", "CELERY_IGNORE_RESULT"))
-    outcome = Outcome(job, states.SUCCESS, args_repr=_short_repr(args), kwargs_repr=_short_repr(kwargs))
+    text = _json_text if task.arguments_as_json else _short_repr
+    outcome = Outcome(job, states.SUCCESS, args_repr=text(args), kwargs_repr=text(kwargs))
     _check_connections()
     # apply_async(ignore_result=True) drops the value, not an error, as in Celery.
     ignore_value = push_request(task, outcome, payload, headers, args, kwargs) or ignore_result
@@ -231,9 +238,14 @@ def _execute(job: Job) -> Outcome:
     retval: Any = outcome  # what the handlers are given: the value or the exception
     trace = Trace.begin(task, job.task_id, args, kwargs)
     try:
-        with _SoftLimit(job.soft_time_limit):
-            retval = value = (hooks.run(job.task_id, args, kwargs) if hooks
-                              else task.run(*args, **kwargs))
+        if coroutines.is_async(task):  # on this process's event loop, limits and all
+            if hooks is not None and hooks.before_start is not None:
+                hooks.before_start(job.task_id, args, kwargs)
+            retval = value = coroutines.run(task, args, kwargs, job)
+        else:
+            with _SoftLimit(job.soft_time_limit):
+                retval = value = (hooks.run(job.task_id, args, kwargs) if hooks
+                                  else task.run(*args, **kwargs))
     except Retry as retry:
         _retrying(outcome, retry, payload, result_serializer)
         retval = retry
@@ -309,40 +321,6 @@ def _retrying(outcome: Outcome, retry: Retry, payload: dict[str, Any], serialize
             new_payload["kwargs"] = dict(retry.call_kwargs)
         serializer_name = {v: k for k, v in CONTENT_TYPES.items()}[outcome.job.content_type]
         outcome.retry_body = dumps(new_payload, serializer_name)[1]
-
-
-def log_outcome(outcome: Outcome) -> None:
-    """Log an outcome the way Celery's worker does ("Task tasks.add[id] succeeded in 0.0004s: 8")."""
-    name, task_id = outcome.shadow or outcome.job.task_name, outcome.job.task_id
-    if outcome.logged:
-        return
-    extra = {"djqueue_task": outcome.job}  # the task's fields, for the JSON log format
-    if outcome.state == states.SUCCESS:
-        logger.info("Task %s[%s] succeeded in %.4fs: %s", name, task_id, outcome.runtime,
-                    outcome.result_repr, extra=extra)
-    elif outcome.action == "retry":
-        logger.info("Task %s[%s] retry: Retry at %s: %s", name, task_id,
-                    outcome.retry_at.isoformat() if outcome.retry_at else "?",
-                    outcome.result_repr, extra=extra)
-    elif outcome.action == "release":
-        logger.warning("Task %s[%s] returned to the queue: its pool process stopped before it "
-                       "began.", name, task_id, extra=extra)
-    elif outcome.action == "requeue":
-        logger.warning("Task %s[%s] was cut short (%s); acks_late: returned to the queue.",
-                       name, task_id, outcome.result_repr, extra=extra)
-    elif outcome.state == states.REVOKED:
-        logger.warning("Task %s[%s] revoked: %s", name, task_id, outcome.result_repr, extra=extra)
-    elif outcome.state == states.IGNORED:
-        logger.info("Task %s[%s] ignored", name, task_id, extra=extra)
-    elif outcome.traceback:
-        logger.error("Task %s[%s] raised unexpected: %s\n%s", name, task_id,
-                     outcome.result_repr, outcome.traceback.rstrip(), extra=extra)
-    elif outcome.action == "reject":
-        logger.error("Task %s[%s] set aside (state 'rejected'), not run: %s", name, task_id,
-                     outcome.result_repr, extra=extra)
-    else:
-        logger.error("Task handler raised error: %s (task %s[%s])", outcome.result_repr,
-                     name, task_id, extra=extra)
 
 
 def unrun(

@@ -22,7 +22,8 @@ from ..broker.flow import Gate
 from ..broker.rows import Claimed, ClaimRequest
 from ..exceptions import TaskRevokedError
 from . import rounds, signaling
-from .execution import Job, Outcome, log_outcome, refused, unrun
+from .execution import Job, Outcome, refused, unrun
+from .outcome_log import log_outcome
 from .lifecycle import Lifecycle
 from .pools import Plan
 from .settle import REFUSED

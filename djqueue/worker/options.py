@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..broker.rows import StartNow
+from . import coroutines
 from .execution import Job
 from . import limits
 
@@ -32,6 +33,7 @@ class Options:
     soft_time_limit: float | None
     rate: object  # the worker's own buckets enforce it
     gate: Gate | None  # the cluster's limits: the round admits or defers (djqueue.broker.flow)
+    together: bool  # coroutines the prefork pool runs together, planned as a batch
 
 
 class TaskOptions:
@@ -71,6 +73,7 @@ class TaskOptions:
                 soft_time_limit=own("soft_time_limit", self.soft_time_limit),
                 rate=rate,
                 gate=gate,
+                together=coroutines.concurrency(task) > 1,
             )
         return options
 
@@ -88,7 +91,7 @@ class TaskOptions:
             return None
         names = [name for name in self._seen if name in self.app.tasks
                  and self.get(name).rate is None and self.get(name).gate is None
-                 and not self.get(name).track_started]
+                 and not self.get(name).track_started and not self.get(name).together]
         known = set(names)
         return StartNow(idle, names, queued, [n for n in short_names if n in known],
                         [name for name in names if self.get(name).acks_late])

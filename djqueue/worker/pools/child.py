@@ -12,11 +12,14 @@ from multiprocessing.connection import Connection
 from django.db import close_old_connections, connections
 
 from ... import signals
+from .. import coroutines
 from ..execution import Job, execute, job_from_wire, outcome_to_wire
+from . import together
 
 
 class Child:
-    __slots__ = ("process", "conn", "jobs", "expected", "work", "began", "sent", "revoked")
+    __slots__ = ("process", "conn", "jobs", "expected", "work", "began", "sent", "revoked",
+                 "together")
 
     def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
         self.process = process
@@ -28,11 +31,17 @@ class Child:
         self.began = 0.0  # when jobs[0] began (monotonic)
         self.sent = 0  # jobs sent over the child's life (for max_tasks_per_child)
         self.revoked = False  # terminated on request (revoke with terminate=True)
+        #: Its jobs are coroutines running at once (pools/together.py): all began with the batch.
+        self.together = False
 
     def deadline(self) -> float | None:
-        """When the running job reaches its hard time limit."""
+        """When the running job reaches its hard time limit, plus, for coroutines, the grace
+        their loop has to cancel them itself (run together: when the first of them does)."""
+        if self.together:
+            limits = [job.time_limit for job in self.jobs if job.time_limit]
+            return self.began + min(limits) + coroutines.HARD_LIMIT_GRACE if limits else None
         if self.jobs and self.jobs[0].time_limit:
-            return self.began + self.jobs[0].time_limit
+            return self.began + self.jobs[0].time_limit + coroutines.grace(self.jobs[0].task_name)
         return None
 
 
@@ -62,9 +71,14 @@ def child_main(
             break  # the worker is gone
         if jobs is None:
             break
+        if together.is_revoke(jobs):  # for a coroutine that finished meanwhile
+            continue
         try:
-            for fields in jobs:
-                conn.send(outcome_to_wire(execute(job_from_wire(fields))))
+            if together.runs_together(jobs):
+                together.run_together(jobs, conn)
+            else:
+                for fields in jobs:
+                    conn.send(outcome_to_wire(execute(job_from_wire(fields))))
         except OSError:
             break  # the worker is gone (its end of the pipe closed): nobody to answer
         finally:

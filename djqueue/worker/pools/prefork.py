@@ -27,6 +27,7 @@ from ...exceptions import TaskRevokedError
 from ..execution import (
     Job, Outcome, job_to_wire, lost, outcome_from_wire, released, timed_out, unrun,
 )
+from . import together
 from .base import Plan, Pool
 from .child import Child, child_main, describe_exit
 
@@ -50,16 +51,21 @@ class _PreforkPlan(Plan):
     def __init__(self, pool: PreforkPool) -> None:
         super().__init__(0)
         self.pool = pool
-        self.children = pool._usable_children()
+        # A child running coroutines together takes nothing more until they are all done.
+        self.children = [c for c in pool._usable_children() if not c.together]
         self.count = {id(c): len(c.jobs) for c in self.children}
         self.work = {id(c): c.work for c in self.children}
         self.assigned: list[tuple[Child, Job, float]] = []
         self._chosen: tuple[Child, float] | None = None
+        self.together: dict[int, str] = {}  # children given coroutines to run at once
 
     def fits(self, task_name: str) -> bool:
         self._chosen = None
         expected = self.pool.expected(task_name)
-        candidates = [c for c in self.children if self.pool._budget(c) > self._planned(c)]
+        candidates = self._open()
+        if self.pool.runs_together.of(task_name) > 1:
+            self._chosen = together.child_for(self, task_name, candidates)
+            return self._chosen is not None
         idle = [c for c in candidates if self.count[id(c)] == 0]
         if idle:
             self._chosen = (idle[0], expected if expected is not None else self.pool.batch_window)
@@ -70,18 +76,23 @@ class _PreforkPlan(Plan):
                 self._chosen = (child, expected)
         return self._chosen is not None
 
+    def _open(self) -> list[Child]:
+        """Children that may be given another job besides coroutines to run together."""
+        return [c for c in self.children if self.pool._budget(c) > self._planned(c)
+                and id(c) not in self.together]
+
     def _planned(self, child: Child) -> int:
         return self.count[id(child)] - len(child.jobs)
 
     def force(self, job: Job) -> None:
         if not self.fits(job.task_name):
-            candidates = [c for c in self.children if self.pool._budget(c) > self._planned(c)]
+            candidates = self._open()
             child = min(candidates or self.children, key=lambda c: self.work[id(c)])
             self._chosen = (child, self.pool.expected(job.task_name) or self.pool.batch_window)
         self.take(job)
 
     def room(self) -> tuple[int, int]:
-        candidates = [c for c in self.children if self.pool._budget(c) > self._planned(c)]
+        candidates = self._open()
         idle = sum(1 for c in candidates if self.count[id(c)] == 0)
         typical = self.pool._typical
         if not typical or self.pool.batch_window <= 0:
@@ -99,6 +110,9 @@ class _PreforkPlan(Plan):
         assert self._chosen is not None, "take() follows a fits() that said yes"
         child, expected = self._chosen
         self._chosen = None
+        if self.pool.runs_together.of(job.task_name) > 1 and (
+                not self.count[id(child)] or id(child) in self.together):
+            self.together[id(child)] = job.task_name
         self.count[id(child)] += 1
         self.work[id(child)] += expected
         self.assigned.append((child, job, expected))
@@ -119,6 +133,7 @@ class PreforkPool(Pool):
         self._typical: float | None = None  # expected seconds of a recent job, any task
         #: Outcomes of jobs that could not be sent to their child (it had died): wait() returns them.
         self._undelivered: list[Outcome] = []
+        self.runs_together = together.Concurrency()  # coroutines a child runs at once, per task
 
     def start(self) -> None:
         for _ in range(self.concurrency):
@@ -184,6 +199,9 @@ class PreforkPool(Pool):
         return _PreforkPlan(self)
 
     def spare(self) -> int:
+        batches = self.runs_together.spare(len(self._usable_children()))
+        if batches:
+            return batches
         if self.batch_window <= 0 or not self._typical:
             return 0
         fit = min(MAX_CHILD_QUEUE, int(self.batch_window / self._typical))
@@ -202,6 +220,8 @@ class PreforkPool(Pool):
             child.sent += 1
             batches.setdefault(id(child), []).append(job_to_wire(job))
         for child in self._children:
+            if id(child) in plan.together:
+                child.together = True
             if id(child) in batches:
                 try:
                     child.conn.send(batches[id(child)])
@@ -252,7 +272,10 @@ class PreforkPool(Pool):
     def _finished(self, child: Child, outcome: Outcome) -> None:
         child.jobs.popleft()
         child.work -= child.expected.popleft()
-        child.began = time.monotonic()
+        if not child.together:
+            child.began = time.monotonic()
+        elif not child.jobs:
+            child.together = False
         self._learn(outcome)
 
     def _read(self, child: Child, done: list[Outcome]) -> None:
@@ -306,11 +329,18 @@ class PreforkPool(Pool):
         return done
 
     def _not_begun(self, child: Child, skip: int) -> list[Outcome]:
-        """Give back the child's queued jobs after the first ``skip``: they never began."""
+        """Give back the child's queued jobs after the first ``skip``: they never began
+        (coroutines run together all began: they are lost with the first)."""
         jobs = list(child.jobs)[skip:]
+        first = child.jobs[0] if child.jobs else None
         child.jobs.clear()
         child.expected.clear()
         child.work = 0.0
+        if child.together and first is not None:
+            child.together = False
+            return [lost(job, f"Worker exited prematurely while running it beside {first.task_name}"
+                         f"[{first.task_id}].", self.result_serializer, self.max_deliveries)
+                    for job in jobs]
         return [released(job, self.result_serializer) for job in jobs]
 
     def _cut_short(self, child: Child) -> Outcome:
@@ -327,6 +357,12 @@ class PreforkPool(Pool):
 
     def terminate_job(self, message_id: int, signame: str) -> bool:
         for child in self._children:
+            if child.together and any(job.message_id == message_id for job in child.jobs):
+                try:  # that coroutine alone is cancelled (pools/together.py)
+                    child.conn.send(("revoke", message_id))
+                except OSError:
+                    return False
+                return True
             if child.jobs and child.jobs[0].message_id == message_id:
                 child.revoked = True
                 try:
