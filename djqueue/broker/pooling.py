@@ -55,30 +55,31 @@ class Route:
 
 
 _routes: dict[tuple[str, int], Route] = {}
+#: The route of an alias whose settings say a pooler is in the way.
+SAID = Route(True, "the database's settings say it is reached through a pooler")
 
 
 def route(connection: Any, server_port_sql: str) -> Route:
-    """The route to ``connection``'s alias (Django's connection), found once per process:
-    pooled if the settings say so, or if the server reports (``server_port_sql``) another port
-    than the one the client connected to."""
+    """The route to ``connection``'s alias (Django's connection): pooled if its settings say so
+    (read at each call: a dictionary lookup), or if the server reports (``server_port_sql``)
+    another port than the one the client connected to (asked once per process)."""
+    settings_dict = connection.settings_dict
+    if settings_dict.get("DISABLE_SERVER_SIDE_CURSORS") or (
+            "prepare_threshold" in settings_dict.get("OPTIONS", {})):
+        return SAID
     key = (connection.alias, os.getpid())
     found = _routes.get(key)
     if found is None:
-        settings_dict = connection.settings_dict
-        if settings_dict.get("DISABLE_SERVER_SIDE_CURSORS") or (
-                "prepare_threshold" in settings_dict.get("OPTIONS", {})):
-            found = Route(True, "the database's settings say it is reached through a pooler")
-        else:
-            with connection.cursor() as cursor:
-                cursor.execute(server_port_sql)
-                server = cursor.fetchone()[0]
-            client = connection.connection.info.port
-            found = Route(False)
-            if client != server:
-                found = Route(True, f"the server listens on port {server} and the client "
-                                    f"connected to port {client}: a pooler or proxy is between")
-                logger.warning("Database %r: %s; djqueue prepares no statements and sets no "
-                               "session state there. %s", connection.alias, found.why, FIX)
+        with connection.cursor() as cursor:
+            cursor.execute(server_port_sql)
+            server = cursor.fetchone()[0]
+        client = connection.connection.info.port
+        found = Route(False)
+        if client != server:
+            found = Route(True, f"the server listens on port {server} and the client "
+                                f"connected to port {client}: a pooler or proxy is between")
+            logger.warning("Database %r: %s; djqueue prepares no statements and sets no "
+                           "session state there. %s", connection.alias, found.why, FIX)
         _routes[key] = found
     return found
 
