@@ -11,18 +11,13 @@ from typing import TYPE_CHECKING, Any
 from .. import states
 from ..client.hooks import log_predicate, shown_name
 from ..exceptions import Ignore, Reject
+from .workflow import REQUEST_FIELDS  # the canvas's fields, top-level keys of a body
 
 logger = logging.getLogger("djqueue.worker")
 
 if TYPE_CHECKING:
     from ..client.task import Task
     from .execution import Outcome
-
-
-#: Workflow fields the canvas writes as top-level keys of a message's body (only when set),
-#: under Celery's names; the request reads them as it reads headers.
-WORKFLOW_FIELDS = ("root_id", "parent_id", "group", "group_index", "chord", "callbacks",
-                   "errbacks", "chain")
 
 
 def push_request(task: Task, outcome: Outcome, payload: dict[str, Any],
@@ -32,7 +27,7 @@ def push_request(task: Task, outcome: Outcome, payload: dict[str, Any],
     the call asked not to store its value (``apply_async(ignore_result=True)``)."""
     job = outcome.job
     if len(payload) > 2:  # more than args and kwargs
-        workflow = {name: payload[name] for name in WORKFLOW_FIELDS if name in payload}
+        workflow = {name: payload[name] for name in REQUEST_FIELDS if name in payload}
         if workflow:
             headers = {**headers, **workflow} if headers else workflow
     task.push_request(
