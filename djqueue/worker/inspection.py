@@ -99,8 +99,12 @@ def registered(worker: Worker, taskinfoitems: object = None) -> list[str]:
     items = taskinfoitems or DEFAULT_TASK_INFO_ITEMS
     names = []
     for name, task in sorted(worker.app.tasks.items()):
-        shown = [f"{item}={getattr(task, item)}" for item in items
-                 if getattr(task, item, None) is not None]
+        values = {item: getattr(task, item, None) for item in items}
+        if "rate_limit" in values and name in worker.throttle.overrides:
+            # A limit set at run time (``control rate_limit``) wins, as in ``stats``; "0": none.
+            override = worker.throttle.overrides[name]
+            values["rate_limit"] = None if override == "0" else override
+        shown = [f"{item}={value}" for item, value in values.items() if value is not None]
         names.append(f"{name} [{' '.join(shown)}]" if shown else name)
     return names
 
