@@ -9,42 +9,31 @@
   worker's own sessions keep it, so the project's choice holds for its own transactions.
   Deadlocks (1213) and lock wait timeouts (1205) run djqueue's own transactions again.
 - Neither has ``UPDATE … RETURNING`` (MariaDB has ``DELETE … RETURNING``, MySQL not even that).
-  A settling statement (start, ack, give back, reject, retry) is sent as ``SELECT <returned
-  columns> … FOR UPDATE; UPDATE|DELETE …`` with the same condition, in one round trip: the lock
-  makes the second statement move exactly the rows the first returned. The heartbeat's
+  A settling statement (start, ack, give back, reject, retry, a chord's count) is sent as
+  ``SELECT <returned columns> … FOR UPDATE; UPDATE|DELETE …`` with the same condition, in one
+  round trip: the lock makes the second statement move exactly the rows the first returned. The heartbeat's
   statements skip locked rows (``FOR UPDATE SKIP LOCKED``), then update them by id.
 - The claim, in one transaction: ``SELECT … ORDER BY priority DESC, id LIMIT n FOR UPDATE SKIP
   LOCKED`` per queue (one round trip for all), then one for the updates and the revoked ids.
-- Publishing: one ``INSERT``; a batch as multi-row ``INSERT`` statements in chunks. A message
-  larger than the server's ``max_allowed_packet`` is refused before anything is sent
-  (:class:`~djqueue.exceptions.MessageTooLarge`): MySQL would drop the connection. Results: one
-  multi-row ``INSERT … ON DUPLICATE KEY UPDATE``. No ``LISTEN``: idle workers poll. No vacuum.
+- Publishing and results: :mod:`~djqueue.broker.mysql_writing`. No ``LISTEN``: idle workers
+  poll. No vacuum.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from django.db import DataError, OperationalError, connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.db.backends.signals import connection_created
-from django.utils import timezone
 
-from ..exceptions import MessageTooLarge
-from .base import Operations
-from .rows import (
-    RESULT_COLUMNS, RESULT_UPDATED, RESULTS_TABLE, REVOKED_TABLE, TABLE, Claimed, NewMessage,
-    StartNow, adapted, claimed_from_rows, insert_sql, row_tail, without_nul,
-)
-
-if TYPE_CHECKING:
-    from ..backends.base import ResultRecord
+from .mysql_writing import MySQLWriting
+from .rows import REVOKED_TABLE, TABLE, Claimed, StartNow, claimed_from_rows
 
 logger = logging.getLogger("djqueue.broker")
 
@@ -53,27 +42,18 @@ T = TypeVar("T")
 #: Errors after which MySQL has rolled back (1213) or may roll back (1205) the transaction, so
 #: djqueue's own transaction is run again from the start.
 RETRIED = {1213: "deadlock", 1205: "lock wait timeout"}
-#: Rows per ``INSERT`` of a batch (fewer when they would not fit in one packet).
-INSERT_CHUNK = 500
-#: Bytes of a statement besides its texts' (columns, numbers, dates), kept free in a packet.
-STATEMENT_ROOM = 64 * 1024
-#: Bytes that fit in any statement without asking the server (``max_allowed_packet`` is 16 MiB on
-#: MariaDB, 64 MiB on MySQL 8.0 by default).
-ALWAYS_FITS = 1024 * 1024 - STATEMENT_ROOM
-#: A task id already in the table is not written again (``rows.insert_sql``): a no-op update.
-_IF_PRESENT = "ON DUPLICATE KEY UPDATE task_id = task_id"
 #: Marks the condition of a statement that skips locked rows (see ``unlocked``).
 _SKIP = "/* djqueue: skip locked */"
-#: A statement of :class:`~djqueue.broker.statements.Statements` on the message table.
+#: A statement of :class:`~djqueue.broker.statements.Statements` (the message or chord table).
 _SETTLING = re.compile(
-    rf"^(?:UPDATE {TABLE} SET (?P<sets>.+?)|DELETE FROM {TABLE}) WHERE (?P<where>.+?)"
-    r"(?: RETURNING (?P<returning>.+))?$", re.S)
+    r"^(?:UPDATE (?P<updated>\w+) SET (?P<sets>.+?)|DELETE FROM (?P<deleted>\w+)) "
+    r"WHERE (?P<where>.+?)(?: RETURNING (?P<returning>.+))?$", re.S)
 #: What a claim reads per message: the first fields of :class:`Claimed`.
 _PICKED = ("id, task_id, task_name, queue, priority, content_type, body, retries, deliveries, "
            "time_limit, soft_time_limit")
 
 
-class MySQLOperations(Operations):
+class MySQLOperations(MySQLWriting):
     vendor = "mysql"
     #: No ``NOTIFY``: an idle worker looks every 0.2 s (an index probe, see :meth:`claim`), so a
     #: message sent to an idle worker starts 0.1 s later on average, 0.2 s at most.
@@ -82,7 +62,6 @@ class MySQLOperations(Operations):
     def __init__(self, using: str) -> None:
         super().__init__(using)
         self._steered: tuple[int, frozenset[str]] | None = None
-        self._packet: int | None = None
 
     # The clock and the hooks of the shared statements.
 
@@ -178,6 +157,7 @@ class MySQLOperations(Operations):
 
             return self.retrying(plain)
         sets, where, returning = match["sets"], match["where"], match["returning"]
+        table = match["updated"] or match["deleted"]
         counted = sets.count("%s") if sets else 0
         set_params, where_params = params[:counted], params[counted:]
         head = sql[: match.start("where") - len(" WHERE ")]
@@ -187,12 +167,12 @@ class MySQLOperations(Operations):
             with transaction.atomic(using=self.using, savepoint=False), \
                     connection.cursor() as cursor:
                 if not skip:
-                    cursor.execute(f"SELECT {returning} FROM {TABLE} WHERE {where} FOR UPDATE; "
+                    cursor.execute(f"SELECT {returning} FROM {table} WHERE {where} FOR UPDATE; "
                                    f"{change}", [*where_params, *params])
                     rows = [tuple(row) for row in cursor.fetchall()]
                     return rows, _next_result(connection, cursor)
                 picked = f"id, {returning}" if returning else "id"
-                cursor.execute(f"SELECT {picked} FROM {TABLE} WHERE {where} FOR UPDATE SKIP LOCKED",
+                cursor.execute(f"SELECT {picked} FROM {table} WHERE {where} FOR UPDATE SKIP LOCKED",
                                where_params)
                 rows = cursor.fetchall()
                 if not rows:
@@ -202,6 +182,12 @@ class MySQLOperations(Operations):
                 return [tuple(row[1:]) for row in rows], cursor.rowcount
 
         return self.retrying(locked)
+
+    def count_down_chord(self, chord_id: str, finished: int, failure: str) -> int | None:
+        """The shared statement returns ``pending`` after the change; here it is read (locked)
+        just before, so the count left is that less ``finished``."""
+        before = super().count_down_chord(chord_id, finished, failure)
+        return None if before is None else before - finished
 
     # The claim.
 
@@ -293,108 +279,6 @@ class MySQLOperations(Operations):
                 [*now_params, *queues, *now_params])
             (micros,) = cursor.fetchone()
         return None if micros is None else max(int(micros) / 1_000_000, 0.0)
-
-    # Publishing and results.
-
-    def publish_one(self, message: NewMessage, now: datetime.datetime) -> None:
-        self._fits(message.task_id, _escaped_size(message.body) + _escaped_size(message.task_id))
-        connection = connections[self.using]
-        self.execute(insert_sql(_IF_PRESENT), (message.task_id, message.body,
-                                    *adapted(row_tail(message.head, now), connection)))
-
-    def publish_many(self, messages: Iterable[NewMessage], now: datetime.datetime) -> None:
-        """Multi-row ``INSERT`` statements of up to :data:`INSERT_CHUNK` rows and one packet
-        each, in one transaction (the caller's, when there is one). The rows are written as SQL
-        text here, each head's columns escaped once per batch: with a parameter per column the
-        driver's escaping of every value was two thirds of a batch's time."""
-        connection = connections[self.using]
-        tails: dict[Any, str] = {}
-        values = insert_sql(_IF_PRESENT).partition(" VALUES ")[0] + " VALUES "
-        with transaction.atomic(using=self.using, savepoint=False), connection.cursor() as cursor:
-            raw = connection.connection
-
-            def literal(value: object) -> str:
-                return raw.literal(value).decode(raw.encoding)
-
-            rows: list[str] = []
-            size = 0
-            for task_id, body, head in messages:
-                tail = tails.get(head)
-                if tail is None:
-                    tail = tails[head] = ", ".join(
-                        map(literal, adapted(row_tail(head, now), connection))) + ")"
-                row = f"({literal(task_id)}, {literal(body)}, {tail}"
-                length = self._fits(task_id, len(row) if row.isascii() else len(row.encode()))
-                if rows and (len(rows) == INSERT_CHUNK or (
-                        size + length > ALWAYS_FITS and size + length > self._room())):
-                    cursor.execute(values + ", ".join(rows))
-                    rows, size = [], 0
-                rows.append(row)
-                size += length
-            if rows:
-                cursor.execute(values + ", ".join(rows))
-
-    def results_upsert(
-        self, records: Sequence[ResultRecord], only: str | None = None
-    ) -> tuple[str, list[object]]:
-        """One multi-row ``INSERT … ON DUPLICATE KEY UPDATE`` (``VALUES()``, which MySQL 8.0.20+
-        deprecates but both still read; MariaDB lacks the row alias that replaces it). Records
-        together too large for one packet raise ``DataError``: the worker then stores them one
-        at a time, and fails a task whose result alone is too large with ``EncodeError``."""
-        assert only is None, "MySQL stores results in a transaction, not one statement"
-        ops = connections[self.using].ops
-        created = ops.adapt_datetimefield_value(timezone.now())
-        latest = {record.task_id: record for record in records}  # the last for an id wins
-        params: list[object] = []
-        size = 0
-        for record in latest.values():
-            for column in RESULT_COLUMNS:
-                value = getattr(record, column)
-                if isinstance(value, datetime.datetime):
-                    value = ops.adapt_datetimefield_value(value)
-                elif isinstance(value, str):
-                    if "\x00" in value:  # the same readable text as on the other databases
-                        value = without_nul(value)
-                    size += _escaped_size(value)
-                params.append(value)
-            params.append(created)
-        if size > ALWAYS_FITS and size > self._room():
-            raise DataError(f"{len(latest)} results of {size} bytes do not fit in one statement "
-                            f"(max_allowed_packet is {self._packet_size()} bytes)")
-        row = f"({', '.join(['%s'] * (len(RESULT_COLUMNS) + 1))})"
-        updates = ", ".join(f"{c} = VALUES({c})" for c in RESULT_UPDATED)
-        sql = (f"INSERT INTO {RESULTS_TABLE} ({', '.join(RESULT_COLUMNS)}, date_created) "
-               f"VALUES {', '.join([row] * len(latest))} ON DUPLICATE KEY UPDATE {updates}")
-        return sql, params
-
-    def _packet_size(self) -> int:
-        """The server's ``max_allowed_packet`` (read once per process)."""
-        if self._packet is None:
-            with connections[self.using].cursor() as cursor:
-                cursor.execute("SELECT @@max_allowed_packet")
-                self._packet = int(cursor.fetchone()[0])
-        return self._packet
-
-    def _room(self) -> int:
-        return self._packet_size() - STATEMENT_ROOM
-
-    def _fits(self, task_id: str, size: int) -> int:
-        """``size``: the bytes a message takes in a statement. Raises :class:`MessageTooLarge`
-        when they exceed what one statement may hold."""
-        if size > ALWAYS_FITS and size > self._room():
-            raise MessageTooLarge(
-                f"The message {task_id[:40]!r} is {size} bytes long as MySQL receives it; the "
-                f"server takes statements of at most {self._packet_size()} bytes "
-                "(max_allowed_packet): pass a reference to the data instead")
-        return size
-
-
-def _escaped_size(text: str) -> int:
-    """Bytes ``text`` takes in a statement, quoted and escaped (at most, when that is plenty)."""
-    size = len(text) if text.isascii() else len(text.encode())
-    if 2 * size <= ALWAYS_FITS:
-        return 2 * size + 2
-    return size + sum(text.count(c) for c in "\\'\"\n\r\x00\x1a") + 2
 
 
 def _starts(start: StartNow | None, rank: int, name: str) -> bool:
