@@ -112,7 +112,9 @@ class Statements:
         counting the delivery and renewing the lease. Its rows are ``(id, task_id)`` of the
         messages it started: only those may run. A reserved message this worker no longer holds
         (its lease ran out while the database was away, and another worker recovered it) is not
-        among them."""
+        among them. One this worker already started is: a round whose commit reached the
+        database but whose answer was lost (the connection died) is run again, and its starts
+        must still be run, once, with no second delivery counted."""
         where, params = self._ids(ids)
         late = set(acks_late_ids)
         if not late:
@@ -125,10 +127,13 @@ class Statements:
         mine, mine_params = self._owned(owner)
         now, now_params = self.now_sql()
         lease, lease_params = self.lease_sql(lease_seconds)
+        held = "state IN ('reserved', 'started')" if owner is not None else "state = 'reserved'"
+        # deliveries first: MySQL applies assignments in order, so it must see the old state.
         return (
-            f"UPDATE {TABLE} SET state = 'started', started_at = {now}, lease_until = {lease}, "
-            f"deliveries = deliveries + 1, acks_late = {flag} "
-            f"WHERE {where} AND state = 'reserved'{mine} RETURNING id, task_id",
+            f"UPDATE {TABLE} SET deliveries = deliveries + "
+            f"CASE WHEN state = 'reserved' THEN 1 ELSE 0 END, state = 'started', "
+            f"started_at = {now}, lease_until = {lease}, acks_late = {flag} "
+            f"WHERE {where} AND {held}{mine} RETURNING id, task_id",
             [*now_params, *lease_params, *flag_params, *params, *mine_params],
         )
 
