@@ -29,9 +29,10 @@ from tests import netns  # noqa: E402
 from tests.pg_cluster import manage, private_cluster, server_bindir  # noqa: E402
 
 SEND = """
+import time
 from djqueue import group
-from tests.fault_tasks import nap
-group(nap.s(f"k{{i}}", 0) for i in range({count})).apply_async()
+from bench.tasks import noop
+group(noop.s(i, time.time()) for i in range({count})).apply_async()
 """
 
 
@@ -40,8 +41,7 @@ def drain(server, hosts: list[netns.Host], count: int) -> dict[str, float]:
         folder = Path(name)
         record = folder / "record"
         record.touch()
-        env = {**os.environ, "DJQUEUE_EXTRA_IMPORTS": "tests.fault_tasks",
-               "DJQUEUE_RECORD_FILE": str(record), "DJANGO_SETTINGS_MODULE": "bench.settings"}
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings"}
         with psycopg.connect(server.url, autocommit=True) as db:
             db.execute("DELETE FROM djqueue_message; DELETE FROM djqueue_taskresult")
         workers = []
@@ -49,9 +49,9 @@ def drain(server, hosts: list[netns.Host], count: int) -> dict[str, float]:
             for n, host in enumerate(hosts):
                 os.environ.update(env, DATABASE_URL=(
                     f"postgres://postgres@{host.address}:{server.port}/postgres"))
-                workers.append(start_worker_process(
+                workers.append(start_worker_process(  # bench.noop writes a line to BENCH_LOG
                     host.command(sys.executable, "manage.py", "celery", "worker", "-c", "2",
-                                 "-n", f"host{n}@%h"), folder / f"w{n}"))
+                                 "-n", f"host{n}@%h"), record))
             time.sleep(6)  # started and idle
             began = time.monotonic()
             manage(server.url, "shell", "-v0", "-c", SEND.format(count=count), env=env,
