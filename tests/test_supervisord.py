@@ -131,11 +131,12 @@ def debian_supervisor(transactional_db: None, tmp_path: Path,
     conf = Path("/etc/supervisor/conf.d") / f"djqueue-test-{os.getpid()}.conf"
     conf.write_text(text + "\n")
     try:
+        # The script's own verdict is not read: it looks for the pid file one second after
+        # starting, which a loaded machine misses ("ERROR." though supervisord starts).
         started = subprocess.run([str(INIT_SCRIPT), "start"], capture_output=True, text=True,
                                  timeout=60)
-        assert "ERROR" not in started.stdout, started.stdout + started.stderr
         wait_until(lambda: log.exists() and " ready." in log.read_text(errors="replace"),
-                   timeout=30, what="worker under the package's supervisord")
+                   timeout=60, what=f"worker under the package's supervisord ({started.stdout})")
         yield log
     finally:
         conf.unlink()
