@@ -24,12 +24,21 @@ def test_claim_over_several_queues_keeps_priority_then_age_and_the_limit() -> No
 def test_next_due_is_the_earliest_delayed_message_of_those_queues() -> None:
     broker = operations("default")
     assert broker.next_due(["celery"]) is None
-    add.apply_async((1, 1))  # due now: not a delayed message
+    add.apply_async((1, 1), countdown=-60)  # long overdue: the claim's, not a delayed message
     add.apply_async((1, 1), countdown=300)
     add.apply_async((1, 1), countdown=60)
     add.apply_async((1, 1), countdown=5, queue="other")
     assert 55 < broker.next_due(["celery"]) < 61  # julianday arithmetic is not exact
     assert 0 < broker.next_due(["celery", "other"]) < 6
+
+
+def test_next_due_counts_a_message_that_fell_due_since_the_empty_claim() -> None:
+    """The idle worker asks after a claim that found nothing; a message that fell due in between
+    is due now (0 s), not "none delayed" (which would let the worker sleep a whole interval)."""
+    broker = operations("default")
+    add.apply_async((1, 1), countdown=300)
+    add.apply_async((1, 1), countdown=-1)
+    assert broker.next_due(["celery"]) == 0.0
 
 
 def test_claim_marks_started_what_the_pool_takes_at_once() -> None:

@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 #: (see :meth:`Operations.vacuum_if_bloated`).
 DEAD_ROWS = 10_000
 
+#: Seconds back that :meth:`Operations.next_due` still counts a message as "next due". A
+#: message can fall due between an idle worker's empty claim and its look for the next due
+#: one; counted, it wakes the worker at once instead of after a whole polling interval.
+DUE_LOOKBACK = 5.0
+
 #: What a claim returns per message after its columns: expired, revoked, marked started.
 CLAIM_FLAGS = (
     "(expires IS NOT NULL AND expires <= {now}), "
@@ -129,7 +134,8 @@ class Operations(Statements):
 
     def next_due(self, queues: Sequence[str]) -> float | None:
         """Seconds until the earliest delayed (countdown/eta) message in ``queues`` is due, if
-        any. An idle worker sleeps that long instead of a whole polling interval."""
+        any (0 for one that fell due in the last :data:`DUE_LOOKBACK` seconds). An idle worker
+        sleeps that long instead of a whole polling interval."""
         raise NotImplementedError
 
     def publish_one(self, message: NewMessage, now: datetime.datetime) -> None:

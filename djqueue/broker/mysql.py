@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from django.db import OperationalError, connections, transaction
 from django.db.backends.signals import connection_created
 
+from .base import DUE_LOOKBACK
 from .mysql_writing import MySQLWriting
 from .rows import REVOKED_TABLE, TABLE, Claimed, StartNow, claimed_from_rows
 
@@ -271,12 +272,13 @@ class MySQLOperations(MySQLWriting):
         if not queues:
             return None
         now, now_params = self.now_sql()
+        since, since_params = self.lease_sql(-DUE_LOOKBACK)
         marks = ", ".join(["%s"] * len(queues))
         with connections[self.using].cursor() as cursor:
             cursor.execute(
                 f"SELECT TIMESTAMPDIFF(MICROSECOND, {now}, MIN(available_at)) FROM {TABLE} "
-                f"WHERE state = 'ready' AND queue IN ({marks}) AND available_at > {now}",
-                [*now_params, *queues, *now_params])
+                f"WHERE state = 'ready' AND queue IN ({marks}) AND available_at > {since}",
+                [*now_params, *queues, *since_params])
             (micros,) = cursor.fetchone()
         return None if micros is None else max(int(micros) / 1_000_000, 0.0)
 

@@ -32,7 +32,7 @@ from django.db import (
 from django.db.backends.signals import connection_created
 
 from . import pooling
-from .base import CLAIM_FLAGS, DEAD_ROWS, ListenerLost, ListenerUnavailable, Operations
+from .base import CLAIM_FLAGS, DEAD_ROWS, DUE_LOOKBACK, ListenerLost, ListenerUnavailable, Operations
 from .rows import (
     CLAIMED_COLUMNS, RESULT_COLUMNS, RESULT_UPDATED, RESULTS_TABLE, TABLE, Claimed, ClaimRequest,
     MessageHead, NewMessage, StartNow, claimed_from_rows, insert_sql, results_document,
@@ -240,11 +240,12 @@ class PostgreSQLOperations(Operations):
         if not queues:
             return None
         marks = ", ".join(["%s"] * len(queues))
+        since, since_params = self.lease_sql(-DUE_LOOKBACK)
         with connections[self.using].cursor() as cursor:
             cursor.execute(
                 f"SELECT EXTRACT(EPOCH FROM min(available_at) - now()) FROM {TABLE} "
-                f"WHERE state = 'ready' AND queue IN ({marks}) AND available_at > now()",
-                list(queues))
+                f"WHERE state = 'ready' AND queue IN ({marks}) AND available_at > {since}",
+                [*queues, *since_params])
             (seconds,) = cursor.fetchone()
         return None if seconds is None else max(float(seconds), 0.0)
 

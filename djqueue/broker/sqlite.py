@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 
-from .base import CLAIM_FLAGS, Operations
+from .base import CLAIM_FLAGS, DUE_LOOKBACK, Operations
 from .rows import (
     RESULT_COLUMNS, RESULT_UPDATED, RESULTS_TABLE, TABLE, Claimed, MessageHead, NewMessage,
     StartNow, adapted, claimed_from_rows, insert_sql, results_document, row_tail,
@@ -146,12 +146,12 @@ class SQLiteOperations(Operations):
         if not queues:
             return None
         marks = ", ".join(["%s"] * len(queues))
-        now = self.now_param()
+        since, since_params = self.lease_sql(-DUE_LOOKBACK)
         sql = (
             f"SELECT (julianday(min(available_at)) - julianday(%s)) * 86400.0 FROM {TABLE} "
-            f"WHERE state = 'ready' AND queue IN ({marks}) AND available_at > %s"
+            f"WHERE state = 'ready' AND queue IN ({marks}) AND available_at > {since}"
         )
-        params = [now, *queues, now]
+        params = [self.now_param(), *queues, *since_params]
 
         def run() -> float | None:
             with connections[self.using].cursor() as cursor:

@@ -209,8 +209,8 @@ class Worker(Lifecycle):
             self._next_revocation_check = time.monotonic() + REVOCATION_CHECK_INTERVAL
         if not claimed:  # idle: wake when the next delayed message is due, if that is sooner
             due = self.with_db_retry(lambda: operations(self.using).next_due(self.claim_queues()))
-            if due is not None:
-                self._next_poll = min(self._next_poll, time.monotonic() + due)
+            if due is not None:  # one already due (taken by another worker meanwhile?): soon
+                self._next_poll = min(self._next_poll, time.monotonic() + max(due, 0.05))
             burst = self.processed - self._processed_at_poke
             if self._heartbeat and burst >= DEAD_ROWS // 2:
                 self._processed_at_poke = self.processed
