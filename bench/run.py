@@ -102,9 +102,9 @@ def database_beside(url: str, suffix: str) -> str:
 def settle(url: str) -> None:
     """Write to disk what earlier runs left to write: a ``CHECKPOINT`` of the PostgreSQL server
     of ``url`` (a superuser's or ``pg_checkpoint``'s right; skipped, with a word, without it),
-    then the kernel's dirty pages. A run that started while the previous one's drain was still
-    being flushed waited on that I/O at every commit: the checkout, which ran after the
-    baseline's drain, enqueued one by one at 0.41x of the very same code (an A/A run)."""
+    then the kernel's dirty pages. One-by-one enqueue waits for a WAL flush per task, and a
+    flush waits behind the writes a previous run's drain left: 1,000 commits ran at a median
+    1,050/s right after such writes and 1,664/s after a settle (6 alternations)."""
     import psycopg
 
     try:
