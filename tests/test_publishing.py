@@ -3,8 +3,12 @@ a group (COPY + NOTIFY on PostgreSQL, executemany on SQLite), their transactions
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import re
+import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 
 import psycopg
@@ -255,3 +259,84 @@ def test_settings_are_read_again_after_a_change() -> None:
         app.conf.reset()
         assert app.conf.CELERY_TASK_DEFAULT_QUEUE == "overridden"
     assert app.conf.CELERY_DEFAULT_QUEUE == "celery"
+
+
+#: A statement's kind: its first word, or for ``WITH … AS (…)`` the first word inside.
+_KIND = re.compile(r"\s*(?:WITH\s.*?\sAS\s*\(\s*)?(\w+)", re.S | re.I)
+
+
+@contextlib.contextmanager
+def statements_run() -> Iterator[Counter[str]]:
+    """The statements the server ran for this connection inside the block, by kind (``INSERT``,
+    ``SELECT``, ``SAVEPOINT``, ``BEGIN``…), as the database or its client library saw them, not
+    Django: on PostgreSQL djqueue's statements bypass Django's cursor unless something (such as
+    ``CaptureQueriesContext``) watches it. PostgreSQL: libpq's trace of the protocol (simple
+    queries, and the statement of each ``Execute``); SQLite: its trace callback; MySQL and
+    MariaDB: the session's ``Com_*`` counters."""
+    kinds: Counter[str] = Counter()
+    connection.ensure_connection()
+    raw = connection.connection
+    if connection.vendor == "postgresql":
+        with tempfile.TemporaryFile() as trace:
+            raw.pgconn.trace(trace.fileno())
+            raw.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+            try:
+                yield kinds
+            finally:
+                raw.pgconn.untrace()
+            trace.seek(0)
+            with connection.cursor() as cursor:  # those prepared before the block
+                cursor.execute("SELECT name, statement FROM pg_prepared_statements")
+                parsed = dict(cursor.fetchall())  # statement name -> text
+            bound = ""
+            for line in trace.read().decode().splitlines():
+                sent = re.match(r'F\t\d+\t(Query|Parse|Bind|Execute)\t "([^"]*)"(?: "(.*)")?', line)
+                if sent is None:
+                    continue
+                what, first, second = sent.groups()
+                if what == "Query":
+                    kinds[_KIND.match(first).group(1).upper()] += 1
+                elif what == "Parse":
+                    parsed[first] = second
+                elif what == "Bind":
+                    bound = parsed[second.partition('"')[0]]
+                else:
+                    kinds[_KIND.match(bound).group(1).upper()] += 1
+    elif connection.vendor == "sqlite":
+        texts: list[str] = []
+        raw.set_trace_callback(texts.append)
+        try:
+            yield kinds
+        finally:
+            raw.set_trace_callback(None)
+        kinds.update(_KIND.match(text).group(1).upper() for text in texts)
+    else:
+        def counters() -> dict[str, int]:
+            with raw.cursor() as cursor:
+                cursor.execute("SHOW SESSION STATUS LIKE 'Com\\_%'")
+                return {name: int(value) for name, value in cursor.fetchall()}
+
+        before = counters()
+        yield kinds
+        for name, value in counters().items():  # Com_set_option: SET, Com_savepoint: SAVEPOINT
+            if name != "Com_show_status" and value > before.get(name, 0):
+                kinds[name[4:].split("_")[0].upper()] += value - before.get(name, 0)
+
+
+def test_a_plain_delay_runs_one_insert_and_nothing_else() -> None:
+    add.delay(0, 0)  # the session opened, and what a process asks once (a pooler's port)
+    calls = 2 * PREPARE_AFTER  # before and after PostgreSQL prepares the statement
+    with statements_run() as alone:
+        for i in range(calls):
+            add.delay(i, i)
+    assert alone == Counter(INSERT=calls)
+    # In the caller's transaction: the INSERTs and that transaction's own statements only (no
+    # savepoint), whatever those are on the vendor (MySQL's SET autocommit, SQLite's BEGIN
+    # IMMEDIATE).
+    with statements_run() as reference, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    with statements_run() as inside, transaction.atomic():
+        for i in range(calls):
+            add.delay(i, i)
+    assert inside == reference - Counter(SELECT=1) + Counter(INSERT=calls)
+    assert Message.objects.count() == 1 + 2 * calls
