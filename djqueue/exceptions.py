@@ -176,6 +176,11 @@ class ChordError(DjqueueError):
     message names the task: ``Dependency <task id> raised <exception>``."""
 
 
+class IncompleteStream(DjqueueError):
+    """``AsyncResult.collect()`` met a result of the graph that is not ready yet (Celery's name);
+    ``collect(intermediate=True)`` waits for it instead."""
+
+
 class Replaced(DjqueueError):
     """Raised by :meth:`Task.replace` in a worker: the task ends without a result of its own, and
     the worker writes the replacement (which takes over its task id) in the round that

@@ -9,6 +9,7 @@ import time
 import uuid
 
 from djqueue import task
+from djqueue.canvas import group
 
 from .fault_tasks import note
 
@@ -72,6 +73,12 @@ def noted(value, key):
 def replaced(self, x):
     """Replaces itself with ``add(x, 100)``."""
     return self.replace(add.s(x, 100))
+
+
+@task(name="wf.fanned", bind=True)
+def fanned(self, x, n=3):
+    """Replaces itself with the group ``add(x, i)`` for ``i < n``: returns their results."""
+    return self.replace(group(add.s(x, i) for i in range(n)))
 
 
 @task(name="wf.step", acks_late=True)

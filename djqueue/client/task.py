@@ -334,9 +334,13 @@ class Task(AsyncCalls):
         """Replace the running task with ``sig``, which takes over its task id, its callbacks,
         errbacks, chord and the rest of its chain (Celery's ``Task.replace``). In a worker it
         raises: the task ends without a result of its own, and ``sig`` is written in the round
-        that acknowledges it. Run eagerly, ``sig`` runs here and its value is returned."""
+        that acknowledges it. A group becomes a chord whose body returns the group's results
+        (as Celery's), so what followed the task receives them. Run eagerly, ``sig`` runs here
+        and its value is returned."""
         if self.request.is_eager or self.request.called_directly:
             return sig.apply().get()
+        if sig.subtask_type == "group":  # a chord: its body reads the members' results
+            self.app.backend.ensure_chords_allowed()
         raise Replaced(sig)
 
     def map(self, it: Iterable[Any]) -> xmap:

@@ -31,12 +31,15 @@ from .. import states
 from ..backends import ResultBackend, ResultRecord
 from ..broker import operations
 from ..broker.rows import ChordRow, NewMessage
+from ..canvas import chord
 from ..client import builtins
 from ..client.base import app
 from ..client.eager import new_style
 from ..client.launch import Planner, with_member
+from ..client.result_graph import children_record
 from ..client.signature import Signature
 from ..exceptions import ChordError, DecodeError
+from ..result import AsyncResult, GroupResult
 from ..serialization import dumps, exception_to_data, loads
 
 if TYPE_CHECKING:
@@ -85,16 +88,29 @@ def _planner(job: Job, payload: Mapping[str, Any]) -> Planner:
 def succeeded(job: Job, payload: Mapping[str, Any], value: Any) -> Flow:
     """The callbacks and the chain's next step of a task that returned ``value``."""
     planner = _planner(job, payload)
-    for callback in payload.get("callbacks") or ():
-        planner.plan(Signature.from_dict(callback, app=app), (value,))
+    linked = [planner.plan(Signature.from_dict(callback, app=app), (value,))
+              for callback in payload.get("callbacks") or ()]
+    children = _children(linked)
     stack = list(payload.get("chain") or ())
     if stack:
         following = Signature.from_dict(stack.pop(), app=app)
-        planner.plan(following, (value,), stack=stack)
+        children.append(planner.plan(following, (value,), stack=stack))
     flow = Flow(job.task_id).add(planner)
+    if children:
+        flow.records.append(children_record(job.task_id, children))
     if payload.get("chord"):
         flow.members.append((payload["chord"], ""))
     return flow
+
+
+def _children(linked: list[AsyncResult | GroupResult]) -> list[AsyncResult | GroupResult]:
+    """A finished task's children for its callbacks, as Celery records them: one callback's
+    result, or for several the groups among them and one group of the others."""
+    if len(linked) < 2:
+        return linked
+    groups: list[AsyncResult | GroupResult] = [r for r in linked if isinstance(r, GroupResult)]
+    others = [r for r in linked if not isinstance(r, GroupResult)]
+    return [*groups, GroupResult(None, others, app=app)] if others else groups
 
 
 def failed(job: Job, payload: Mapping[str, Any], exc: BaseException, traceback: str | None,
@@ -138,8 +154,9 @@ def _with_final_id(sig: Signature, task_id: str) -> Signature:
     if kind == "chord":
         sig.body = _with_final_id(sig.body.clone(), task_id)  # type: ignore[attr-defined]
         return sig
-    if kind == "group":
-        raise ValueError("replace() with a group: give a chord (group | body) instead")
+    if kind == "group":  # as Celery's: a chord whose body returns the group's results
+        return _with_final_id(chord(sig, Signature(builtins.ACCUMULATE, kwargs={"index": 0},
+                                                   app=app), app=app), task_id)
     sig.options["task_id"] = task_id
     return sig
 
