@@ -208,6 +208,19 @@ def test_children_and_collect_follow_the_workflow(worker: Worker) -> None:
     assert restored.parent.parent.id == first.id and restored.get(timeout=1) == 6
 
 
+def test_what_a_task_sends_is_among_its_children(worker: Worker) -> None:
+    """Celery's ``trail``: Celery's own collect() example, leaves picked by their children."""
+    result = wf.spawner.apply_async((3,), link=wf.identity.s())
+    run_all(worker)
+    sent, linked = result.children
+    assert isinstance(sent, GroupResult) and len(sent) == 3 and linked.get(timeout=1) == 3
+    assert [value for node, value in result.collect() if not node.children] == [3, 0, 1, 4]
+    assert sent.results[2].children[0].get(timeout=1) == 4
+    assert TaskResult.objects.filter(task_name="wf.add").count() == 1  # not a child
+    nested = TaskResult.objects.filter(task_name=CHILDREN_TASK).count()
+    assert nested == 1 + 3  # the spawner's and each spawned's; a mul sent nothing
+
+
 def test_result_set_and_saved_groups(worker: Worker) -> None:
     first, second = wf.add.delay(1, 1), wf.add.delay(2, 2)
     results = ResultSet([first])

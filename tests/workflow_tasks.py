@@ -75,6 +75,20 @@ def replaced(self, x):
     return self.replace(add.s(x, 100))
 
 
+@task(name="wf.spawner")
+def spawner(n):
+    """Sends the group ``spawned(i)`` for ``i < n`` (its child) and ``add(0, 0)`` (not)."""
+    group(spawned.s(i) for i in range(n))()
+    add.apply_async((0, 0), add_to_parent=False)
+    return n
+
+
+@task(name="wf.spawned")
+def spawned(i):
+    mul.delay(i, i)
+    return i
+
+
 @task(name="wf.fanned", bind=True)
 def fanned(self, x, n=3):
     """Replaces itself with the group ``add(x, i)`` for ``i < n``: returns their results."""

@@ -56,6 +56,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "typing": True,
     "throws": (),
     "async_concurrency": 1,
+    "trail": True,
 }
 
 #: The request of the coroutine task running in this context (``async def`` tasks run on an event
@@ -110,6 +111,8 @@ class Task(AsyncCalls):
     throws: tuple[type[BaseException], ...] = ()
     #: For an ``async def`` task: how many of its calls one pool process may run at once.
     async_concurrency: int = 1
+    #: Record the results of what a call sends while it runs among its children (Celery's).
+    trail: bool = True
     #: Store the arguments with the result as JSON, whole, rather than as a shortened repr
     #: (Django's ``TaskResult.args`` is read back from them: djqueue.contrib.django_tasks).
     arguments_as_json: bool = False

@@ -66,6 +66,9 @@ class Flow:
     records: list[ResultRecord] = field(default_factory=list)
     #: The chords it finishes a member of: ``(chord id, ChordError text or "")``.
     members: list[tuple[str, str]] = field(default_factory=list)
+    #: The results of what it sent and started (``AsyncResult.children``), recorded with them,
+    #: in their tuple form (a flow crosses from the pool process as plain data).
+    children: list[Any] = field(default_factory=list)
 
     def add(self, planner: Planner) -> Flow:
         self.messages.extend(planner.messages)
@@ -95,9 +98,7 @@ def succeeded(job: Job, payload: Mapping[str, Any], value: Any) -> Flow:
     if stack:
         following = Signature.from_dict(stack.pop(), app=app)
         children.append(planner.plan(following, (value,), stack=stack))
-    flow = Flow(job.task_id).add(planner)
-    if children:
-        flow.records.append(children_record(job.task_id, children))
+    flow = Flow(job.task_id, children=[child.as_tuple() for child in children]).add(planner)
     if payload.get("chord"):
         flow.members.append((payload["chord"], ""))
     return flow
@@ -111,6 +112,14 @@ def _children(linked: list[AsyncResult | GroupResult]) -> list[AsyncResult | Gro
     groups: list[AsyncResult | GroupResult] = [r for r in linked if isinstance(r, GroupResult)]
     others = [r for r in linked if not isinstance(r, GroupResult)]
     return [*groups, GroupResult(None, others, app=app)] if others else groups
+
+
+def with_sent(flow: Flow | None, task_id: str, sent: list[AsyncResult | GroupResult]) -> Flow:
+    """``flow`` (or a new one) of a task that sent ``sent`` while it ran: the first of its
+    children, as in Celery (:mod:`djqueue.client.result_graph`)."""
+    flow = flow or Flow(task_id)
+    flow.children[:0] = [result.as_tuple() for result in sent]
+    return flow
 
 
 def failed(job: Job, payload: Mapping[str, Any], exc: BaseException, traceback: str | None,
@@ -265,6 +274,7 @@ def _write_flows(broker: Operations, backend: ResultBackend, flows: Sequence[Flo
     elif messages:
         broker.publish_many(messages, timezone.now())
     records = [record for flow in flows for record in flow.records]
+    records.extend(children_record(f.task_id, f.children) for f in flows if f.children)
     if records and backend.enabled:
         backend.store(records)
 
