@@ -121,8 +121,6 @@ class group(Signature):  # noqa: N801 - Celery's name
             task.link_error(errback)
         return errback
 
-    on_error = link_error
-
     def freeze(self, _id: str | None = None) -> GroupResult:  # type: ignore[override]
         if _id is not None or "task_id" not in self.options:
             self.options["task_id"] = _id or str(uuid.uuid4())
@@ -240,8 +238,6 @@ class chain(Signature):  # noqa: N801 - Celery's name
             task.link_error(errback)
         return errback
 
-    on_error = link_error
-
     def freeze(self, _id: str | None = None) -> AsyncResult:
         return launch.frozen(self)
 
@@ -333,8 +329,6 @@ class chord(Signature):  # noqa: N801 - Celery's name
 
     def link_error(self, errback: Any) -> Any:
         return self._body().link_error(errback)
-
-    on_error = link_error
 
     def _body(self) -> Signature:
         if self.body is None:
