@@ -26,7 +26,6 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ..client.result_graph import TRAIL
 from ..client.task import RUNNING_REQUEST, Task
 from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 
@@ -105,11 +104,10 @@ def run(task: Task, args: list[Any], kwargs: dict[str, Any], job: Job) -> Any:
     """Run one call of the coroutine task ``task`` on this process's loop and return its value
     (or raise its exception); the caller's ``task.request`` is the coroutine's too."""
     holder = _loop()
-    request, sent = task.request, TRAIL.get()
+    request = task.request
 
     async def guarded() -> Any:
         RUNNING_REQUEST.set(request)
-        TRAIL.set(sent)
         me = asyncio.current_task()
         assert me is not None
         holder.running[job.message_id] = me
