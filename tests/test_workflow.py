@@ -173,11 +173,13 @@ def test_replace_with_a_group_feeds_what_followed(worker: Worker) -> None:
     then = (wf.fanned.s(10) | wf.xsum.s() | wf.mul.s(2)).apply_async()
     alone = wf.fanned.delay(1, 2)
     member = chord([wf.fanned.s(5, 2), wf.add.s(1, 1)], wf.identity.s()).apply_async()
+    ending = (wf.fanned_after.s(1) | wf.xsum.s()).apply_async()
     run_all(worker)
+    assert ending.parent.get(timeout=1) == [4, 6] and ending.get(timeout=1) == 10
     assert then.parent.parent.get(timeout=1) == [10, 11, 12]  # the replaced task's id
     assert then.get(timeout=1) == 66 and alone.get(timeout=1) == [1, 2]
     assert member.get(timeout=1) == [[5, 6], 2] and not Chord.objects.exists()
-    assert TaskResult.objects.filter(task_name="wf.add").count() == 3 + 2 + 2 + 1
+    assert TaskResult.objects.filter(task_name="wf.add").count() == 3 + 2 + 2 + 1 + 1
     # The replaced task stored nothing of its own: its id holds the chord body's result.
     assert TaskResult.objects.get(task_id=alone.id).task_name == "celery.accumulate"
 

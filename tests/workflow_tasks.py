@@ -95,6 +95,12 @@ def fanned(self, x, n=3):
     return self.replace(group(add.s(x, i) for i in range(n)))
 
 
+@task(name="wf.fanned_after", bind=True)
+def fanned_after(self, x):
+    """Replaces itself with a chain ending in a group: ``x + 1`` times 2 and times 3."""
+    return self.replace(add.s(x, 1) | group(mul.s(2), mul.s(3)))
+
+
 @task(name="wf.step", acks_late=True)
 def step(received, k, seconds=0.0):
     """Step ``k`` of a chain under kill -9: records what it received (the step before's return
