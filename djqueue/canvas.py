@@ -356,8 +356,8 @@ class chord(Signature):  # noqa: N801 - Celery's name
         if _eager(self.app):
             return call.apply(args, kwargs)
         self.app.backend.ensure_chords_allowed()
-        return add_to_trail(launch.apply_async(call, tuple(args), kwargs),  # type: ignore[return-value]
-                            add_to_parent)
+        result = launch.apply_async(call, tuple(args), kwargs)
+        return add_to_trail(result, add_to_parent)  # type: ignore[return-value]
 
     def apply(  # type: ignore[override]
         self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,

@@ -177,8 +177,9 @@ class ChordError(DjqueueError):
 
 
 class IncompleteStream(DjqueueError):
-    """``AsyncResult.collect()`` met a result of the graph that is not ready yet (Celery's name);
-    ``collect(intermediate=True)`` waits for it instead."""
+    """``AsyncResult.iterdeps()`` (and so ``collect()``) met a result of the graph that is not
+    ready yet, whose children are not known (Celery's name); with ``intermediate=True`` the walk
+    goes on without them."""
 
 
 class Replaced(DjqueueError):

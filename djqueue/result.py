@@ -106,9 +106,10 @@ class AsyncResult(AsyncWait, ResultGraph):
 
     @property
     def children(self) -> list[AsyncResult | GroupResult] | None:
-        """The results of what the task started as it finished: the next step of its chain, its
-        ``link`` callbacks (several as one group), as Celery's; None until it finished. They are
-        recorded by the round that stored its result (:mod:`djqueue.client.result_graph`)."""
+        """The results of what the task started, as Celery's: what it sent while it ran, then
+        its ``link`` callbacks (several as one group) and the next step of its chain; None until
+        it finished. They are recorded by the round that stored its result
+        (:mod:`djqueue.client.result_graph`)."""
         if self._children is None and self.ready():
             record = self.app.backend.get(children_key(self.id))
             self._children = [] if record is None or record.result is None else [

@@ -176,7 +176,8 @@ class App:
                      "priority": priority, "task_id": task_id, "serializer": serializer}
             call = Signature(name, args or (), kwargs, {
                 **{k: v for k, v in named.items() if v is not None}, **options}, app=self)
-            return add_to_trail(launch.apply_async(call), add_to_parent)  # type: ignore[return-value]
+            result = launch.apply_async(call)
+            return add_to_trail(result, add_to_parent)  # type: ignore[return-value]
         uniqueness = (unique.from_options(options, _task)
                       if options or (_task is not None and _task.unique is not None) else None)
         message = self.build_message(

@@ -1,7 +1,7 @@
 """The tasks djqueue itself registers: Celery's ``celery.map`` and ``celery.starmap`` (what
 ``task.map()``, ``task.starmap()`` and ``task.chunks()`` send), ``celery.accumulate`` (the body
-of the chord a group becomes when it replaces a task, ``Task.replace``) and ``djqueue.errback`` (how a
-worker calls a new-style ``link_error`` callback, see :mod:`djqueue.worker.workflow`).
+of the chord a group becomes when it replaces a task, ``Task.replace``) and ``djqueue.errback``
+(how a worker calls a new-style ``link_error`` callback, see :mod:`djqueue.worker.workflow`).
 
 They are registered on the app when this module is imported: by :mod:`djqueue.canvas` in a
 process that sends them, by the worker's flow in every worker.
