@@ -190,6 +190,7 @@ def test_children_and_collect_follow_the_workflow(worker: Worker) -> None:
     first = chained.parent.parent
     linked = wf.add.apply_async((2, 2), link=[wf.mul.s(2), wf.mul.s(3)])
     single = wf.add.apply_async((1, 2), link=wf.mul.s(2))
+    ignored = wf.add.apply_async((1, 1), link=wf.mul.s(2), ignore_result=True)
     with pytest.raises(IncompleteStream):
         list(first.iterdeps())
     assert first.children is None  # not finished: not known yet
@@ -205,6 +206,7 @@ def test_children_and_collect_follow_the_workflow(worker: Worker) -> None:
     assert [value for _, value in linked.collect()] == [4, [8, 12], 8, 12]
     assert [r.get(timeout=1) for r in single.children] == [6]
     single.forget()
+    assert ignored.children is None  # no result, no children (as Celery's)
     assert TaskResult.objects.filter(task_name=CHILDREN_TASK).count() == 3
     restored = result_from_tuple(json.loads(json.dumps(chained.as_tuple())))
     assert restored.parent.parent.id == first.id and restored.get(timeout=1) == 6

@@ -286,7 +286,7 @@ def _execute(job: Job) -> Outcome:
                 if in_workflow:
                     outcome.flow = workflow.failed(job, payload, exc, outcome.traceback)
         if in_workflow and outcome.state == states.SUCCESS:
-            outcome.flow = workflow.succeeded(job, payload, value)
+            outcome.flow = workflow.succeeded(job, payload, value, outcome.store)
     finally:
         if hooks is not None and retval is not outcome:
             hooks.finish(outcome.state, retval, job.task_id, args, kwargs)

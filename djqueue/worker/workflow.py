@@ -88,8 +88,9 @@ def _planner(job: Job, payload: Mapping[str, Any]) -> Planner:
     return Planner(app, root_id=payload.get("root_id") or job.task_id, parent_id=job.task_id)
 
 
-def succeeded(job: Job, payload: Mapping[str, Any], value: Any) -> Flow:
-    """The callbacks and the chain's next step of a task that returned ``value``."""
+def succeeded(job: Job, payload: Mapping[str, Any], value: Any, stored: bool = True) -> Flow:
+    """The callbacks and the chain's next step of a task that returned ``value``, and its
+    children when its result is ``stored`` (as Celery's, none for an ignored result)."""
     planner = _planner(job, payload)
     linked = [planner.plan(Signature.from_dict(callback, app=app), (value,))
               for callback in payload.get("callbacks") or ()]
@@ -98,7 +99,8 @@ def succeeded(job: Job, payload: Mapping[str, Any], value: Any) -> Flow:
     if stack:
         following = Signature.from_dict(stack.pop(), app=app)
         children.append(planner.plan(following, (value,), stack=stack))
-    flow = Flow(job.task_id, children=[child.as_tuple() for child in children]).add(planner)
+    flow = Flow(job.task_id, children=[c.as_tuple() for c in children] if stored else [])
+    flow.add(planner)
     if payload.get("chord"):
         flow.members.append((payload["chord"], ""))
     return flow
