@@ -25,6 +25,7 @@ from .client import launch, publishing
 from .broker.rows import NewMessage
 from .client.current import current_app
 from .client.publishing import new_task_ids
+from .client.result_graph import add_to_trail
 from .client.mapping import chunks, xmap, xstarmap
 from .client.signature import Signature, maybe_signature, signature, subtask
 from .exceptions import ChordError
@@ -120,8 +121,6 @@ class group(Signature):  # noqa: N801 - Celery's name
             task.link_error(errback)
         return errback
 
-    on_error = link_error
-
     def freeze(self, _id: str | None = None) -> GroupResult:  # type: ignore[override]
         if _id is not None or "task_id" not in self.options:
             self.options["task_id"] = _id or str(uuid.uuid4())
@@ -140,11 +139,14 @@ class group(Signature):  # noqa: N801 - Celery's name
         """Send every task of the group (``args`` put first, ``kwargs`` and ``options`` merged)."""
         if _eager(self.app):
             return self.apply(args, kwargs, **options)
+        add_to_parent = options.pop("add_to_parent", True)
         with _gc_paused():
             if any(t.subtask_type or (t.options and not launch.WORKFLOW_OPTIONS.isdisjoint(
                     t.options)) for t in self.tasks):
-                return launch.apply_async(self.clone(**options), tuple(args), kwargs)  # type: ignore[return-value]
-            return self._send(tuple(args), kwargs, options)
+                result = launch.apply_async(self.clone(**options), tuple(args), kwargs)
+            else:
+                result = self._send(tuple(args), kwargs, options)
+        return add_to_trail(result, add_to_parent)  # type: ignore[return-value]
 
     def _send(
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None, options: dict[str, Any]
@@ -236,8 +238,6 @@ class chain(Signature):  # noqa: N801 - Celery's name
             task.link_error(errback)
         return errback
 
-    on_error = link_error
-
     def freeze(self, _id: str | None = None) -> AsyncResult:
         return launch.frozen(self)
 
@@ -246,10 +246,16 @@ class chain(Signature):  # noqa: N801 - Celery's name
     ) -> AsyncResult:
         """Send the first step; each later one is written by the round that stores the result
         of the step before."""
+        add_to_parent = options.pop("add_to_parent", True)
         call = _with_options(self, options)
         if _eager(self.app):
             return call.apply(args, kwargs)
-        return launch.apply_async(call, tuple(args), kwargs)  # type: ignore[return-value]
+        result = launch.apply_async(call, tuple(args), kwargs)
+        first = result
+        while isinstance(first.parent, AsyncResult):
+            first = first.parent
+        add_to_trail(first, add_to_parent)  # the first step's, as Celery's: collect() walks on
+        return result  # type: ignore[return-value]
 
     def __call__(self, *args: Any, **kwargs: Any) -> AsyncResult:  # type: ignore[override]
         return self.apply_async(args, kwargs)
@@ -324,8 +330,6 @@ class chord(Signature):  # noqa: N801 - Celery's name
     def link_error(self, errback: Any) -> Any:
         return self._body().link_error(errback)
 
-    on_error = link_error
-
     def _body(self) -> Signature:
         if self.body is None:
             raise ValueError("this chord has no body yet: chord(header)(body)")
@@ -346,12 +350,14 @@ class chord(Signature):  # noqa: N801 - Celery's name
     ) -> AsyncResult:
         """Write the header's messages and the chord's row in one transaction; the body is
         written by the round that finishes the last header task."""
+        add_to_parent = options.pop("add_to_parent", True)
         call = _with_options(self, options)
         call._body()  # type: ignore[attr-defined]
         if _eager(self.app):
             return call.apply(args, kwargs)
         self.app.backend.ensure_chords_allowed()
-        return launch.apply_async(call, tuple(args), kwargs)  # type: ignore[return-value]
+        result = launch.apply_async(call, tuple(args), kwargs)
+        return add_to_trail(result, add_to_parent)  # type: ignore[return-value]
 
     def apply(  # type: ignore[override]
         self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,

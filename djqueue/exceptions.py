@@ -176,6 +176,12 @@ class ChordError(DjqueueError):
     message names the task: ``Dependency <task id> raised <exception>``."""
 
 
+class IncompleteStream(DjqueueError):
+    """``AsyncResult.iterdeps()`` (and so ``collect()``) met a result of the graph that is not
+    ready yet, whose children are not known (Celery's name); with ``intermediate=True`` the walk
+    goes on without them."""
+
+
 class Replaced(DjqueueError):
     """Raised by :meth:`Task.replace` in a worker: the task ends without a result of its own, and
     the worker writes the replacement (which takes over its task id) in the round that

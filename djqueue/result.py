@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import states
 from .client.asynchronous import AsyncWait
 from .client.current import current_app
+from .client.result_graph import ResultGraph, children_key
 from .exceptions import TimeoutError
 from .serialization import exception_from_data, is_exception_data, loads
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from .backends import ResultBackend, ResultRecord
 
 
-class AsyncResult(AsyncWait):
+class AsyncResult(AsyncWait, ResultGraph):
     """The state and outcome of a task, read from the result backend each time it is asked.
 
     An id nothing is known about reports ``PENDING``, as in Celery.
@@ -35,6 +36,7 @@ class AsyncResult(AsyncWait):
         #: handle was made by sending the workflow.
         self.parent = parent
         self._final: ResultRecord | None = None
+        self._children: list[AsyncResult | GroupResult] | None = None
 
     task_id = property(lambda self: self.id)
 
@@ -102,6 +104,22 @@ class AsyncResult(AsyncWait):
         record = self._record()
         return record.date_done if record else None
 
+    @property
+    def children(self) -> list[AsyncResult | GroupResult] | None:
+        """The results of what the task started, as Celery's: what it sent while it ran, then
+        its ``link`` callbacks (several as one group) and the next step of its chain; None until
+        it finished. They are recorded by the round that stored its result
+        (:mod:`djqueue.client.result_graph`)."""
+        if self._children is None and self.ready():
+            record = self.app.backend.get(children_key(self.id))
+            self._children = [] if record is None or record.result is None else [
+                result_from_tuple(node, self.app) for node in json.loads(record.result)]
+        return self._children
+
+    def as_tuple(self) -> tuple[tuple[str, Any], None]:
+        """Celery's serializable form (:func:`result_from_tuple` makes it a result again)."""
+        return (self.id, self.parent and self.parent.as_tuple()), None
+
     def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> Any:
         """Wait for the task to finish and return its value.
 
@@ -137,9 +155,10 @@ class AsyncResult(AsyncWait):
         revoke(self.id, terminate=terminate, signal=signal, using=self.app.conf.broker_alias)
 
     def forget(self) -> None:
-        """Remove the stored result."""
-        self._final = None
+        """Remove the stored result (and its children's record)."""
+        self._final = self._children = None
         self.app.backend.forget(self.id)
+        self.app.backend.forget(children_key(self.id))
 
 
 class EagerResult(AsyncResult):
@@ -185,6 +204,11 @@ class EagerResult(AsyncResult):
         return self._value_held
 
     wait = get
+
+    @property
+    def children(self) -> None:
+        """Celery's: an eager run records no children."""
+        return None
 
     def revoke(self, terminate: bool = False, signal: str | int = "SIGTERM") -> None:
         return None  # it already ran
@@ -332,6 +356,16 @@ class GroupResult(ResultSet):
     def __repr__(self) -> str:
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
 
+    @property
+    def children(self) -> list[AsyncResult]:
+        """Its members' results, as Celery's (what ``collect()`` follows from a group)."""
+        return self.results
+
+    def as_tuple(self) -> tuple[tuple[str, Any], list[Any]]:
+        """Celery's serializable form, members included."""
+        return ((self.id, self.parent and self.parent.as_tuple()),
+                [result.as_tuple() for result in self.results])
+
     def save(self, backend: ResultBackend | None = None) -> None:
         """Store the group's task ids in the result backend under the group's id (a record of
         task name ``djqueue.group``), for :meth:`restore`."""
@@ -358,3 +392,12 @@ class GroupResult(ResultSet):
     def delete(self, backend: ResultBackend | None = None) -> None:
         """Remove what :meth:`save` stored."""
         (backend or self.app.backend).forget(self.id)
+
+
+def result_from_tuple(node: Any, app: App | None = None) -> AsyncResult | GroupResult:
+    """The result whose ``as_tuple()`` (or its JSON form, lists for tuples) is ``node``."""
+    (id, parent_node), members = node
+    parent = None if parent_node is None else result_from_tuple(parent_node, app)
+    if members is None:
+        return AsyncResult(id, app=app, parent=parent)
+    return GroupResult(id, [result_from_tuple(m, app) for m in members], app=app, parent=parent)

@@ -17,6 +17,12 @@ async def async_add(x, y):
     return x + y
 
 
+@task
+async def async_sends(x):
+    """Sends ``async_add(x, x)`` from its coroutine: one of its children."""
+    return (await async_add.adelay(x, x)).id
+
+
 @task(bind=True)
 async def async_identity(self, key):
     """Records ``key`` and returns what the running task knows of itself."""

@@ -56,6 +56,14 @@ def test_async_task_runs_on_one_loop_kept_across_tasks_with_its_request(worker: 
 
 
 @pytest.mark.django_db(transaction=True)
+def test_what_an_async_task_sends_is_among_its_children(worker: Worker) -> None:
+    result = async_tasks.async_sends.delay(3)
+    drain(worker)
+    sent = AsyncResult(result.get(timeout=1))
+    assert result.children == [sent] and sent.get(timeout=1) == 6
+
+
+@pytest.mark.django_db(transaction=True)
 def test_async_task_uses_the_orm_as_django_documents(worker: Worker) -> None:
     counted = _count_messages.delay()
     drain(worker)

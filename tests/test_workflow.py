@@ -14,9 +14,10 @@ import djqueue
 from djqueue import states
 from djqueue.canvas import Signature, chain, chord, chunks, group, signature, xmap, xstarmap
 from djqueue.client.base import app
-from djqueue.exceptions import ChordError, ResultBackendNotConfigured
+from djqueue.client.result_graph import CHILDREN_TASK
+from djqueue.exceptions import ChordError, IncompleteStream, ResultBackendNotConfigured
 from djqueue.models import Chord, Message, TaskResult
-from djqueue.result import AsyncResult, GroupResult, ResultSet
+from djqueue.result import AsyncResult, GroupResult, ResultSet, result_from_tuple
 from djqueue.broker import operations
 from djqueue.worker import heartbeat
 from djqueue.worker.loop import Worker
@@ -164,6 +165,64 @@ def test_chunks_map_starmap_and_replace(worker: Worker) -> None:
     assert mapped.get(timeout=1) == [1, 2, 3] and starred.get(timeout=1) == [2, 4]
     assert replaced.parent.get(timeout=1) == 105  # the replacement took over its id
     assert replaced.get(timeout=1) == 210
+
+
+def test_replace_with_a_group_feeds_what_followed(worker: Worker) -> None:
+    """As Celery's: the group becomes a chord whose body takes over the replaced task's id and
+    returns the group's results to the rest of the chain, a chord it was a member of included."""
+    then = (wf.fanned.s(10) | wf.xsum.s() | wf.mul.s(2)).apply_async()
+    alone = wf.fanned.delay(1, 2)
+    member = chord([wf.fanned.s(5, 2), wf.add.s(1, 1)], wf.identity.s()).apply_async()
+    ending = (wf.fanned_after.s(1) | wf.xsum.s()).apply_async()
+    run_all(worker)
+    assert ending.parent.get(timeout=1) == [4, 6] and ending.get(timeout=1) == 10
+    assert then.parent.parent.get(timeout=1) == [10, 11, 12]  # the replaced task's id
+    assert then.get(timeout=1) == 66 and alone.get(timeout=1) == [1, 2]
+    assert member.get(timeout=1) == [[5, 6], 2] and not Chord.objects.exists()
+    assert TaskResult.objects.filter(task_name="wf.add").count() == 3 + 2 + 2 + 1 + 1
+    # The replaced task stored nothing of its own: its id holds the chord body's result.
+    assert TaskResult.objects.get(task_id=alone.id).task_name == "celery.accumulate"
+
+
+def test_children_and_collect_follow_the_workflow(worker: Worker) -> None:
+    chained = (wf.add.s(1, 1) | group(wf.mul.s(i) for i in range(2)) | wf.xsum.s()
+               | wf.mul.s(3)).apply_async()
+    first = chained.parent.parent
+    linked = wf.add.apply_async((2, 2), link=[wf.mul.s(2), wf.mul.s(3)])
+    single = wf.add.apply_async((1, 2), link=wf.mul.s(2))
+    ignored = wf.add.apply_async((1, 1), link=wf.mul.s(2), ignore_result=True)
+    with pytest.raises(IncompleteStream):
+        list(first.iterdeps())
+    assert first.children is None  # not finished: not known yet
+    assert [node for _, node in first.iterdeps(intermediate=True)] == [first]
+    run_all(worker)
+    assert first.children == [chained.parent]
+    assert isinstance(first.children[0].parent, GroupResult)  # the chord's header
+    collected = [(node.id, value) for node, value in first.collect()]
+    assert collected == [(first.id, 2), (chained.parent.id, 2), (chained.id, 6)]
+    assert chained.children == [] and wf.add.delay(0, 0).children is None
+    group_child, = linked.children
+    assert isinstance(group_child, GroupResult) and group_child.get(timeout=1) == [8, 12]
+    assert [value for _, value in linked.collect()] == [4, [8, 12], 8, 12]
+    assert [r.get(timeout=1) for r in single.children] == [6]
+    single.forget()
+    assert ignored.children is None  # no result, no children (as Celery's)
+    assert TaskResult.objects.filter(task_name=CHILDREN_TASK).count() == 3
+    restored = result_from_tuple(json.loads(json.dumps(chained.as_tuple())))
+    assert restored.parent.parent.id == first.id and restored.get(timeout=1) == 6
+
+
+def test_what_a_task_sends_is_among_its_children(worker: Worker) -> None:
+    """Celery's ``trail``: Celery's own collect() example, leaves picked by their children."""
+    result = wf.spawner.apply_async((3,), link=wf.identity.s())
+    run_all(worker)
+    sent, linked = result.children
+    assert isinstance(sent, GroupResult) and len(sent) == 3 and linked.get(timeout=1) == 3
+    assert [value for node, value in result.collect() if not node.children] == [3, 0, 1, 4]
+    assert sent.results[2].children[0].get(timeout=1) == 4
+    assert TaskResult.objects.filter(task_name="wf.add").count() == 1  # not a child
+    nested = TaskResult.objects.filter(task_name=CHILDREN_TASK).count()
+    assert nested == 1 + 3  # the spawner's and each spawned's; a mul sent nothing
 
 
 def test_result_set_and_saved_groups(worker: Worker) -> None:

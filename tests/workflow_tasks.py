@@ -9,6 +9,7 @@ import time
 import uuid
 
 from djqueue import task
+from djqueue.canvas import group
 
 from .fault_tasks import note
 
@@ -72,6 +73,32 @@ def noted(value, key):
 def replaced(self, x):
     """Replaces itself with ``add(x, 100)``."""
     return self.replace(add.s(x, 100))
+
+
+@task(name="wf.spawner")
+def spawner(n):
+    """Sends the group ``spawned(i)`` for ``i < n`` (its child) and ``add(0, 0)`` (not)."""
+    group(spawned.s(i) for i in range(n))()
+    add.apply_async((0, 0), add_to_parent=False)
+    return n
+
+
+@task(name="wf.spawned")
+def spawned(i):
+    mul.delay(i, i)
+    return i
+
+
+@task(name="wf.fanned", bind=True)
+def fanned(self, x, n=3):
+    """Replaces itself with the group ``add(x, i)`` for ``i < n``: returns their results."""
+    return self.replace(group(add.s(x, i) for i in range(n)))
+
+
+@task(name="wf.fanned_after", bind=True)
+def fanned_after(self, x):
+    """Replaces itself with a chain ending in a group: ``x + 1`` times 2 and times 3."""
+    return self.replace(add.s(x, 1) | group(mul.s(2), mul.s(3)))
 
 
 @task(name="wf.step", acks_late=True)

@@ -18,6 +18,7 @@ from . import celery_app, identifiers, launch, publishing, routing, tracing, uni
 from .call_checks import check_time_limits
 from .control import Control
 from .headers import take_headers
+from .result_graph import add_to_trail
 from ..broker.rows import MessageHead, NewMessage
 from ..backends import ResultBackend, backend_from_setting, backend_key
 from ..conf import Settings
@@ -163,17 +164,20 @@ class App:
         task_id: str | None = None,
         serializer: str | None = None,
         _task: Task | None = None,
+        add_to_parent: bool = True,
         **options: Any,
     ) -> AsyncResult:
         """Enqueue a call to the task called ``name``; the task need not be importable here.
         A unique call (``unique_key``, ``unique``, ``on_duplicate``) whose key is held returns
-        the holder's result (see :mod:`djqueue.client.unique`)."""
+        the holder's result (see :mod:`djqueue.client.unique`). Sent by a running task, the
+        result is one of its children unless ``add_to_parent`` is False (Celery's)."""
         if not launch.WORKFLOW_OPTIONS.isdisjoint(options):  # link=, link_error=, …
             named = {"countdown": countdown, "eta": eta, "expires": expires, "queue": queue,
                      "priority": priority, "task_id": task_id, "serializer": serializer}
             call = Signature(name, args or (), kwargs, {
                 **{k: v for k, v in named.items() if v is not None}, **options}, app=self)
-            return launch.apply_async(call)  # type: ignore[return-value]
+            result = launch.apply_async(call)
+            return add_to_trail(result, add_to_parent)  # type: ignore[return-value]
         uniqueness = (unique.from_options(options, _task)
                       if options or (_task is not None and _task.unique is not None) else None)
         message = self.build_message(
@@ -183,9 +187,9 @@ class App:
         if uniqueness is not None:
             task_id = unique.publish(message, uniqueness, args or (), kwargs or {},
                                      self.conf.broker_alias)
-            return AsyncResult(task_id, app=self, task_name=name)
+            return add_to_trail(AsyncResult(task_id, app=self, task_name=name), add_to_parent)
         publishing.publish([message], using=self.conf.broker_alias)
-        return AsyncResult(message.task_id, app=self, task_name=name)
+        return add_to_trail(AsyncResult(message.task_id, app=self, task_name=name), add_to_parent)
 
     def batch(self) -> Batch:
         conf = self.conf

@@ -1,6 +1,7 @@
 """The tasks djqueue itself registers: Celery's ``celery.map`` and ``celery.starmap`` (what
-``task.map()``, ``task.starmap()`` and ``task.chunks()`` send) and ``djqueue.errback`` (how a
-worker calls a new-style ``link_error`` callback, see :mod:`djqueue.worker.workflow`).
+``task.map()``, ``task.starmap()`` and ``task.chunks()`` send), ``celery.accumulate`` (the body
+of the chord a group becomes when it replaces a task, ``Task.replace``) and ``djqueue.errback``
+(how a worker calls a new-style ``link_error`` callback, see :mod:`djqueue.worker.workflow`).
 
 They are registered on the app when this module is imported: by :mod:`djqueue.canvas` in a
 process that sends them, by the worker's flow in every worker.
@@ -21,6 +22,8 @@ from .task import build_task
 PREFIXES = ("celery.", "djqueue.")
 #: The task that calls a new-style errback in a worker.
 ERRBACK = "djqueue.errback"
+#: The chord body that returns its header's results, when a group replaces a task.
+ACCUMULATE = "celery.accumulate"
 
 
 def is_builtin(name: str) -> bool:
@@ -37,6 +40,11 @@ def _starmap(task: Mapping[str, Any], it: Iterable[Iterable[Any]]) -> list[Any]:
     return [call(*item) for item in it]
 
 
+def _accumulate(*args: Any, index: int | None = None) -> Any:
+    """Celery's ``celery.accumulate``: its arguments, or the one at ``index``."""
+    return args if index is None else args[index]
+
+
 def _errback(errback: Mapping[str, Any], request: Mapping[str, Any],
              exc: Mapping[str, Any], traceback: str | None) -> Any:
     """Call a new-style errback as Celery does, ``errback(request, exc, traceback)``, with the
@@ -46,5 +54,5 @@ def _errback(errback: Mapping[str, Any], request: Mapping[str, Any],
 
 
 for _name, _fun in (("celery.map", _map), ("celery.starmap", _starmap),
-                    (ERRBACK, _errback)):
+                    (ACCUMULATE, _accumulate), (ERRBACK, _errback)):
     app.register(build_task(app, _fun, name=_name))

@@ -154,7 +154,11 @@ class Signature:
         self.options["link_error"] = [*listed(self.options.get("link_error")), errback]
         return errback
 
-    on_error = link_error
+    def on_error(self, errback: Signature | Mapping[str, Any]) -> Signature:
+        """:meth:`link_error` returning this signature, to chain calls as Celery's:
+        ``add.s(2, 2).on_error(handler.s()).delay()`` sends ``add``."""
+        self.link_error(errback)
+        return self
 
     def __or__(self, other: Any) -> Signature:
         """``a | b``: a chain; ``group | sig``: a chord (see :mod:`djqueue.canvas`)."""

@@ -56,6 +56,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "typing": True,
     "throws": (),
     "async_concurrency": 1,
+    "trail": True,
 }
 
 #: The request of the coroutine task running in this context (``async def`` tasks run on an event
@@ -110,6 +111,8 @@ class Task(AsyncCalls):
     throws: tuple[type[BaseException], ...] = ()
     #: For an ``async def`` task: how many of its calls one pool process may run at once.
     async_concurrency: int = 1
+    #: Record the results of what a call sends while it runs among its children (Celery's).
+    trail: bool = True
     #: Store the arguments with the result as JSON, whole, rather than as a shortened repr
     #: (Django's ``TaskResult.args`` is read back from them: djqueue.contrib.django_tasks).
     arguments_as_json: bool = False
@@ -334,9 +337,13 @@ class Task(AsyncCalls):
         """Replace the running task with ``sig``, which takes over its task id, its callbacks,
         errbacks, chord and the rest of its chain (Celery's ``Task.replace``). In a worker it
         raises: the task ends without a result of its own, and ``sig`` is written in the round
-        that acknowledges it. Run eagerly, ``sig`` runs here and its value is returned."""
+        that acknowledges it. A group becomes a chord whose body returns the group's results
+        (as Celery's), so what followed the task receives them. Run eagerly, ``sig`` runs here
+        and its value is returned."""
         if self.request.is_eager or self.request.called_directly:
             return sig.apply().get()
+        if sig.subtask_type == "group":  # a chord: its body reads the members' results
+            self.app.backend.ensure_chords_allowed()
         raise Replaced(sig)
 
     def map(self, it: Iterable[Any]) -> xmap:

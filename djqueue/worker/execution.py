@@ -23,6 +23,7 @@ from django.utils import timezone
 from .. import states
 from ..client.base import app
 from ..client.hooks import hooks_of
+from ..client.result_graph import TRAIL
 from ..client.tracing import Trace, internal_error
 from . import coroutines
 from ..exceptions import (
@@ -237,6 +238,8 @@ def _execute(job: Job) -> Outcome:
     hooks = hooks_of(task)
     retval: Any = outcome  # what the handlers are given: the value or the exception
     trace = Trace.begin(task, job.task_id, args, kwargs)
+    sent: list[Any] | None = [] if task.trail else None  # what it sends: its children first
+    trail = TRAIL.set(sent)
     try:
         if coroutines.is_async(task):  # on this process's event loop, limits and all
             if hooks is not None and hooks.before_start is not None:
@@ -283,14 +286,17 @@ def _execute(job: Job) -> Outcome:
                 if in_workflow:
                     outcome.flow = workflow.failed(job, payload, exc, outcome.traceback)
         if in_workflow and outcome.state == states.SUCCESS:
-            outcome.flow = workflow.succeeded(job, payload, value)
+            outcome.flow = workflow.succeeded(job, payload, value, outcome.store)
     finally:
         if hooks is not None and retval is not outcome:
             hooks.finish(outcome.state, retval, job.task_id, args, kwargs)
         if trace is not None:
             trace.end(outcome.state, outcome.retval)
         task.pop_request()
+        TRAIL.reset(trail)
         _last_task_end = time.monotonic()
+    if sent and outcome.store and outcome.state in (states.SUCCESS, states.FAILURE):
+        outcome.flow = workflow.with_sent(outcome.flow, job.task_id, sent)
     outcome.runtime = time.perf_counter() - started
     return outcome
 

@@ -31,12 +31,15 @@ from .. import states
 from ..backends import ResultBackend, ResultRecord
 from ..broker import operations
 from ..broker.rows import ChordRow, NewMessage
+from ..canvas import chord
 from ..client import builtins
 from ..client.base import app
 from ..client.eager import new_style
 from ..client.launch import Planner, with_member
+from ..client.result_graph import children_record
 from ..client.signature import Signature
 from ..exceptions import ChordError, DecodeError
+from ..result import AsyncResult, GroupResult
 from ..serialization import dumps, exception_to_data, loads
 
 if TYPE_CHECKING:
@@ -63,6 +66,9 @@ class Flow:
     records: list[ResultRecord] = field(default_factory=list)
     #: The chords it finishes a member of: ``(chord id, ChordError text or "")``.
     members: list[tuple[str, str]] = field(default_factory=list)
+    #: The results of what it sent and started (``AsyncResult.children``), recorded with them,
+    #: in their tuple form (a flow crosses from the pool process as plain data).
+    children: list[Any] = field(default_factory=list)
 
     def add(self, planner: Planner) -> Flow:
         self.messages.extend(planner.messages)
@@ -82,18 +88,39 @@ def _planner(job: Job, payload: Mapping[str, Any]) -> Planner:
     return Planner(app, root_id=payload.get("root_id") or job.task_id, parent_id=job.task_id)
 
 
-def succeeded(job: Job, payload: Mapping[str, Any], value: Any) -> Flow:
-    """The callbacks and the chain's next step of a task that returned ``value``."""
+def succeeded(job: Job, payload: Mapping[str, Any], value: Any, stored: bool = True) -> Flow:
+    """The callbacks and the chain's next step of a task that returned ``value``, and its
+    children when its result is ``stored`` (as Celery's, none for an ignored result)."""
     planner = _planner(job, payload)
-    for callback in payload.get("callbacks") or ():
-        planner.plan(Signature.from_dict(callback, app=app), (value,))
+    linked = [planner.plan(Signature.from_dict(callback, app=app), (value,))
+              for callback in payload.get("callbacks") or ()]
+    children = _children(linked)
     stack = list(payload.get("chain") or ())
     if stack:
         following = Signature.from_dict(stack.pop(), app=app)
-        planner.plan(following, (value,), stack=stack)
-    flow = Flow(job.task_id).add(planner)
+        children.append(planner.plan(following, (value,), stack=stack))
+    flow = Flow(job.task_id, children=[c.as_tuple() for c in children] if stored else [])
+    flow.add(planner)
     if payload.get("chord"):
         flow.members.append((payload["chord"], ""))
+    return flow
+
+
+def _children(linked: list[AsyncResult | GroupResult]) -> list[AsyncResult | GroupResult]:
+    """A finished task's children for its callbacks, as Celery records them: one callback's
+    result, or for several the groups among them and one group of the others."""
+    if len(linked) < 2:
+        return linked
+    groups: list[AsyncResult | GroupResult] = [r for r in linked if isinstance(r, GroupResult)]
+    others = [r for r in linked if not isinstance(r, GroupResult)]
+    return [*groups, GroupResult(None, others, app=app)] if others else groups
+
+
+def with_sent(flow: Flow | None, task_id: str, sent: list[AsyncResult | GroupResult]) -> Flow:
+    """``flow`` (or a new one) of a task that sent ``sent`` while it ran: the first of its
+    children, as in Celery (:mod:`djqueue.client.result_graph`)."""
+    flow = flow or Flow(task_id)
+    flow.children[:0] = [result.as_tuple() for result in sent]
     return flow
 
 
@@ -138,8 +165,9 @@ def _with_final_id(sig: Signature, task_id: str) -> Signature:
     if kind == "chord":
         sig.body = _with_final_id(sig.body.clone(), task_id)  # type: ignore[attr-defined]
         return sig
-    if kind == "group":
-        raise ValueError("replace() with a group: give a chord (group | body) instead")
+    if kind == "group":  # as Celery's: a chord whose body returns the group's results
+        return _with_final_id(chord(sig, Signature(builtins.ACCUMULATE, kwargs={"index": 0},
+                                                   app=app), app=app), task_id)
     sig.options["task_id"] = task_id
     return sig
 
@@ -248,6 +276,7 @@ def _write_flows(broker: Operations, backend: ResultBackend, flows: Sequence[Flo
     elif messages:
         broker.publish_many(messages, timezone.now())
     records = [record for flow in flows for record in flow.records]
+    records.extend(children_record(f.task_id, f.children) for f in flows if f.children)
     if records and backend.enabled:
         backend.store(records)
 
