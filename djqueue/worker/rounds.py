@@ -26,7 +26,7 @@ from .. import states
 from ..backends import ResultBackend, ResultRecord
 from ..backends.database import DatabaseBackend
 from ..broker import operations
-from ..broker.base import Operations
+from ..broker.base import Operations, RoundNeedsTransaction
 from ..broker.flow import Gate, admit
 from ..broker.rows import Claimed, ClaimRequest
 from . import workflow
@@ -123,9 +123,14 @@ def run(
     broker = operations(using)
     if _one_statement(broker, backend, writes):
         records = writes.records if backend.enabled else []
-        claimed, started = broker.run_round(owner, writes.acks, writes.starts, writes.acks_late,
-                                            records, claim, lease_seconds)
-        return Done(claimed, started)
+        flows, with_flows = workflow.rows(writes.flows, claim) if writes.flows else (None, claim)
+        try:
+            claimed, started = broker.run_round(owner, writes.acks, writes.starts,
+                                                writes.acks_late, records, with_flows,
+                                                lease_seconds, flows)
+            return Done(claimed, started)
+        except RoundNeedsTransaction:
+            pass  # a chord's last members: its body is written with them, in a transaction
     return broker.retrying(lambda: _run_in_transaction(
         broker, backend, owner, writes, claim, lease_seconds))
 
@@ -134,8 +139,8 @@ def _one_statement(broker: Operations, backend: ResultBackend, writes: Round) ->
     if not broker.one_statement_rounds:
         return False
     if (writes.releases or writes.requeues or writes.rejects or writes.retries or writes.defers
-            or writes.flows or writes.gated):
-        return False  # rare outcomes, workflows, limited starts: a transaction of a few statements
+            or writes.gated or not workflow.in_one_statement(writes.flows)):
+        return False  # rare outcomes, limited starts: a transaction of a few statements
     return not writes.records or not backend.enabled or (
         isinstance(backend, DatabaseBackend) and backend.using == broker.using
     )

@@ -18,6 +18,7 @@ with the request and exception rebuilt, so a crash never loses nor repeats it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,7 +31,7 @@ from django.utils import timezone
 from .. import states
 from ..backends import ResultBackend, ResultRecord
 from ..broker import operations
-from ..broker.rows import ChordRow, NewMessage
+from ..broker.rows import ChordRow, ClaimRequest, FlowRows, NewMessage
 from ..client import builtins
 from ..client.base import app
 from ..client.eager import new_style
@@ -209,6 +210,48 @@ def lost(using: str, messages: Sequence[Lost], errors: Sequence[BaseException]) 
 
 
 # In the worker's round: writing flows and counting chords down.
+
+
+def in_one_statement(flows: Sequence[Flow]) -> bool:
+    """Whether a round that is one statement can write ``flows``
+    (:meth:`~djqueue.broker.base.Operations.run_round`): messages, and the members of at most
+    one chord (its row is the only one the statement locks, so two rounds never wait on each
+    other in opposite orders). Chords to create and failures of later steps go in a
+    transaction (:func:`write`)."""
+    chords = {chord_id for flow in flows for chord_id, _ in flow.members}
+    return len(chords) <= 1 and not any(flow.chords or flow.records for flow in flows)
+
+
+def rows(flows: Sequence[Flow], claim: ClaimRequest | None) -> tuple[FlowRows, ClaimRequest | None]:
+    """``flows`` as a round that is one statement writes them, and the claim that goes with it.
+    A message that ``claim`` would start at once (see
+    :class:`~djqueue.broker.rows.StartNow`: a task this worker knows, on a queue it consumes,
+    due now) is written started by this worker, up to the pool's idle room: so a chain's next
+    step runs without a round to claim it. The claim then has that much less room."""
+    start = claim.start if claim is not None else None
+    room = min(start.idle, claim.limit) if start is not None and claim is not None else 0
+    names = set(start.names) if start is not None and room else set()
+    late = set(start.acks_late_names) if start is not None and room else set()
+    queues = set(claim.queues) if claim is not None and room else set()
+    now = timezone.now()
+    written = FlowRows([], [], [], [], [])
+    for flow in flows:
+        for message in flow.messages:
+            head = message.head
+            go = (room > 0 and head.task_name in names and head.queue in queues
+                  and head.available_at <= now)
+            room -= go
+            written.parents.append(flow.task_id)
+            written.messages.append(message)
+            written.start.append(go)
+            written.acks_late.append(go and head.task_name in late)
+        written.members.extend((flow.task_id, chord_id, failure)
+                               for chord_id, failure in flow.members)
+    taken = sum(written.start)
+    if taken and claim is not None and start is not None:
+        claim = dataclasses.replace(claim, limit=claim.limit - taken, start=dataclasses.replace(
+            start, idle=start.idle - taken))
+    return written, claim
 
 
 def write(broker: Operations, backend: ResultBackend, held: set[str] | None,
