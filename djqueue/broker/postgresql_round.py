@@ -37,12 +37,19 @@ if TYPE_CHECKING:
 
 #: The channel that carries "new messages in this queue" (the payload is the queue name).
 NOTIFY_CHANNEL = "djqueue"
+
+
+def _returning(body: str) -> str:
+    return (f"RETURNING {TABLE}.id, {TABLE}.task_id, {TABLE}.task_name, queue, priority, "
+            f"content_type, {body}, retries, deliveries, time_limit, soft_time_limit, "
+            + CLAIM_FLAGS.format(now="now()"))
+
+
 #: What a claim returns per message: the fields of :class:`Claimed`, in order.
-RETURNING = (
-    f"RETURNING {TABLE}.id, {TABLE}.task_id, {TABLE}.task_name, queue, priority, "
-    "content_type, body, retries, deliveries, time_limit, soft_time_limit, "
-    + CLAIM_FLAGS.format(now="now()")
-)
+RETURNING = _returning("body")
+#: What the round returns of a message it wrote started: the same but the body, which the worker
+#: has (a chain's carries every step still to run).
+_STARTED = _returning("NULL")
 #: A row of the round's answer that is only a message id (the rest NULL).
 _NULLS = ", NULL" * (CLAIMED_COLUMNS - 1)
 #: PostgreSQL's ``division_by_zero``: the round's way to write nothing (see the module's text).
@@ -94,8 +101,13 @@ class PostgreSQLRound(Operations):
         else:
             rows = []
         # Claimed messages, and (task_id NULL) the ids the round started.
-        return (claimed_from_rows([row for row in rows if row[1] is not None]),
-                {row[0] for row in rows if row[1] is None})
+        claimed = claimed_from_rows([row for row in rows if row[1] is not None])
+        if flows is not None and any(flows.start):
+            bodies = {message.task_id: message.body for message in flows.messages}
+            for message in claimed:
+                if message.body is None:
+                    message.body = bodies[message.task_id]
+        return claimed, {row[0] for row in rows if row[1] is None}
 
     @functools.cached_property
     def _message_columns(self) -> tuple[list[str], list[str]]:
@@ -147,7 +159,7 @@ class PostgreSQLRound(Operations):
                 picks = ", ".join(taken.get(c, c) for c in columns)
                 started = f"w{len(parts)}"
                 parts.append((f"INSERT INTO {TABLE} ({listed}) SELECT {picks} FROM {picked} "
-                              f"WHERE {free} ON CONFLICT (task_id) DO NOTHING {RETURNING}",
+                              f"WHERE {free} ON CONFLICT (task_id) DO NOTHING {_STARTED}",
                               [claim.worker, owner, float(lease_seconds)]))
                 extra.append((f"SELECT * FROM {started}", []))
             else:
