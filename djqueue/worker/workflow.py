@@ -323,12 +323,12 @@ def _body(backend: ResultBackend, chord_id: str, failure: str, body_text: str,
               [*stack, *rest], options.get("chord"), error, None, states.FAILURE)
         return flow.add(planner)
     ids = json.loads(members_text)
-    found = backend.get_many(ids) if backend.enabled else {}
+    found = backend.results_of(ids) if backend.enabled else {}
     accept = app.result_accept_content()
     values = []
     for task_id in ids:
-        record = found.get(task_id)
-        ok = record is not None and record.state == states.SUCCESS and record.result is not None
-        values.append(loads(record.result, record.content_type, accept) if ok else None)  # type: ignore[union-attr,arg-type]
+        state, content_type, result = found.get(task_id) or ("", "", None)
+        ok = state == states.SUCCESS and result is not None
+        values.append(loads(result, content_type, accept) if ok else None)  # type: ignore[arg-type]
     planner.plan(body, (values,), stack=stack)
     return flow.add(planner)
