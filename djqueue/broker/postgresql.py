@@ -8,7 +8,8 @@
   connection (:meth:`PostgreSQLOperations.execute`) — never behind a pooler (:mod:`.pooling`).
 - The claim locks its rows with ``FOR UPDATE SKIP LOCKED``: concurrent workers never wait on each
   other nor take the same row; the heartbeat skips rows a round has locked.
-- A worker's common round is one statement: data-modifying ``WITH`` queries and the claim.
+- A worker's common round is one statement: data-modifying ``WITH`` queries and the claim
+  (:mod:`.postgresql_round`, workflows included).
 - Publishing notifies listening workers (``NOTIFY``, delivered at commit, dropped on rollback); a
   batch is one ``COPY``.
 - The message table is vacuumed by workers when autovacuum is off or behind.
