@@ -384,7 +384,8 @@ def _with_options(sig: Signature, options: Mapping[str, Any]) -> Any:
     links = [(options.pop("link", None), "link"), (options.pop("link_error", None), "link_error")]
     call = copy.copy(sig)
     if isinstance(call, chord):
-        call.tasks = group([t.clone(**options) for t in call.tasks.tasks], app=call.app)
+        if options:  # links go to the body alone: without options the header is left as it is
+            call.tasks = group([t.clone(**options) for t in call.tasks.tasks], app=call.app)
         call.body = call.body.clone(**options) if call.body else None
     else:
         call.tasks = [t.clone(**options) for t in call.tasks]  # type: ignore[attr-defined]

@@ -23,7 +23,7 @@ from djqueue import states
 from djqueue.client.base import app
 from djqueue.backends import ResultBackend, ResultRecord
 from djqueue.backends.cache import CacheBackend
-from djqueue.backends.database import DatabaseBackend
+from djqueue.backends.database import ID_SLICE, DatabaseBackend
 from djqueue.backends.redis import RedisBackend
 from djqueue.exceptions import ImproperlyConfigured
 from djqueue.models import TaskResult
@@ -129,6 +129,21 @@ def test_contract_get_many(backend: ResultBackend) -> None:
     found = backend.get_many([r.task_id for r in stored] + [odd.task_id, unknown])
     assert found == {r.task_id: r for r in [*stored, odd]}
     assert backend.get_many([]) == {}
+
+
+def test_contract_results_of(backend: ResultBackend) -> None:
+    """What a chord's body reads: state, content type and encoded result, by id, more than a
+    slice of ids at once (the database backend reads them in slices)."""
+    stored = [record_for(str(uuid.uuid4()), result=str(i)) for i in range(ID_SLICE + 2)]
+    failed = ResultRecord(str(uuid.uuid4()), states.FAILURE, "tasks.add", "application/json",
+                          None, "Traceback ...")
+    backend.store([*stored, failed])
+    unknown = str(uuid.uuid4())
+    found = backend.results_of([r.task_id for r in stored] + [failed.task_id, unknown])
+    assert found == {**{r.task_id: (states.SUCCESS, "application/json", r.result)
+                        for r in stored},
+                     failed.task_id: (states.FAILURE, "application/json", None)}
+    assert backend.results_of([]) == {}
 
 
 def test_contract_forget(backend: ResultBackend) -> None:

@@ -8,6 +8,8 @@ import datetime
 import json
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 import djqueue
@@ -23,7 +25,7 @@ from djqueue.worker import heartbeat
 from djqueue.worker.loop import Worker
 
 from . import workflow_tasks as wf
-from .test_broker import worker  # noqa: F401 - a fixture
+from .test_broker import statements, worker  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -266,6 +268,58 @@ def run_all_but_rejected(worker: Worker) -> None:
         if not Message.objects.exclude(state="rejected").exists():
             return
     raise AssertionError("the worker did not drain the queue")
+
+
+def one_statement_rounds() -> None:
+    if not operations("default").one_statement_rounds:
+        pytest.skip("rounds are transactions of a few statements on this database")
+
+
+def test_a_chain_step_is_one_statement_where_rounds_are(worker: Worker) -> None:
+    """The round that stores a step's result writes the next step started by this worker (a
+    task it has run, its pool idle), and the pool takes it from the round's answer: one
+    statement per step, no claim."""
+    one_statement_rounds()
+    wf.add.delay(0, 0)
+    run_all(worker)  # the worker has run wf.add
+    result = (wf.add.s(1, 1) | wf.add.s(2) | wf.add.s(3)).apply_async()
+    worker.loop()  # claims and runs the first step
+    for _ in range(2):
+        with CaptureQueriesContext(connection) as captured:
+            worker.loop()
+        assert len(statements(captured)) == 1, statements(captured)
+        message = Message.objects.get()  # the step the loop ran, held until the next round
+        assert (message.state, message.owner) == ("started", worker.node_id)
+    worker.loop()
+    assert result.get(timeout=1) == 7 and not Message.objects.exists()
+
+
+def test_a_waiting_message_goes_before_the_next_step(worker: Worker) -> None:
+    """The next step is written started only if a claim would have taken it first: an older
+    message of its queue and at least its priority runs before it."""
+    one_statement_rounds()
+    wf.add.delay(0, 0)
+    run_all(worker)
+    result = (wf.add.s(1, 1) | wf.add.s(2)).apply_async()
+    worker.loop()  # runs the first step
+    waiting = wf.add.delay(5, 5)
+    worker.loop()  # the first step's round: its next step waits behind the older message
+    assert Message.objects.get(task_id=waiting.id).state == "started"
+    assert Message.objects.get(task_id=result.id).state in ("ready", "reserved")  # not run
+    run_all(worker)
+    assert waiting.get(timeout=1) == 10 and result.get(timeout=1) == 4
+
+
+def test_a_chord_whose_row_is_gone_is_logged(worker: Worker, caplog) -> None:
+    """A member of a chord whose row was deleted finishes; the chord's body is not run, and the
+    worker says why (on PostgreSQL the round's count-down finds no row and the round is sent
+    again as a transaction, which logs it)."""
+    result = chord([wf.add.s(1, 1), wf.add.s(2, 2)], wf.xsum.s()).apply_async()
+    Chord.objects.all().delete()
+    run_all(worker)
+    assert result.parent.get(timeout=1) == [2, 4]
+    assert not TaskResult.objects.filter(task_id=result.id).exists()
+    assert f"Chord {result.parent.id} is not in the database" in caplog.text
 
 
 def test_a_chord_needs_a_result_backend(settings) -> None:

@@ -69,6 +69,13 @@ class ResultBackend:
         for a whole group at once)."""
         raise NotImplementedError
 
+    def results_of(self, task_ids: Sequence[str]) -> dict[str, tuple[str, str, str | None]]:
+        """``(state, content type, encoded result)`` of those ``task_ids`` that have a record,
+        by id: what a chord's body is called with (a store may answer this for less than
+        :meth:`get_many`)."""
+        return {task_id: (record.state, record.content_type, record.result)
+                for task_id, record in self.get_many(task_ids).items()}
+
     def forget(self, task_id: str) -> None:
         """Remove what is stored of ``task_id``."""
         raise NotImplementedError

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.db import connections
 
-from .rows import REVOKED_TABLE, TABLE, Claimed, ClaimRequest, NewMessage, StartNow
+from .rows import (
+    REVOKED_TABLE, TABLE, Claimed, ClaimRequest, FlowRows, NewMessage, StartNow,
+)
 from .statements import Statements
 
 if TYPE_CHECKING:
@@ -47,6 +49,11 @@ class ListenerLost(Exception):
 class ListenerUnavailable(ListenerLost):
     """Listening is impossible with this configuration (the message says why and what to set):
     the worker polls, and does not try again."""
+
+
+class RoundNeedsTransaction(Exception):
+    """:meth:`Operations.run_round` wrote nothing: the round must be a transaction (a chord it
+    counts down reached zero, so its body is to be written with it, or is not in the table)."""
 
 
 class Operations(Statements):
@@ -93,8 +100,8 @@ class Operations(Statements):
         priority first, then oldest), marking started those ``start`` says, as ``(sql, params)``.
         ``before`` are ``(sql, params)`` of statements (data-modifying ones, with
         :attr:`one_statement_rounds`) to run first in the same statement, as ``WITH`` queries
-        ``w0``, ``w1``…; ``confirm`` names one of them whose rows start with a message id: each is
-        also returned, as a row whose other columns are NULL (:meth:`run_round`)."""
+        ``w0``, ``w1``…; ``confirm`` is a query over them whose rows have the claim's columns,
+        returned with the claim's rows (:meth:`run_round`)."""
         sql, params = self._claim(queues, limit, worker, owner, lease_seconds, start, confirm)
         ctes = "".join(f"w{i} AS ({part}), " for i, (part, _) in enumerate(before))
         return (f"WITH {ctes}{sql}",
@@ -159,11 +166,13 @@ class Operations(Statements):
     def run_round(
         self, owner: int | None, acks: Sequence[int], starts: Sequence[int],
         acks_late: Sequence[int], records: Sequence[ResultRecord], claim: ClaimRequest | None,
-        lease_seconds: float,
+        lease_seconds: float, flows: FlowRows | None = None,
     ) -> tuple[list[Claimed], set[int]]:
         """A worker's common round as one statement (see :mod:`djqueue.worker.rounds`): store
-        ``records`` for the messages it still holds, acknowledge ``acks``, start ``starts``,
-        claim; returns what it claimed and the ids it started."""
+        ``records`` and write ``flows`` for the messages it still holds, acknowledge ``acks``,
+        start ``starts``, claim; returns what it claimed (the messages of ``flows`` it wrote
+        started among them) and the ids it started. Raises :class:`RoundNeedsTransaction`,
+        having written nothing, when a chord of ``flows`` reaches zero."""
         raise NotImplementedError(f"{self.vendor} sends a round as a transaction")
 
     def listen(self, using: str | None = None) -> Any:

@@ -8,7 +8,8 @@
   connection (:meth:`PostgreSQLOperations.execute`) — never behind a pooler (:mod:`.pooling`).
 - The claim locks its rows with ``FOR UPDATE SKIP LOCKED``: concurrent workers never wait on each
   other nor take the same row; the heartbeat skips rows a round has locked.
-- A worker's common round is one statement: data-modifying ``WITH`` queries and the claim.
+- A worker's common round is one statement: data-modifying ``WITH`` queries and the claim
+  (:mod:`.postgresql_round`, workflows included).
 - Publishing notifies listening workers (``NOTIFY``, delivered at commit, dropped on rollback); a
   batch is one ``COPY``.
 - The message table is vacuumed by workers when autovacuum is off or behind.
@@ -32,11 +33,11 @@ from django.db import (
 from django.db.backends.signals import connection_created
 
 from . import pooling
-from .base import CLAIM_FLAGS, DEAD_ROWS, DUE_LOOKBACK, ListenerLost, ListenerUnavailable, Operations
+from .base import DEAD_ROWS, DUE_LOOKBACK, ListenerLost, ListenerUnavailable
+from .postgresql_round import NOTIFY_CHANNEL, RETURNING, PostgreSQLRound
 from .rows import (
-    CLAIMED_COLUMNS, RESULT_COLUMNS, RESULT_UPDATED, RESULTS_TABLE, TABLE, Claimed, ClaimRequest,
-    MessageHead, NewMessage, StartNow, claimed_from_rows, insert_sql, results_document,
-    row_plan, row_tail,
+    RESULT_COLUMNS, RESULT_UPDATED, RESULTS_TABLE, TABLE, Claimed, MessageHead, NewMessage,
+    StartNow, claimed_from_rows, insert_sql, results_document, row_plan, row_tail,
 )
 
 if TYPE_CHECKING:
@@ -47,23 +48,15 @@ vacuum_logger = logging.getLogger("djqueue.vacuum")
 #: Runs of a statement on a connection before it is prepared there: a connection that runs it
 #: once (a request with ``CONN_MAX_AGE = 0`` sending one message) pays no extra round trip.
 PREPARE_AFTER = 5
-#: The channel that carries "new messages in this queue" (the payload is the queue name).
-NOTIFY_CHANNEL = "djqueue"
 #: The channel that carries "a remote-control command was sent" (see :mod:`djqueue.client.control`).
 CONTROL_CHANNEL = "djqueue_control"
 #: Rows per write of a batch ``COPY`` (see :meth:`PostgreSQLOperations.publish_many`).
 COPY_CHUNK = 500
 #: PostgreSQL types of the result columns, to read them out of the JSON document.
 _PG_TYPES = {"runtime": "float8", "date_done": "timestamptz"}
-#: What a claim returns per message: the fields of :class:`Claimed`, in order.
-_RETURNING = (
-    f"RETURNING {TABLE}.id, {TABLE}.task_id, {TABLE}.task_name, queue, priority, "
-    "content_type, body, retries, deliveries, time_limit, soft_time_limit, "
-    + CLAIM_FLAGS.format(now="now()")
-)
 
 
-class PostgreSQLOperations(Operations):
+class PostgreSQLOperations(PostgreSQLRound):
     vendor = "postgresql"
     can_listen = True
     one_statement_rounds = True
@@ -175,9 +168,8 @@ class PostgreSQLOperations(Operations):
         lease = "now() + make_interval(secs => %s)"  # on the database's clock, as every lease
         reserve = (f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = {lease}, "
                    "state = 'reserved', started_at = NULL, acks_late = FALSE "
-                   "WHERE id = ANY(ARRAY(SELECT id FROM c WHERE NOT go)) " + _RETURNING)
-        confirmed = (f" UNION ALL SELECT id{', NULL' * (CLAIMED_COLUMNS - 1)} FROM {confirm}"
-                     if confirm else "")
+                   "WHERE id = ANY(ARRAY(SELECT id FROM c WHERE NOT go)) " + RETURNING)
+        confirmed = f" UNION ALL {confirm}" if confirm else ""
         if not start:
             if not confirm:
                 return f"{picked} {reserve}", [*params, worker, owner, float(lease_seconds)]
@@ -186,7 +178,7 @@ class PostgreSQLOperations(Operations):
         begin = (f"UPDATE {TABLE} SET worker = %s, owner = %s, lease_until = {lease}, "
                  f"state = 'started', started_at = now(), deliveries = deliveries + 1, "
                  f"acks_late = {late} WHERE id = ANY(ARRAY(SELECT id FROM c WHERE go)) "
-                 + _RETURNING)
+                 + RETURNING)
         sql = (f"{picked}, s AS ({begin}), r AS ({reserve}) "
                f"SELECT * FROM s UNION ALL SELECT * FROM r{confirmed}")
         return sql, [*params, worker, owner, float(lease_seconds), *late_params,
@@ -194,47 +186,6 @@ class PostgreSQLOperations(Operations):
 
     def _claimed(self, sql: str, params: list[object], owner: int | None) -> list[Claimed]:
         return claimed_from_rows(self.execute(sql, params, fetch=True))
-
-    def run_round(
-        self, owner: int | None, acks: Sequence[int], starts: Sequence[int],
-        acks_late: Sequence[int], records: Sequence[ResultRecord], claim: ClaimRequest | None,
-        lease_seconds: float,
-    ) -> tuple[list[Claimed], set[int]]:
-        # The writes are the data-modifying WITH queries w0, w1, … (in this order: the results
-        # refer to the acknowledgement's and the start's rows, the task ids this worker still held).
-        parts: list[tuple[str, list[object]]] = []
-        held: list[str] = []
-        start_part = None
-        if acks:
-            held.append(f"SELECT task_id FROM w{len(parts)}")
-            parts.append(self.ack_statement(acks, owner))
-        if starts:
-            start_part = f"w{len(parts)}"
-            held.append(f"SELECT task_id FROM {start_part}")
-            parts.append(self.start_statement(starts, acks_late, owner,
-                                              lease_seconds=lease_seconds))
-        if records:
-            parts.append(self.results_upsert(
-                records, only=" UNION ALL ".join(held) if owner is not None else None))
-        if claim is not None:
-            sql, params = self.claim_statement(
-                claim.queues, claim.limit, claim.worker, owner, claim.lease_seconds, claim.start,
-                parts, confirm=start_part)
-            rows = self.execute(sql, params, fetch=True)
-            # Claimed messages, and (task_id NULL) the ids the round started.
-            return (claimed_from_rows([row for row in rows if row[1] is not None]),
-                    {row[0] for row in rows if row[1] is None})
-        if not parts:
-            return [], set()
-        if start_part is not None:
-            last, last_params = f"SELECT id FROM {start_part}", []
-        else:
-            last, last_params = parts.pop()
-        sql = "".join(f"{'WITH' if i == 0 else ','} w{i} AS ({part}) "
-                      for i, (part, _) in enumerate(parts)) + last
-        rows = self.execute(sql, [p for _, part_params in parts for p in part_params]
-                            + last_params, fetch=start_part is not None)
-        return [], {row[0] for row in rows}
 
     def next_due(self, queues: Sequence[str]) -> float | None:
         if not queues:

@@ -123,6 +123,24 @@ class ChordRow(NamedTuple):
     members: str
 
 
+@dataclass(slots=True)
+class FlowRows:
+    """What a round that is one statement writes for the workflows of the tasks it settles
+    (:mod:`djqueue.worker.workflow`), each row only if the message of the task it follows (its
+    parent's task id) is still held by the worker: messages to publish, those marked in
+    ``start`` written as started by this worker (the pool has room for them) unless an older
+    message of their queue and at least their priority waits, chords' members finished, as
+    ``(parent, chord id, ChordError text or "")``, and ``(parent, its children's record)``
+    (``AsyncResult.children``)."""
+
+    parents: list[str]
+    messages: list[NewMessage]
+    start: list[bool]
+    acks_late: list[bool]
+    members: list[tuple[str, str, str]]
+    children: list[tuple[str, ResultRecord]]
+
+
 # Claiming.
 
 

@@ -6,11 +6,13 @@ handed to the pool, and claims more. The worker's cost per task is then a share 
 rather than several round trips of its own.
 
 Where the broker can (:attr:`~djqueue.broker.base.Operations.one_statement_rounds`: PostgreSQL),
-the common round (results in the database backend, acknowledgements, starts and a claim) is a
-single statement (:meth:`~djqueue.broker.base.Operations.run_round`): the writes are
-data-modifying ``WITH`` queries and the claim is the main query, so the round is one implicit
-transaction with one commit. Any other round is one transaction of a few statements; on SQLite
-statements cost no network round trip, only the commit counts.
+the common round (results in the database backend, acknowledgements, starts and a claim, and
+what follows finished tasks of workflows: their messages, one chord's count-down) is a single
+statement (:meth:`~djqueue.broker.base.Operations.run_round`): the writes are data-modifying
+``WITH`` queries and the claim is the main query, so the round is one implicit transaction with
+one commit. Any other round is one transaction of a few statements (so is one that takes a chord
+to zero: its body is planned here, with the members' results); on SQLite statements cost no
+network round trip, only the commit counts.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .. import states
 from ..backends import ResultBackend, ResultRecord
 from ..backends.database import DatabaseBackend
 from ..broker import operations
-from ..broker.base import Operations
+from ..broker.base import Operations, RoundNeedsTransaction
 from ..broker.flow import Gate, admit
 from ..broker.rows import Claimed, ClaimRequest
 from . import workflow
@@ -123,9 +125,15 @@ def run(
     broker = operations(using)
     if _one_statement(broker, backend, writes):
         records = writes.records if backend.enabled else []
-        claimed, started = broker.run_round(owner, writes.acks, writes.starts, writes.acks_late,
-                                            records, claim, lease_seconds)
-        return Done(claimed, started)
+        flows, with_flows = (workflow.rows(writes.flows, claim, backend.enabled) if writes.flows
+                             else (None, claim))
+        try:
+            claimed, started = broker.run_round(owner, writes.acks, writes.starts,
+                                                writes.acks_late, records, with_flows,
+                                                lease_seconds, flows)
+            return Done(claimed, started)
+        except RoundNeedsTransaction:
+            pass  # a chord's last members: its body is written with them, in a transaction
     return broker.retrying(lambda: _run_in_transaction(
         broker, backend, owner, writes, claim, lease_seconds))
 
@@ -134,9 +142,10 @@ def _one_statement(broker: Operations, backend: ResultBackend, writes: Round) ->
     if not broker.one_statement_rounds:
         return False
     if (writes.releases or writes.requeues or writes.rejects or writes.retries or writes.defers
-            or writes.flows or writes.gated):
-        return False  # rare outcomes, workflows, limited starts: a transaction of a few statements
-    return not writes.records or not backend.enabled or (
+            or writes.gated or (writes.flows and not workflow.in_one_statement(writes.flows))):
+        return False  # rare outcomes, limited starts: a transaction of a few statements
+    stores = writes.records or any(flow.children for flow in writes.flows)
+    return not stores or not backend.enabled or (
         isinstance(backend, DatabaseBackend) and backend.using == broker.using
     )
 

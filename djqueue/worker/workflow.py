@@ -18,6 +18,7 @@ with the request and exception rebuilt, so a crash never loses nor repeats it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,7 +31,7 @@ from django.utils import timezone
 from .. import states
 from ..backends import ResultBackend, ResultRecord
 from ..broker import operations
-from ..broker.rows import ChordRow, NewMessage
+from ..broker.rows import ChordRow, ClaimRequest, FlowRows, NewMessage
 from ..canvas import chord
 from ..client import builtins
 from ..client.base import app
@@ -75,6 +76,12 @@ class Flow:
         self.chords.extend(planner.chords)
         return self
 
+    def __reduce__(self) -> tuple[type[Flow], tuple[Any, ...]]:
+        # Sent back from the pool process with every outcome of a workflow task (each member of
+        # a chord): as its fields, about two thirds of the time the dataclass's own pickling takes.
+        return Flow, (self.task_id, self.messages, self.chords, self.records, self.members,
+                      self.children)
+
 
 def request_fields(payload: Mapping[str, Any]) -> dict[str, Any]:
     """The workflow fields of a message for its task's request (``self.request.root_id``…)."""
@@ -91,16 +98,20 @@ def _planner(job: Job, payload: Mapping[str, Any]) -> Planner:
 def succeeded(job: Job, payload: Mapping[str, Any], value: Any, stored: bool = True) -> Flow:
     """The callbacks and the chain's next step of a task that returned ``value``, and its
     children when its result is ``stored`` (as Celery's, none for an ignored result)."""
-    planner = _planner(job, payload)
-    linked = [planner.plan(Signature.from_dict(callback, app=app), (value,))
-              for callback in payload.get("callbacks") or ()]
-    children = _children(linked)
+    flow = Flow(job.task_id)
+    callbacks = payload.get("callbacks")
     stack = list(payload.get("chain") or ())
-    if stack:
-        following = Signature.from_dict(stack.pop(), app=app)
-        children.append(planner.plan(following, (value,), stack=stack))
-    flow = Flow(job.task_id, children=[c.as_tuple() for c in children] if stored else [])
-    flow.add(planner)
+    if callbacks or stack:  # not for a chord's member alone
+        planner = _planner(job, payload)
+        linked = [planner.plan(Signature.from_dict(callback, app=app), (value,))
+                  for callback in callbacks or ()]
+        children = _children(linked)
+        if stack:
+            following = Signature.from_dict(stack.pop(), app=app)
+            children.append(planner.plan(following, (value,), stack=stack))
+        if stored:
+            flow.children = [child.as_tuple() for child in children]
+        flow.add(planner)
     if payload.get("chord"):
         flow.members.append((payload["chord"], ""))
     return flow
@@ -239,6 +250,52 @@ def lost(using: str, messages: Sequence[Lost], errors: Sequence[BaseException]) 
 # In the worker's round: writing flows and counting chords down.
 
 
+def in_one_statement(flows: Sequence[Flow]) -> bool:
+    """Whether a round that is one statement can write ``flows``
+    (:meth:`~djqueue.broker.base.Operations.run_round`): messages, and the members of at most
+    one chord (its row is the only one the statement locks, so two rounds never wait on each
+    other in opposite orders). Chords to create and failures of later steps go in a
+    transaction (:func:`write`)."""
+    chords = {chord_id for flow in flows for chord_id, _ in flow.members}
+    return len(chords) <= 1 and not any(flow.chords or flow.records for flow in flows)
+
+
+def rows(flows: Sequence[Flow], claim: ClaimRequest | None,
+         stored: bool) -> tuple[FlowRows, ClaimRequest | None]:
+    """``flows`` as a round that is one statement writes them, and the claim that goes with it.
+    A message that ``claim`` would start at once (see
+    :class:`~djqueue.broker.rows.StartNow`: a task this worker knows, on a queue it consumes,
+    due now) is written started by this worker, up to the pool's idle room: so a chain's next
+    step runs without a round to claim it. The claim then has that much less room. The
+    children's records go with them when results are ``stored`` (in the round's database)."""
+    start = claim.start if claim is not None else None
+    room = min(start.idle, claim.limit) if start is not None and claim is not None else 0
+    names = set(start.names) if start is not None and room else set()
+    late = set(start.acks_late_names) if start is not None and room else set()
+    queues = set(claim.queues) if claim is not None and room else set()
+    now = timezone.now()
+    written = FlowRows([], [], [], [], [], [])
+    for flow in flows:
+        if stored and flow.children:
+            written.children.append((flow.task_id, children_record(flow.task_id, flow.children)))
+        for message in flow.messages:
+            head = message.head
+            go = (room > 0 and head.task_name in names and head.queue in queues
+                  and head.available_at <= now)
+            room -= go
+            written.parents.append(flow.task_id)
+            written.messages.append(message)
+            written.start.append(go)
+            written.acks_late.append(go and head.task_name in late)
+        written.members.extend((flow.task_id, chord_id, failure)
+                               for chord_id, failure in flow.members)
+    taken = sum(written.start)
+    if taken and claim is not None and start is not None:
+        claim = dataclasses.replace(claim, limit=claim.limit - taken, start=dataclasses.replace(
+            start, idle=start.idle - taken))
+    return written, claim
+
+
 def write(broker: Operations, backend: ResultBackend, held: set[str] | None,
           flows: Sequence[Flow]) -> None:
     """Write the flows of the messages this round still held (``held``: their task ids; None:
@@ -309,12 +366,12 @@ def _body(backend: ResultBackend, chord_id: str, failure: str, body_text: str,
               [*stack, *rest], options.get("chord"), error, None, states.FAILURE)
         return flow.add(planner)
     ids = json.loads(members_text)
-    found = backend.get_many(ids) if backend.enabled else {}
+    found = backend.results_of(ids) if backend.enabled else {}
     accept = app.result_accept_content()
     values = []
     for task_id in ids:
-        record = found.get(task_id)
-        ok = record is not None and record.state == states.SUCCESS and record.result is not None
-        values.append(loads(record.result, record.content_type, accept) if ok else None)  # type: ignore[union-attr,arg-type]
+        state, content_type, result = found.get(task_id) or ("", "", None)
+        ok = state == states.SUCCESS and result is not None
+        values.append(loads(result, content_type, accept) if ok else None)  # type: ignore[arg-type]
     planner.plan(body, (values,), stack=stack)
     return flow.add(planner)
