@@ -29,8 +29,8 @@ WAIT = 60
 @pytest.fixture
 def proxy():
     if connection.vendor != "postgresql":
-        pytest.skip("the proxy speaks PostgreSQL's protocol; on SQLite a claim and its answer "
-                    "are one call in the worker's process, never cut apart")
+        pytest.skip("the proxy speaks PostgreSQL's protocol (on SQLite a claim and its answer "
+                    "are one call in the worker's process, never cut apart)")
     settings = connection.settings_dict
     with answer_dropper((settings["HOST"] or "127.0.0.1", int(settings["PORT"] or 5432))) as p:
         yield p
