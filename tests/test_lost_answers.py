@@ -2,9 +2,9 @@
 worker never learns it holds those rows. Its heartbeat extends only the leases of what it knows
 it holds, so such a row runs out its lease and is recovered like a dead worker's.
 
-A real worker reaches PostgreSQL through :mod:`tests.pg_proxy`, which forwards the claim, lets
-it commit, and drops its answer and the connection; executions are counted from what the tasks
-write (``record_file``).
+A real worker reaches the database through a proxy (:mod:`tests.answer_proxy`) that forwards the
+claim, lets it commit, and drops the commit's answer and the connection; executions are counted
+from what the tasks write (``record_file``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from djqueue.models import Message, TaskResult
 from tests import fault_tasks as ft
 
 from .conftest import executions, wait_until
-from .pg_proxy import answer_dropper
+from .answer_proxy import answer_dropper
 
 LEASE = "2"  # DJQUEUE_WORKER_LOST_TIMEOUT: the worker beats every third of a second
 #: Lease, recovery and the next claim take seconds; a row kept for ever never ends.
@@ -28,18 +28,21 @@ WAIT = 60
 
 @pytest.fixture
 def proxy():
-    if connection.vendor != "postgresql":
-        pytest.skip("the proxy speaks PostgreSQL's protocol (on SQLite a claim and its answer "
-                    "are one call in the worker's process, never cut apart)")
+    if connection.vendor not in ("postgresql", "mysql"):
+        pytest.skip("a claim and its answer are one call in the worker's process on SQLite, "
+                    "never cut apart")
     settings = connection.settings_dict
-    with answer_dropper((settings["HOST"] or "127.0.0.1", int(settings["PORT"] or 5432))) as p:
-        yield p
+    default = 5432 if connection.vendor == "postgresql" else 3306
+    upstream = (settings["HOST"] or "127.0.0.1", int(settings["PORT"] or default))
+    with answer_dropper(connection.vendor, upstream) as dropper:
+        yield dropper
 
 
 def through(proxy) -> dict[str, str]:
     settings = connection.settings_dict
+    scheme = "postgres" if connection.vendor == "postgresql" else "mysql"
     password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
-    return {"DATABASE_URL": f"postgres://{settings['USER']}{password}@{proxy.host}:{proxy.port}/"
+    return {"DATABASE_URL": f"{scheme}://{settings['USER']}{password}@{proxy.host}:{proxy.port}/"
                             f"{settings['NAME']}",
             "DJQUEUE_WORKER_LOST_TIMEOUT": LEASE}
 

@@ -228,10 +228,9 @@ class Statements:
             return 0
         lease, lease_params = self.lease_sql(lease_seconds)
         where, params = self._ids(ids)
-        return self._update(
-            f"UPDATE {TABLE} SET lease_until = {lease} WHERE {self._held(f'{where} AND owner = %s')}",
-            [*lease_params, *params, owner],
-        )
+        held = self._held(f"{where} AND owner = %s")
+        return self._update(f"UPDATE {TABLE} SET lease_until = {lease} WHERE {held}",
+                            [*lease_params, *params, owner])
 
     def recover_expired_leases(self, max_deliveries: int | None = None) -> list[Lost]:
         """Settle the messages of workers whose heartbeat stopped (their lease ran out).
