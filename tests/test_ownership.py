@@ -61,6 +61,27 @@ def test_a_reserved_message_recovered_by_another_worker_is_not_run_here(
     assert not worker._reserved and not worker.pool.running()
 
 
+def test_a_reserved_message_recovered_and_claimed_again_here_runs_once(
+    worker: Worker, record_file: Path
+) -> None:
+    """The database was away longer than the lease; recovery put a reserved message back and
+    this worker's own claim took it again: it held it twice, and ran it twice (found by the
+    outage test: a task without acks_late run twice)."""
+    record.delay("first")
+    record.delay("once")
+    first, held = operations("default").claim(["celery"], 10, worker.hostname, worker.node_id,
+                                              60)
+    worker._reserved.extend([first, held])  # the solo pool takes one: the second waits
+    _expire(id=held.id)
+    operations("default").recover_expired_leases()
+
+    for _ in range(6):
+        worker.loop()
+
+    assert (executions(record_file)["first"], executions(record_file)["once"]) == (1, 1)
+    assert not Message.objects.exists()
+
+
 def test_a_late_outcome_does_not_overwrite_what_recovery_decided(worker: Worker) -> None:
     result = add.delay(2, 3)
     [held] = operations("default").claim(["celery"], 10, worker.hostname, worker.node_id, 60)

@@ -135,6 +135,17 @@ def test_annotation_forms(annotations: object) -> None:
     assert (add.rate_limit, add.max_retries) == (None, 3)
 
 
+def test_a_task_held_directly_loses_its_annotations_with_the_setting() -> None:
+    """Not only once the app hands it out again: a test's annotations showed in the next test
+    that read ``add.rate_limit`` (pytest-xdist's order)."""
+    with override_settings(CELERY_ANNOTATIONS={"tasks.add": {"rate_limit": "10/m"}}):
+        assert app.tasks["tasks.add"].rate_limit == "10/m"
+    assert add.rate_limit is None
+    with override_settings(CELERY_TASK_ANNOTATIONS={"*": {"max_retries": 11}}):
+        assert app.tasks["tasks.add"].max_retries == 11
+    assert add.max_retries == 3
+
+
 def test_task_entry_wins_over_star_and_any_attribute_can_be_set() -> None:
     annotations = {"*": {"acks_late": True, "time_limit": 5},
                    "tasks.add": {"time_limit": 30, "ignore_result": True}}

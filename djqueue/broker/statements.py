@@ -219,13 +219,18 @@ class Statements:
             f"UPDATE {TABLE} SET {sets} WHERE id = %s{mine} RETURNING task_id",
             [*params, message_id, *mine_params])]
 
-    def extend_leases(self, owner: int, lease_seconds: float) -> int:
-        """The heartbeat: keep holding every message this worker process holds."""
+    def extend_leases(self, owner: int, ids: Sequence[int], lease_seconds: float) -> int:
+        """The heartbeat: keep holding the messages ``ids``, those this worker process knows it
+        holds, not every row with its ``owner``: a claim that committed while its answer was
+        lost (the connection died) left rows with this owner that the worker never learned of.
+        Those must run out their lease and be recovered, not be kept for ever."""
+        if not ids:
+            return 0
         lease, lease_params = self.lease_sql(lease_seconds)
-        return self._update(
-            f"UPDATE {TABLE} SET lease_until = {lease} WHERE {self._held('owner = %s')}",
-            [*lease_params, owner],
-        )
+        where, params = self._ids(ids)
+        held = self._held(f"{where} AND owner = %s")
+        return self._update(f"UPDATE {TABLE} SET lease_until = {lease} WHERE {held}",
+                            [*lease_params, *params, owner])
 
     def recover_expired_leases(self, max_deliveries: int | None = None) -> list[Lost]:
         """Settle the messages of workers whose heartbeat stopped (their lease ran out).

@@ -9,22 +9,31 @@ For each task, the first entry of the list that names it exactly applies, and so
 
 Annotations are instance attributes laid over the class attributes that ``@task(...)`` options
 set, so taking them away restores the decorator's values. The app re-applies them whenever it
-hands a task out and the setting has changed (``override_settings``, ``app.conf.update``).
+hands a task out and the setting has changed (``override_settings``, ``app.conf.update``). When
+Django says the setting changed (``setting_changed``: ``override_settings``, pytest-django's
+``settings``), every task loses at once what the old value gave it: a task held directly (``from
+tasks import add``) kept it until the app next handed it out, so one test's annotations showed
+in the next.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from ..exceptions import ImproperlyConfigured
+from ..setting_names import canonical_name
 
 if TYPE_CHECKING:
     from .task import Task
 
 _APPLIED = "_djqueue_annotations"  # instance attribute: (setting value, names it set)
+#: The tasks annotations were laid over, to take them away when the setting changes.
+_ANNOTATED: weakref.WeakSet[Task] = weakref.WeakSet()
 
 
 def annotators(setting: Any) -> list[Any]:
@@ -83,6 +92,24 @@ def apply(task: Task, setting: Any) -> None:
         task.__dict__.pop(name, None)
     task.__dict__.update(attributes)
     task.__dict__[_APPLIED] = (setting, tuple(attributes))
+    _ANNOTATED.add(task)
+
+
+def take_away(task: Task) -> None:
+    """Remove what annotations set on ``task``: its own values show until the app next hands
+    it out, which applies the setting then in force."""
+    previous = task.__dict__.pop(_APPLIED, None)
+    for name in previous[1] if previous else ():
+        task.__dict__.pop(name, None)
+
+
+def _setting_changed(setting: str, **kwargs: Any) -> None:
+    if canonical_name(setting) == "CELERY_ANNOTATIONS":
+        for task in list(_ANNOTATED):
+            take_away(task)
+
+
+setting_changed.connect(_setting_changed, dispatch_uid="djqueue.client.annotations")
 
 
 def named_tasks(setting: Any) -> set[str]:

@@ -2,11 +2,12 @@
 
 Each worker process has a :class:`~djqueue.models.WorkerNode` row. A background thread beats every
 ``timeout / 6`` seconds: it refreshes the row, extends the lease of every message the process
-holds, recovers messages whose lease ran out (their worker stopped beating), following the
-delivery rules in :meth:`djqueue.broker.statements.Statements.recover_expired_leases`, and
-vacuums the message table when it is bloated
-(:meth:`djqueue.broker.base.Operations.vacuum_if_bloated`). The thread is separate from the worker
-loop so that a long task in the ``solo`` pool does not look like a dead worker.
+knows it holds (:meth:`~djqueue.worker.lifecycle.Lifecycle.held_ids`), recovers messages whose
+lease ran out (their worker stopped beating), following the delivery rules in
+:meth:`djqueue.broker.statements.Statements.recover_expired_leases`, and vacuums the message table
+when it is bloated (:meth:`djqueue.broker.base.Operations.vacuum_if_bloated`). The thread is
+separate from the worker loop so that a long task in the ``solo`` pool does not look like a dead
+worker.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ class Heartbeat(threading.Thread):
                 )
                 worker.events.heartbeat()
                 broker = operations(worker.using)
-                broker.extend_leases(worker.node_id, worker.heartbeat_timeout)
+                broker.extend_leases(worker.node_id, worker.held_ids(), worker.heartbeat_timeout)
                 backend = worker.backend
                 recover(worker.using,
                         backend.store if backend.enabled else (lambda records: None),

@@ -229,6 +229,16 @@ class Lifecycle(abc.ABC):
         """What the pool runs now, for the heartbeat and inspection."""
         return [{"id": job.task_id, "name": job.task_name} for job in self.pool.running()]
 
+    def held_ids(self) -> list[int]:
+        """The messages this worker knows it holds: reserved, in the pool (running, or finished
+        and not yet collected) and finished awaiting the next round. The heartbeat extends the
+        leases of these only; it reads them on its thread under ``db_lock``, so never in the
+        middle of a round. An outcome between the pool's ``wait`` and the loop's lock is in
+        none of them for that moment: it misses at most one beat, and its lease, extended at the
+        beat before, has nearly the whole timeout left."""
+        return [*(message.id for message in list(self._reserved)), *self.pool.held(),
+                *(outcome.job.message_id for outcome in list(self._pending))]
+
     # What remote-control handlers (djqueue/worker/control.py) may read and change.
 
     def reserved_messages(self) -> list[Claimed]:

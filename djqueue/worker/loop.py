@@ -218,7 +218,13 @@ class Worker(Lifecycle):
         self.events.received(claimed)
         registry = self.app.tasks
         started = self.pool.plan()
+        # A message still listed as reserved here that recovery gave back (its lease ran out
+        # while the database was away) and this claim took again: listed twice, it ran twice
+        # (each start is confirmed: this worker holds it). The entry already listed runs it.
+        again = {message.id for message in self._reserved} if self._reserved else None
         for message in claimed:
+            if again and message.id in again:
+                continue
             refusal = refused(message, registry, self.result_serializer)
             if refusal is not None:
                 self._pending.append(refusal(self.job_for(message)))

@@ -108,6 +108,11 @@ class Pool:
         """Jobs handed to the pool and not finished (their messages are marked started)."""
         raise NotImplementedError
 
+    def held(self) -> list[int]:
+        """The message ids of the jobs the pool has not handed back through :meth:`wait`: the
+        running ones, by default (read from the heartbeat's thread)."""
+        return [job.message_id for job in self.running()]
+
     def processes(self) -> list[int]:
         """The ids of the processes that run jobs: this one, unless the pool forks."""
         return [os.getpid()]
@@ -160,6 +165,11 @@ class SoloPool(Pool):
 
     def running(self) -> list[Job]:
         return []
+
+    def held(self) -> list[int]:
+        """Its jobs ran inline, under the loop's ``db_lock``; their outcomes wait for
+        :meth:`wait`, and their messages are still held."""
+        return [outcome.job.message_id for outcome in list(self._done)]
 
 
 class ThreadPool(Pool):

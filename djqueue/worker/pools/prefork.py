@@ -260,6 +260,11 @@ class PreforkPool(Pool):
     def running(self) -> list[Job]:
         return [job for child in list(self._children) for job in list(child.jobs)]
 
+    def held(self) -> list[int]:
+        """The running jobs, and those a dead child never received, which :meth:`wait` hands
+        back next."""
+        return [*super().held(), *(outcome.job.message_id for outcome in list(self._undelivered))]
+
     def processes(self) -> list[int]:
         return [child.process.pid for child in list(self._children) if child.process.pid]
 
