@@ -72,6 +72,8 @@ def test_inspect_a_real_worker(start_worker) -> None:
         "prefork", 1, "N/A")
     assert len(pool["processes"]) == 1 and pool["processes"][0] != worker.pid
     assert stats["pid"] == worker.pid and stats["queues"] == ["celery"]
+    # Celery's "total": tasks accepted by name, counted when they start (the reserved one is not).
+    assert stats["total"] == {"example_project.demo.tasks.sleep": 1}
     assert int(stats["clock"]) >= 1 and stats["rusage"]["ru_utime"] > 0
     [queue] = inspect.active_queues()["alpha@test"]
     assert (queue["name"], queue["routing_key"], queue["exchange"]["name"]) == ("celery",) * 3
@@ -89,6 +91,8 @@ def test_inspect_a_real_worker(start_worker) -> None:
     wait_until(lambda: running.state == states.REVOKED, what="terminated")
     assert running.id in inspect.revoked()["alpha@test"]
     assert waiting.get(timeout=10) == 3
+    assert inspect.stats()["alpha@test"]["total"] == {
+        "example_project.demo.tasks.sleep": 1, "tasks.add": 1}
 
 
 def test_control_a_real_worker(start_worker, record_file) -> None:

@@ -8,7 +8,8 @@
   when its task ends), ``delivery_info`` (``exchange``, ``routing_key``, ``priority``,
   ``redelivered``), ``worker_pid`` (the process running it);
 - ``stats()["pool"]``: ``implementation``, ``max-concurrency``, ``max-tasks-per-child``,
-  ``processes`` (pool process ids), ``timeouts`` (soft, hard); also ``clock`` and ``rusage``;
+  ``processes`` (pool process ids), ``timeouts`` (soft, hard); also ``clock``, ``rusage`` and
+  ``total`` (task name → tasks of that name the pool accepted since the worker started);
 - ``active_queues``: one dict per queue with Celery's queue fields (no exchange of its own: the
   queue's name is its exchange and routing key);
 - ``clock``: ``{"clock": n}``. Celery's is a Lamport clock of its messages; djqueue's logical

@@ -165,8 +165,16 @@ class Worker(Lifecycle):
         if gone:
             plan.discard(gone)
         if plan.jobs:
-            self.events.started(plan.jobs)
-            self.pool.submit(plan)
+            self._hand_over(plan)
+
+    def _hand_over(self, plan: Plan) -> None:
+        """Give the pool the jobs of ``plan``, counted by task name (``inspect stats``'
+        ``total``: Celery counts a task when its pool accepts it)."""
+        total = self.total
+        for job in plan.jobs:
+            total[job.task_name] += 1
+        self.events.started(plan.jobs)
+        self.pool.submit(plan)
 
     def _plan(self, writes: rounds.Round, taken: list[Claimed]) -> Plan:
         """Take reserved messages the pool has room for (listed in ``taken``); rate-limited
@@ -232,8 +240,7 @@ class Worker(Lifecycle):
             else:
                 self._reserved.append(message)
         if started.jobs:
-            self.events.started(started.jobs)
-            self.pool.submit(started)
+            self._hand_over(started)
 
     def job_for(self, message: Claimed) -> Job:
         return self.options.job_for(message, self.hostname)
