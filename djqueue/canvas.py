@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .client import launch, publishing
 from .broker.rows import NewMessage
+from .client.call_checks import check_canvas_call
 from .client.current import current_app
 from .client.publishing import new_task_ids
 from .client.mapping import chunks, xmap, xstarmap
@@ -143,7 +144,8 @@ class group(Signature):  # noqa: N801 - Celery's name
         with _gc_paused():
             if any(t.subtask_type or (t.options and not launch.WORKFLOW_OPTIONS.isdisjoint(
                     t.options)) for t in self.tasks):
-                return launch.apply_async(self.clone(**options), tuple(args), kwargs)  # type: ignore[return-value]
+                return launch.apply_async(self.clone(**options), tuple(args), kwargs,  # type: ignore[return-value]
+                                          checked=True)
             return self._send(tuple(args), kwargs, options)
 
     def _send(
@@ -152,6 +154,8 @@ class group(Signature):  # noqa: N801 - Celery's name
         batch = self.app.batch()
         calls = [t.clone(args, kwargs, **options) for t in self.tasks] if (
             args or kwargs or options) else self.tasks
+        for call in calls:
+            check_canvas_call(self.app, call.task, call.args, call.kwargs)
         ids = new_task_ids(len(calls))
         messages: list[NewMessage] = []
 
@@ -249,7 +253,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
         call = _with_options(self, options)
         if _eager(self.app):
             return call.apply(args, kwargs)
-        return launch.apply_async(call, tuple(args), kwargs)  # type: ignore[return-value]
+        return launch.apply_async(call, tuple(args), kwargs, checked=True)  # type: ignore[return-value]
 
     def __call__(self, *args: Any, **kwargs: Any) -> AsyncResult:  # type: ignore[override]
         return self.apply_async(args, kwargs)
@@ -351,7 +355,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
         if _eager(self.app):
             return call.apply(args, kwargs)
         self.app.backend.ensure_chords_allowed()
-        return launch.apply_async(call, tuple(args), kwargs)  # type: ignore[return-value]
+        return launch.apply_async(call, tuple(args), kwargs, checked=True)  # type: ignore[return-value]
 
     def apply(  # type: ignore[override]
         self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
