@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .client import launch, publishing
 from .broker.rows import NewMessage
+from .client.call_checks import check_canvas_call
 from .client.current import current_app
 from .client.publishing import new_task_ids
 from .client.result_graph import add_to_trail
@@ -143,7 +144,8 @@ class group(Signature):  # noqa: N801 - Celery's name
         with _gc_paused():
             if any(t.subtask_type or (t.options and not launch.WORKFLOW_OPTIONS.isdisjoint(
                     t.options)) for t in self.tasks):
-                result = launch.apply_async(self.clone(**options), tuple(args), kwargs)
+                result = launch.apply_async(self.clone(**options), tuple(args), kwargs,
+                                            checked=True)
             else:
                 result = self._send(tuple(args), kwargs, options)
         return add_to_trail(result, add_to_parent)  # type: ignore[return-value]
@@ -154,6 +156,8 @@ class group(Signature):  # noqa: N801 - Celery's name
         batch = self.app.batch()
         calls = [t.clone(args, kwargs, **options) for t in self.tasks] if (
             args or kwargs or options) else self.tasks
+        for call in calls:
+            check_canvas_call(self.app, call.task, call.args, call.kwargs)
         ids = new_task_ids(len(calls))
         messages: list[NewMessage] = []
 
@@ -250,7 +254,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
         call = _with_options(self, options)
         if _eager(self.app):
             return call.apply(args, kwargs)
-        result = launch.apply_async(call, tuple(args), kwargs)
+        result = launch.apply_async(call, tuple(args), kwargs, checked=True)
         first = result
         while isinstance(first.parent, AsyncResult):
             first = first.parent
@@ -356,7 +360,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
         if _eager(self.app):
             return call.apply(args, kwargs)
         self.app.backend.ensure_chords_allowed()
-        result = launch.apply_async(call, tuple(args), kwargs)
+        result = launch.apply_async(call, tuple(args), kwargs, checked=True)
         return add_to_trail(result, add_to_parent)  # type: ignore[return-value]
 
     def apply(  # type: ignore[override]

@@ -145,6 +145,17 @@ def dumps(obj: Any, serializer: str = "json") -> tuple[str, str]:
         raise EncodeError(f"Cannot serialise with {serializer}: {exc}") from exc
 
 
+def may_hold(text: str, content_type: str, key: str) -> bool:
+    """Whether a payload's text may hold the dict key ``key`` (an ASCII word): a look through its
+    bytes, without decoding it, so that a payload is decoded only when it may hold the key."""
+    if _NAMES_BY_CONTENT_TYPE.get(content_type) == "json":
+        return f'"{key}"' in text
+    try:
+        return key.encode("ascii") in base64.b64decode(text)  # pickle keeps str keys as UTF-8
+    except ValueError:
+        return False
+
+
 def loads(text: str, content_type: str, accept: Iterable[str]) -> Any:
     """Decode a payload; raises :class:`ContentDisallowed` or :class:`DecodeError`."""
     name = _NAMES_BY_CONTENT_TYPE.get(content_type)

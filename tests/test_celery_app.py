@@ -14,6 +14,7 @@ from django.core import checks
 from django.test import override_settings
 
 from djqueue import AsyncResult, Celery, Task, current_app, shared_task
+from djqueue.canvas import chain, chord, group
 from djqueue.client import celery_app
 from djqueue.client.base import app as djqueue_app
 from djqueue.client.call_checks import check_arguments
@@ -190,6 +191,27 @@ def test_arguments_are_checked_at_call_time(db) -> None:
     assert untyped.delay().id  # typing=False: sent as it is (the worker's call fails)
     assert Message.objects.filter(task_name="test_celery_app.untyped").count() == 1
     del djqueue_app.tasks["test_celery_app.untyped"]
+
+
+def test_a_canvas_checks_the_calls_it_sends_now(db) -> None:
+    """As Celery's canvas, whose calls sent at once go through Task.apply_async: a chain's first
+    step, a group's members, a chord's header; not the steps sent later (they get the result of
+    the one before) nor links; never send_task (the task may be unknown here)."""
+    missing = r"tasks\.add\(\) missing a required argument: 'y'"
+    for canvas in (add.s(5), chain(add.s(5), add.s(1)), group(add.s(1, 2), add.s(5)),
+                   group(add.s(1, 2).set(link=add.s(3)), add.s(5)),  # written by the planner
+                   group(chain(add.s(5), add.s(1))), chord([add.s(1, 2), add.s(5)], add.s(1))):
+        with pytest.raises(TypeError, match=missing):
+            canvas.delay()
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        chord([], add.s(1, 2)).delay()  # an empty header: the body at once, with []
+    assert not Message.objects.exists()  # nothing was sent
+    add.s(5).delay(1)
+    group(add.s(5)).delay(1)  # arguments put first
+    chain(add.s(5, 1), add.s(1, 2, 3)).delay()  # the second step is checked by no one
+    add.s(1, 2).set(link=add.s(7, 8, 9)).delay()
+    djqueue_app.send_task("tasks.add", (5,))
+    assert Message.objects.filter(task_name="tasks.add").count() == 5
 
 
 def test_a_soft_time_limit_above_the_hard_one_is_refused(db) -> None:

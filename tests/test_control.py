@@ -72,6 +72,8 @@ def test_inspect_a_real_worker(start_worker) -> None:
         "prefork", 1, "N/A")
     assert len(pool["processes"]) == 1 and pool["processes"][0] != worker.pid
     assert stats["pid"] == worker.pid and stats["queues"] == ["celery"]
+    # Celery's "total": tasks accepted by name, counted when they start (the reserved one is not).
+    assert stats["total"] == {"example_project.demo.tasks.sleep": 1}
     assert int(stats["clock"]) >= 1 and stats["rusage"]["ru_utime"] > 0
     [queue] = inspect.active_queues()["alpha@test"]
     assert (queue["name"], queue["routing_key"], queue["exchange"]["name"]) == ("celery",) * 3
@@ -89,6 +91,39 @@ def test_inspect_a_real_worker(start_worker) -> None:
     wait_until(lambda: running.state == states.REVOKED, what="terminated")
     assert running.id in inspect.revoked()["alpha@test"]
     assert waiting.get(timeout=10) == 3
+    assert inspect.stats()["alpha@test"]["total"] == {
+        "example_project.demo.tasks.sleep": 1, "tasks.add": 1}
+
+
+def test_a_worker_shows_the_shadow_name_of_a_call(start_worker) -> None:
+    """As Celery's worker: a call's shadow name in its log lines, in inspect's "name" (its
+    "type" stays the task's) and in stats' "total"."""
+    dropped = add.apply_async((2, 2), shadow="skipped")
+    app.control.revoke(dropped.id)  # before any worker: discarded when claimed
+    worker = start_worker("-c", "1", "-n", "alpha@test")
+    inspect = app.control.inspect(timeout=TIMEOUT)
+    running = sleep.apply_async((30, "done"), shadow="napping")  # terminated below
+    waiting = add.apply_async((1, 2), shadow="adding")
+    failing = add.apply_async((1, "x"), shadow="bad adding")  # TypeError in the task
+    worker.wait_for(f"Received task: bad adding[{failing.id}]")
+    wait_until(lambda: [t["id"] for t in inspect.active()["alpha@test"]] == [running.id],
+               what="active")
+    [active] = inspect.active()["alpha@test"]
+    assert (active["name"], active["type"]) == ("napping", "example_project.demo.tasks.sleep")
+    reserved = {t["id"]: (t["name"], t["type"]) for t in inspect.reserved()["alpha@test"]}
+    assert reserved == {waiting.id: ("adding", "tasks.add"), failing.id: ("bad adding", "tasks.add")}
+    assert inspect.query_task(running.id)["alpha@test"][running.id][1]["name"] == "napping"
+
+    app.control.revoke(running.id, terminate=True)
+    assert waiting.get(timeout=10) == 3
+    assert isinstance(failing.get(timeout=10, propagate=False), TypeError)
+    log = worker.log()
+    assert f"Discarding revoked task: skipped[{dropped.id}]" in log
+    assert f"Received task: napping[{running.id}]" in log
+    assert f"Terminating napping[{running.id}] (SIGTERM)" in log
+    assert f"Task adding[{waiting.id}] succeeded in" in log
+    assert f"Task bad adding[{failing.id}] raised unexpected: TypeError(" in log
+    assert inspect.stats()["alpha@test"]["total"] == {"napping": 1, "adding": 1, "bad adding": 1}
 
 
 def test_control_a_real_worker(start_worker, record_file) -> None:

@@ -17,11 +17,12 @@ from django.test import override_settings
 from djqueue import states
 from djqueue.backends import ResultRecord
 from djqueue.client.base import app
+from djqueue.client.headers import shadow_of
 from djqueue.client.hooks import hooks_of
 from djqueue.exceptions import Ignore, Reject
 from djqueue.models import Message
 from djqueue.result import AsyncResult
-from djqueue.serialization import loads
+from djqueue.serialization import dumps, loads
 from djqueue.worker.execution import Job, execute
 from djqueue.worker.outcome_log import log_outcome
 
@@ -166,6 +167,19 @@ def test_call_options_travel_as_headers_and_plain_calls_carry_none() -> None:
         _payload(headers=["tenant"])
     with pytest.raises(TypeError, match="Unknown apply_async option"):
         _payload(shadoww="nick")
+
+
+@pytest.mark.parametrize("serializer", ["json", "pickle"])
+def test_the_worker_reads_a_shadow_name_from_a_body(serializer: str) -> None:
+    accept = ["json", "pickle"]
+    content_type, body = dumps({"args": [], "kwargs": {}, "headers": {"shadow": "nick"}},
+                               serializer)
+    assert shadow_of(body, content_type, accept) == "nick"
+    assert shadow_of(body, content_type, ["yaml"]) is None  # not accepted: the task's name
+    # The word in an argument only: decoded, no shadow; a header of another name: not decoded.
+    assert shadow_of(dumps({"args": ["shadow"]}, serializer)[1], content_type, accept) is None
+    assert shadow_of(dumps({"headers": {"tenant": 1}}, serializer)[1], content_type, accept) is None
+    assert shadow_of(dumps({"headers": {"shadow": ""}}, serializer)[1], content_type, accept) is None
 
 
 def test_shadow_name_method_names_the_call() -> None:

@@ -193,6 +193,9 @@ class Claimed:
     started: bool = False  # marked started by the claim itself (see StartNow)
     #: Why its text could not be read (SQLite: not valid UTF-8); the claim set it aside.
     unreadable: str = ""
+    #: The name the worker shows for it: its call's ``shadow`` name, else its task's (set by the
+    #: worker when it receives it).
+    shown_name: str = ""
 
 
 #: How many columns a claimed row has: the fields of :class:`Claimed` up to ``started``.

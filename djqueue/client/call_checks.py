@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .base import App
     from .task import Task
 
 #: Per task (a task's ``run`` does not change): its signature, and for the common call with
@@ -53,6 +54,17 @@ def check_arguments(task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) 
         shape.signature.bind(*args, **kwargs)
     except TypeError as exc:
         raise TypeError(f"{task.name}() {exc}") from None
+
+
+def check_canvas_call(app: App, name: str, args: Sequence[Any],
+                      kwargs: Mapping[str, Any]) -> None:
+    """Check a call a canvas sends now (a group's member, a chain's first step, a chord's header
+    member) as ``Task.apply_async`` checks its own, which is what Celery's canvas calls: when this
+    process has the task. A task it does not know is not checked (``send_task``'s case), nor are
+    the steps sent later (they get the result of the one before)."""
+    task = app.tasks.get(name)
+    if task is not None and task.typing:
+        check_arguments(task, args, kwargs or {})
 
 
 def check_time_limits(soft: float | None, hard: float | None, where: str) -> None:

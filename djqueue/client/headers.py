@@ -7,8 +7,11 @@ plain call's message is unchanged. To carry another option, add it to :data:`HEA
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from ..exceptions import DecodeError
+from ..serialization import loads, may_hold
 
 #: ``apply_async`` option -> header name. A value of None or False is the default and is not sent.
 HEADER_OPTIONS: dict[str, str] = {
@@ -36,3 +39,17 @@ def take_headers(options: dict[str, Any]) -> dict[str, Any] | None:
                     found = {}
                 found[header] = value
     return found
+
+
+def shadow_of(body: str, content_type: str, accept: Iterable[str]) -> str | None:
+    """The ``shadow`` header of a message's body (the name Celery's worker shows for the call),
+    or None. Only a body that may hold one is decoded: the worker asks for every message."""
+    if not may_hold(body, content_type, "shadow"):
+        return None
+    try:
+        payload = loads(body, content_type, accept)
+    except DecodeError:  # the pool refuses it with the reason; the name shown is the task's
+        return None
+    headers = payload.get("headers") if isinstance(payload, dict) else None
+    shadow = headers.get("shadow") if isinstance(headers, dict) else None
+    return shadow if isinstance(shadow, str) and shadow else None

@@ -27,6 +27,7 @@ from ..broker import operations
 from ..broker.rows import ChordRow, NewMessage
 from ..result import AsyncResult, GroupResult
 from . import publishing
+from .call_checks import check_canvas_call
 from .signature import Signature, as_dict, listed, new_id
 
 if TYPE_CHECKING:
@@ -48,8 +49,10 @@ class Planner:
     """
 
     def __init__(self, app: App, batch: Batch | None = None, *, root_id: str | None = None,
-                 parent_id: str | None = None) -> None:
+                 parent_id: str | None = None, checked: bool = False) -> None:
         self.app = app
+        #: Whether the calls sent now are argument-checked (a caller's canvas: Celery's typing).
+        self.checked = checked
         self.batch = batch or app.batch()
         self.root_id = root_id
         self.parent_id = parent_id
@@ -78,6 +81,8 @@ class Planner:
               given_id: str | None = None) -> AsyncResult:
         """One task's message; ``member``: ``(chord id, index)`` of a chord header task."""
         call = sig.clone(args, kwargs)
+        if self.checked:
+            check_canvas_call(self.app, call.task, call.args, call.kwargs)
         options = call.options
         task_id = options.pop("task_id", None) or given_id or new_id()
         if member is not None:
@@ -205,10 +210,11 @@ def send(planner: Planner) -> None:
         publishing.publish(planner.messages, using=using)
 
 
-def apply_async(sig: Signature, args: Sequence[Any] = (),
-                kwargs: Mapping[str, Any] | None = None) -> AsyncResult | GroupResult:
-    """Send any canvas: plan it, then write it in one transaction."""
-    planner = Planner(sig.app)
+def apply_async(sig: Signature, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                *, checked: bool = False) -> AsyncResult | GroupResult:
+    """Send any canvas: plan it, then write it in one transaction. ``checked``: the calls it
+    sends now are argument-checked first (a canvas's ``apply_async``)."""
+    planner = Planner(sig.app, checked=checked)
     result = planner.plan(sig, args, kwargs)
     send(planner)
     return result

@@ -172,6 +172,7 @@ def stats(worker: Worker) -> dict[str, Any]:
     return {
         "hostname": worker.hostname, "pid": os.getpid(),
         "uptime": round(worker.uptime(), 3),
+        "total": dict(worker.total),
         "processed": worker.processed, "prefetch_count": worker.prefetch_limit,
         "pool": inspection.pool(worker), "clock": str(inspection.clock(worker)["clock"]),
         "rusage": inspection.rusage(),

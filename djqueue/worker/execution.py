@@ -64,6 +64,7 @@ class Job:
     time_limit: float | None = None
     soft_time_limit: float | None = None
     deliveries: int = 1  # starts of this attempt, this one included
+    shown_name: str = ""  # the call's shadow name, else the task's (the worker's log lines)
 
 
 @dataclass(slots=True)
@@ -376,7 +377,7 @@ def refused(
                                  action="reject")
     if message.revoked or message.expired:
         why = "revoked" if message.revoked else "expired"
-        logger.info("Discarding %s task: %s[%s]", why, message.task_name, message.task_id)
+        logger.info("Discarding %s task: %s[%s]", why, message.shown_name, message.task_id)
         return lambda job: unrun(job, TaskRevokedError(why), serializer, state=states.REVOKED)
     if message.task_name not in registry:
         logger.error(

@@ -8,7 +8,8 @@
   when its task ends), ``delivery_info`` (``exchange``, ``routing_key``, ``priority``,
   ``redelivered``), ``worker_pid`` (the process running it);
 - ``stats()["pool"]``: ``implementation``, ``max-concurrency``, ``max-tasks-per-child``,
-  ``processes`` (pool process ids), ``timeouts`` (soft, hard); also ``clock`` and ``rusage``;
+  ``processes`` (pool process ids), ``timeouts`` (soft, hard); also ``clock``, ``rusage`` and
+  ``total`` (task name → tasks of that name the pool accepted since the worker started);
 - ``active_queues``: one dict per queue with Celery's queue fields (no exchange of its own: the
   queue's name is its exchange and routing key);
 - ``clock``: ``{"clock": n}``. Celery's is a Lamport clock of its messages; djqueue's logical
@@ -58,11 +59,12 @@ def request_info(worker: Worker, message: Any, pid: int | None = None,
                         worker.app.conf.CELERY_ACCEPT_CONTENT or [])
         args = [as_data(a) for a in payload.get("args", ())]
         kwargs = {str(k): as_data(v) for k, v in payload.get("kwargs", {}).items()}
+        shadow = (payload.get("headers") or {}).get("shadow")  # Celery's "name": the call's
     except Exception:  # noqa: BLE001 - shown, not run: any undecodable body is reported as such
-        args, kwargs = "<undecodable>", "<undecodable>"
+        args, kwargs, shadow = "<undecodable>", "<undecodable>", None
     task_id = message.task_id
     return {
-        "id": task_id, "name": message.task_name, "args": args, "kwargs": kwargs,
+        "id": task_id, "name": shadow or message.task_name, "args": args, "kwargs": kwargs,
         "type": message.task_name, "hostname": worker.hostname, "time_start": started,
         "acknowledged": False, "worker_pid": pid,
         "delivery_info": {"exchange": "", "routing_key": message.queue,

@@ -127,6 +127,8 @@ class Lifecycle(abc.ABC):
         self.node_id: int | None = None
         self.created = time.monotonic()
         self.processed = 0
+        #: Tasks handed to the pool since the start, by name (``inspect stats``' ``total``).
+        self.total: collections.Counter[str] = collections.Counter()
         self.stop_requested: str | None = None  # None, "warm" or "cold"
         self.finished = False
         self._announced_stop: str | None = None

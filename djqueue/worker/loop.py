@@ -20,6 +20,7 @@ from ..broker import operations
 from ..broker.base import DEAD_ROWS
 from ..broker.flow import Gate
 from ..broker.rows import Claimed, ClaimRequest
+from ..client.headers import shadow_of
 from ..exceptions import TaskRevokedError
 from . import rounds, signaling
 from .execution import Job, Outcome, refused, unrun
@@ -165,8 +166,16 @@ class Worker(Lifecycle):
         if gone:
             plan.discard(gone)
         if plan.jobs:
-            self.events.started(plan.jobs)
-            self.pool.submit(plan)
+            self._hand_over(plan)
+
+    def _hand_over(self, plan: Plan) -> None:
+        """Give the pool the jobs of ``plan``, counted by the name shown (``inspect stats``'
+        ``total``: Celery counts a task when its pool accepts it, under its shadow name)."""
+        total = self.total
+        for job in plan.jobs:
+            total[job.shown_name] += 1
+        self.events.started(plan.jobs)
+        self.pool.submit(plan)
 
     def _plan(self, writes: rounds.Round, taken: list[Claimed]) -> Plan:
         """Take reserved messages the pool has room for (listed in ``taken``); rate-limited
@@ -217,6 +226,7 @@ class Worker(Lifecycle):
                 self._heartbeat.poke(dead_rows=2 * burst)  # a claim and an ack leave one each
         self.events.received(claimed)
         registry = self.app.tasks
+        accept = self.app.conf.CELERY_ACCEPT_CONTENT or []
         started = self.pool.plan()
         # A message still listed as reserved here that recovery gave back (its lease ran out
         # while the database was away) and this claim took again: listed twice, it ran twice
@@ -225,12 +235,14 @@ class Worker(Lifecycle):
         for message in claimed:
             if again and message.id in again:
                 continue
+            message.shown_name = shadow_of(message.body, message.content_type,
+                                           accept) or message.task_name
             refusal = refused(message, registry, self.result_serializer)
             if refusal is not None:
                 self._pending.append(refusal(self.job_for(message)))
                 signaling.refused(self, message)
                 continue
-            logger.info("Received task: %s[%s]", message.task_name, message.task_id,
+            logger.info("Received task: %s[%s]", message.shown_name, message.task_id,
                         extra={"djqueue_task": message})
             signaling.received(self, message)
             if message.started:
@@ -238,8 +250,7 @@ class Worker(Lifecycle):
             else:
                 self._reserved.append(message)
         if started.jobs:
-            self.events.started(started.jobs)
-            self.pool.submit(started)
+            self._hand_over(started)
 
     def job_for(self, message: Claimed) -> Job:
         return self.options.job_for(message, self.hostname)
@@ -261,14 +272,14 @@ class Worker(Lifecycle):
         if dropped:
             self._reserved = collections.deque(m for m in self._reserved if m.task_id not in revoked)
             for message in dropped:
-                logger.info("Discarding revoked task: %s[%s]", message.task_name, message.task_id)
+                logger.info("Discarding revoked task: %s[%s]", message.shown_name, message.task_id)
                 signaling.revoked(self, message)
             self._pending.extend(unrun(self.job_for(m), TaskRevokedError("revoked"),
                                        self.result_serializer, state=states.REVOKED)
                                  for m in dropped)
         for task_id, (terminate, signame) in revoked.items():
             if terminate and task_id in running:
-                logger.info("Terminating %s[%s] (%s)", running[task_id].task_name, task_id, signame)
+                logger.info("Terminating %s[%s] (%s)", running[task_id].shown_name, task_id, signame)
                 signaling.revoked(self, running[task_id], terminated=True, signame=signame)
                 self.pool.terminate_job(running[task_id].message_id, signame)
 

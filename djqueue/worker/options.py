@@ -108,4 +108,5 @@ class TaskOptions:
                              else options.soft_time_limit),
             # The claim counted its own start; a reserved message's start is still to come.
             deliveries=message.deliveries if message.started else message.deliveries + 1,
+            shown_name=message.shown_name or message.task_name,
         )

@@ -14,7 +14,8 @@ logger = logging.getLogger("djqueue.worker")
 
 def log_outcome(outcome: Outcome) -> None:
     """Log an outcome the way Celery's worker does ("Task tasks.add[id] succeeded in 0.0004s: 8")."""
-    name, task_id = outcome.shadow or outcome.job.task_name, outcome.job.task_id
+    job = outcome.job
+    name, task_id = outcome.shadow or job.shown_name or job.task_name, job.task_id
     if outcome.logged:
         return
     extra = {"djqueue_task": outcome.job}  # the task's fields, for the JSON log format

@@ -31,7 +31,8 @@ class Request:
     def __init__(self, worker: Worker, message: Claimed | Job) -> None:
         self.message = message
         self.id = message.task_id
-        self.name = self.task_name = message.task_name
+        self.task_name = message.task_name
+        self.name = message.shown_name or message.task_name  # Celery's: the shadow name
         self.task = worker.app.tasks.get(message.task_name)
         self.hostname = worker.hostname
         self.retries = message.retries

@@ -313,7 +313,7 @@ class PreforkPool(Pool):
             if deadline is not None and now >= deadline:
                 job = child.jobs[0]
                 logger.error("Hard time limit (%ss) exceeded for %s[%s]", job.time_limit,
-                             job.task_name, job.task_id)
+                             job.shown_name, job.task_id)
                 child.process.kill()
                 child.process.join()
                 self._read(child, done)
