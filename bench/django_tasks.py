@@ -43,13 +43,18 @@ def bench_python() -> Path:
     if not python.exists():
         found = next((p for p in (shutil.which("python3.12"), *sorted(
             Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")).glob(
-                "versions/3.1[2-9]*/bin/python3"))) if p), None)
+                "versions/3.1[2-9]*/bin/python3"))) if p and _runs(p)), None)
         if found is None:
             sys.exit("Django 6 needs Python >= 3.12; none found (python3.12 or pyenv)")
         print(f"Installing Django 6 and django-tasks-db into {VENV} ...", file=sys.stderr)
         subprocess.run([str(found), "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *REQUIREMENTS], check=True)
     return python
+
+
+def _runs(python: str | Path) -> bool:
+    """Whether ``python`` starts (a pyenv shim for a version not selected does not)."""
+    return subprocess.run([str(python), "-c", ""], capture_output=True).returncode == 0
 
 
 def main() -> None:
