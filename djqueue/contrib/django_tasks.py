@@ -14,14 +14,17 @@ TASKS = {
 - ``enqueue()``/``aenqueue()`` insert a message in the caller's transaction, as ``delay()`` does;
   ``task_enqueued`` is sent in the caller when that commits (at once outside a transaction; never
   for a rollback), ``task_started`` and ``task_finished`` in the worker's pool process around the
-  call, with the ``TaskResult`` as Django describes it.
+  call, with the ``TaskResult`` as Django describes it, when they reach someone besides Django's
+  own log receivers (:func:`listened`).
 - ``queue_name`` is the djqueue queue of that name, except Django's ``"default"``, which is
   ``CELERY_DEFAULT_QUEUE`` (``"celery"``), so a worker without ``-Q`` runs it; ``OPTIONS["queues"]``
   maps any other name.
 - ``priority`` −100…100 becomes djqueue's 0…255 by ``round((p + 100) * 255 / 200)``: −100 → 0,
   0 → 128, 100 → 255, order kept (Celery-style tasks default to 0, below Django's default).
 - ``run_after`` is the message's ``eta``. ``takes_context`` gets a ``TaskContext`` whose
-  ``attempt`` is djqueue's attempt number (retries + 1).
+  ``attempt`` is djqueue's attempt number (retries + 1). A task may ``raise Retry(when=…)``
+  (:class:`djqueue.exceptions.Retry`) for another attempt; ``worker_ids`` names each attempt's
+  worker.
 - ``get_result()`` reads djqueue's message row while the task waits or runs, and its result row
   (``CELERY_RESULT_BACKEND``) once it finished; see :mod:`djqueue.contrib.django_results`.
 
@@ -180,6 +183,17 @@ def listened(signal: Signal, sender: type) -> bool:
         if receiver is not own or _DJANGO_TASKS_LOGGER.handlers or _DJANGO_TASKS_LOGGER.level:
             return True
     return False
+
+
+def _running(task: DjqueueTask, adapter: CeleryTask, args: Any, kwargs: Any) -> TaskResult:
+    request = adapter.request
+    now = timezone.now()
+    return TaskResult(
+        task=task, id=request.id, status=TaskResultStatus.RUNNING,
+        enqueued_at=django_results.enqueued_at(request.id), started_at=now, finished_at=None,
+        last_attempted_at=now, args=list(args), kwargs=dict(kwargs), backend=task.backend,
+        errors=[], worker_ids=[*(request.workers or ()), request.hostname or ""],
+    )
 
 
 def _context(task: DjqueueTask, result: TaskResult) -> tuple[Any, ...]:
