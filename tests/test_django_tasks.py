@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import json
 import logging
 import os
 import signal
@@ -206,6 +207,12 @@ def test_a_running_task_reads_back_as_running(defs, worker) -> None:
     assert (running.status, running.worker_ids, running.attempts) == (
         TaskResultStatus.RUNNING, ["elsewhere@host"], 1)
     assert running.started_at == running.last_attempted_at is not None
+    # A third attempt: its message names the workers of the first two.
+    Message.objects.filter(task_id=result.id).update(retries=2, body=json.dumps(
+        {"args": [1, 1], "kwargs": {}, "headers": {"workers": ["a@host", "b@host"]}}))
+    third = defs.add.get_result(result.id)
+    assert (third.worker_ids, third.attempts, third.args) == (
+        ["a@host", "b@host", "elsewhere@host"], 3, [1, 1])
 
 
 @pytest.mark.django_db(transaction=True)
