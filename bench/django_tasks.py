@@ -1,18 +1,26 @@
 """Django's ``@task`` through djqueue against django-tasks-db, and ``async def`` tasks.
 
     python bench/django_tasks.py [--runs 3] [--tasks 2000] [--postgres URL] [--sqlite URL]
+                                 [--conn-max-age SECONDS]
 
 Needs Django 6: run with any Python, it installs (on first use) and re-runs itself in
 ``bench/.venv-django-tasks`` (git-ignored; Python 3.12, Django 6, django-tasks-db, this
 checkout). For each database (PostgreSQL at ``BENCH_DJTASKS_URL``, default
 ``postgres://postgres@127.0.0.1:5432/bench_djtasks``, created when missing; SQLite at
-``/tmp/bench-djtasks.sqlite3``), the two systems take turns, one run each, ``--runs`` times:
+``/tmp/bench-djtasks.sqlite3``), three take turns, one run each, ``--runs`` times: the same
+function (``return i``) as Django's ``@task`` through djqueue, as Django's ``@task`` through
+django-tasks-db's ``DatabaseBackend``, and as djqueue's own ``@task`` (what djqueue's worker does
+with a task of its own: the ceiling of the first row).
 
-- enqueue: ``--tasks`` calls of ``task.enqueue(i)``, one by one, each its own transaction;
+- enqueue: ``--tasks`` calls of ``task.enqueue(i)`` (djqueue's ``@task``: ``delay(i)``), one by
+  one, each its own transaction;
 - drain: those tasks, parked in the queue ``hold``, are released at once (one ``UPDATE``) to
   workers that are already up and idle: djqueue's ``manage.py celery worker -c 2`` (prefork) and
   two django-tasks-db ``manage.py db_worker`` processes (one task at a time each), both looking
-  every 0.05 s; timed from the release until the database says every task finished.
+  every 0.05 s; timed from the release until the database says every task finished. Every
+  process has the project's settings (``DEBUG = False``; ``CONN_MAX_AGE`` Django's 0 unless
+  ``--conn-max-age`` says otherwise: with 0, ``db_worker`` closes its connection after each task
+  and opens a new one for the next, as Django does after each request).
 
 Then the async figure: 1,000 ``async def`` tasks that each ``await asyncio.sleep(0.1)``
 (``@task(async_concurrency=250)``), released at once to one djqueue worker ``-c 2``; timed until
@@ -36,6 +44,9 @@ ROOT = HERE.parent
 VENV = HERE / ".venv-django-tasks"
 REQUIREMENTS = ["-e", f"{ROOT}[postgres]", "Django>=6.0,<6.2", "django-tasks-db>=0.13,<0.14"]
 SETTINGS = "bench.django_tasks_settings"
+#: What takes turns: Django's @task on each backend, and the same function as a djqueue @task
+#: (the ceiling of the first: what djqueue's worker does with a task of its own).
+SYSTEMS = ("djqueue", "django-tasks-db", "djqueue @task")
 
 
 def bench_python() -> Path:
@@ -43,13 +54,18 @@ def bench_python() -> Path:
     if not python.exists():
         found = next((p for p in (shutil.which("python3.12"), *sorted(
             Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")).glob(
-                "versions/3.1[2-9]*/bin/python3"))) if p), None)
+                "versions/3.1[2-9]*/bin/python3"))) if p and _runs(p)), None)
         if found is None:
             sys.exit("Django 6 needs Python >= 3.12; none found (python3.12 or pyenv)")
         print(f"Installing Django 6 and django-tasks-db into {VENV} ...", file=sys.stderr)
         subprocess.run([str(found), "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *REQUIREMENTS], check=True)
     return python
+
+
+def _runs(python: str | Path) -> bool:
+    """Whether ``python`` starts (a pyenv shim for a version not selected does not)."""
+    return subprocess.run([str(python), "-c", ""], capture_output=True).returncode == 0
 
 
 def main() -> None:
@@ -59,12 +75,17 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get(
         "BENCH_DJTASKS_URL", "postgres://postgres@127.0.0.1:5432/bench_djtasks"))
     parser.add_argument("--sqlite", default="sqlite:////tmp/bench-djtasks.sqlite3")
+    parser.add_argument("--conn-max-age", type=float, help=(
+        "CONN_MAX_AGE for every process (default: the project's, Django's 0: db_worker then "
+        "connects anew for each task; djqueue's worker keeps its connections either way)"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a database's turns, in the venv
     options = parser.parse_args()
     if options.one:
         print(json.dumps(measure(options.one, options.runs, options.tasks)))
         return
     python = bench_python()
+    if options.conn_max_age is not None:
+        os.environ["BENCH_CONN_MAX_AGE"] = str(options.conn_max_age)
     for title, url in (("PostgreSQL", options.postgres), ("SQLite", options.sqlite)):
         if url.startswith("postgres"):
             create_database(python, url)
@@ -86,12 +107,15 @@ def create_database(python: Path, url: str) -> None:
 
 def report(title: str, figures: dict[str, list[float]], tasks: int) -> None:
     med = {key: statistics.median(values) for key, values in figures.items()}
-    print(f"\n{title}, {tasks} tasks, median of {len(figures['djqueue_enqueue'])} interleaved runs")
+    print(f"\n{title}, {tasks} tasks, median of {len(figures['djqueue_enqueue'])} interleaved runs,"
+          f" CONN_MAX_AGE {os.environ.get('BENCH_CONN_MAX_AGE', 'of the project (0)')}")
     print(f"  {'':16} {'enqueue/s':>10} {'drain/s':>10}")
-    for system in ("djqueue", "django-tasks-db"):
+    for system in SYSTEMS:
         print(f"  {system:16} {med[system + '_enqueue']:>10.0f} {med[system + '_drain']:>10.0f}")
     print(f"  djqueue / django-tasks-db: enqueue {med['djqueue_enqueue'] / med['django-tasks-db_enqueue']:.2f}x,"
           f" drain {med['djqueue_drain'] / med['django-tasks-db_drain']:.1f}x")
+    print(f"  Django @task / djqueue @task through djqueue: drain "
+          f"{med['djqueue_drain'] / med['djqueue @task_drain']:.2f}x")
     print(f"  async: 1,000 tasks of asyncio.sleep(0.1), one worker -c 2: all finished in "
           f"{med['async_seconds']:.2f} s (runs: {', '.join(f'{s:.2f}' for s in figures['async_seconds'])})")
 
@@ -108,7 +132,7 @@ def measure(url: str, runs: int, tasks: int) -> dict[str, list[float]]:
     call_command("migrate", verbosity=0)
     figures: dict[str, list[float]] = {}
     for _ in range(runs):
-        for system in ("djqueue", "django-tasks-db"):
+        for system in SYSTEMS:
             enqueue, drain = one_run(system, tasks)
             figures.setdefault(f"{system}_enqueue", []).append(enqueue)
             figures.setdefault(f"{system}_drain", []).append(drain)
@@ -135,7 +159,7 @@ def _count(sql: str) -> int:
 def _workers(system: str) -> list[subprocess.Popen[bytes]]:
     env = {**os.environ, "DJQUEUE_POLLING_INTERVAL": "0.05"}
     manage = [sys.executable, "manage.py"]
-    if system == "djqueue":
+    if system != "django-tasks-db":
         commands = [[*manage, "celery", "worker", "-c", "2", "-l", "warning"]]
     else:
         commands = [[*manage, "db_worker", "--backend", "db", "--interval", "0.05",
@@ -172,17 +196,18 @@ def _release_and_wait(release: str, done: str, count: int, procs) -> float:
 
 
 def one_run(system: str, tasks: int) -> tuple[float, float]:
-    from bench.django_tasks_app import noop_db, noop_djqueue
+    from bench.django_tasks_app import noop_celery_style, noop_db, noop_djqueue
 
     _clear()
-    task = noop_djqueue if system == "djqueue" else noop_db
+    send = {"djqueue": noop_djqueue.enqueue, "django-tasks-db": noop_db.enqueue,
+            "djqueue @task": noop_celery_style.delay}[system]
     started = time.perf_counter()
     for i in range(tasks):
-        task.enqueue(i)
+        send(i)
     enqueue = tasks / (time.perf_counter() - started)
     procs = _workers(system)
     try:
-        if system == "djqueue":
+        if system != "django-tasks-db":
             seconds = _release_and_wait(
                 "UPDATE djqueue_message SET queue = 'celery' WHERE queue = 'hold'",
                 "SELECT count(*) FROM djqueue_taskresult WHERE state = 'SUCCESS'", tasks, procs)

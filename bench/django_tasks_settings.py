@@ -3,6 +3,8 @@ installed, and two ``django.tasks`` backends, djqueue's (``default``) and django
 (``db``). Both accept the queue ``hold``, where the benchmark parks what it enqueues until it
 releases it to the workers at once."""
 
+import os
+
 from example_project.settings import *  # noqa: F403
 
 DEBUG = False
@@ -13,3 +15,5 @@ TASKS = {
                 "QUEUES": ["default", "hold"]},
     "db": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "hold"]},
 }
+if "BENCH_CONN_MAX_AGE" in os.environ:  # bench/django_tasks.py --conn-max-age
+    DATABASES["default"]["CONN_MAX_AGE"] = float(os.environ["BENCH_CONN_MAX_AGE"])  # noqa: F405

@@ -136,6 +136,10 @@ class TaskResult(models.Model):
     args = models.TextField(blank=True, default="", help_text="repr() of the positional arguments.")
     kwargs = models.TextField(blank=True, default="", help_text="repr() of the keyword arguments.")
     worker = models.CharField(max_length=255, blank=True, default="")
+    workers = models.TextField(
+        "workers of its attempts", blank=True, default="",
+        help_text="Node names of the workers of each attempt, oldest first, one a line, once it "
+                  "was retried (blank: one attempt, by its worker).")
     queue = models.CharField(max_length=200, blank=True, default="", help_text="Queue it ran from.")
     runtime = models.FloatField(null=True, blank=True, help_text="Seconds the task ran.")
     date_created = models.DateTimeField("created", auto_now_add=True)

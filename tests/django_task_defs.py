@@ -6,11 +6,14 @@ DJQUEUE_EXTRA_IMPORTS, by the workers it starts, both with its ``TASKS`` naming 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 
 from django.tasks import task
 from django.tasks.signals import task_finished, task_started
+from django.utils import timezone
 
+from djqueue.exceptions import Retry
 from example_project.demo.tasks import record
 
 @task
@@ -34,6 +37,15 @@ def with_context(context, key):
 async def async_double(x):
     await asyncio.sleep(0)
     return 2 * x
+
+
+@task(takes_context=True)
+def flaky(context):
+    """Asks djqueue for another attempt, an hour on, in its first (the test moves it nearer);
+    then returns the workers of its attempts as its context names them."""
+    if context.attempt == 1:
+        raise Retry(when=timezone.now() + datetime.timedelta(hours=1))
+    return context.task_result.worker_ids
 
 
 @task

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import json
+import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -33,7 +36,7 @@ if DJANGO_6:
     from django.tasks.checks import check_tasks  # what manage.py check runs for TASKS
     from django.tasks.signals import task_enqueued, task_finished, task_started
 
-    from djqueue.contrib.django_tasks import DjqueueBackend, djqueue_priority
+    from djqueue.contrib.django_tasks import DjqueueBackend, djqueue_priority, listened
 
 
 @pytest.mark.skipif(DJANGO_6, reason="the message of the Django 5.2 line")
@@ -204,6 +207,60 @@ def test_a_running_task_reads_back_as_running(defs, worker) -> None:
     assert (running.status, running.worker_ids, running.attempts) == (
         TaskResultStatus.RUNNING, ["elsewhere@host"], 1)
     assert running.started_at == running.last_attempted_at is not None
+    # A third attempt: its message names the workers of the first two.
+    Message.objects.filter(task_id=result.id).update(retries=2, body=json.dumps(
+        {"args": [1, 1], "kwargs": {}, "headers": {"workers": ["a@host", "b@host"]}}))
+    third = defs.add.get_result(result.id)
+    assert (third.worker_ids, third.attempts, third.args) == (
+        ["a@host", "b@host", "elsewhere@host"], 3, [1, 1])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retried_task_names_the_worker_of_each_attempt(defs, worker) -> None:
+    other = Worker(app, pool="solo", poll_interval=0, hostname="other@%h", queues=["celery"])
+    other.start()
+    started, finished = caught(task_started), caught(task_finished)
+    try:
+        result = defs.flaky.enqueue()
+        drain(worker)  # the first attempt asks for another, an hour on
+        waiting = defs.flaky.get_result(result.id)
+        assert (waiting.status, waiting.worker_ids, waiting.attempts) == (
+            TaskResultStatus.READY, [worker.hostname], 1)
+        Message.objects.filter(task_id=result.id).update(available_at=timezone.now())
+        drain(other)
+    finally:
+        task_started.disconnect(started.pop(0))
+        task_finished.disconnect(finished.pop(0))
+    result.refresh()
+    assert (result.status, result.attempts) == (TaskResultStatus.SUCCESSFUL, 2)
+    assert result.worker_ids == result.return_value == [worker.hostname, other.hostname]
+    assert started == [(DjqueueBackend, TaskResultStatus.RUNNING, result.id)] * 2
+    assert finished == [(DjqueueBackend, TaskResultStatus.SUCCESSFUL, result.id)]  # once
+
+
+@pytest.mark.django_db(transaction=True)
+def test_djangos_log_receivers_alone_are_not_sent_to_unless_its_logger_is_configured(
+        defs, worker, caplog) -> None:
+    for signal_, receiver in ((task_started, defs._on_start), (task_finished, defs._on_finish)):
+        signal_.disconnect(receiver)  # the test module's own: only Django's are left
+    try:
+        assert not listened(task_started, DjqueueBackend)
+        assert not listened(task_finished, DjqueueBackend)
+        caplog.set_level(logging.INFO)
+        quiet = defs.add.enqueue(1, 1)
+        drain(worker)
+        assert quiet.refresh() is None and quiet.return_value == 2
+        assert not [r for r in caplog.records if r.name == "django.tasks"]
+        caplog.set_level(logging.INFO, logger="django.tasks")  # as LOGGING configuring it does
+        assert listened(task_started, DjqueueBackend) and listened(task_finished, DjqueueBackend)
+        logged = defs.add.enqueue(2, 2)
+        drain(worker)
+    finally:
+        task_started.connect(defs._on_start)
+        task_finished.connect(defs._on_finish)
+    assert [r.getMessage() for r in caplog.records if r.name == "django.tasks"] == [
+        f"Task id={logged.id} path=tests.django_task_defs.add state={state}"
+        for state in ("RUNNING", "SUCCESSFUL")]
 
 
 @needs_django_6
@@ -248,6 +305,23 @@ def test_django_tasks_run_in_a_real_worker_beside_celery_tasks(defs, start_worke
         for key in (f"started-RUNNING-{result.id}", f"finished-{ok}-{result.id}"):
             pids = [int(pid) for name, pid in entries if name == key]
             assert len(pids) == 1 and pids[0] != os.getpid(), key
+
+
+def test_a_retry_from_one_worker_process_runs_in_another_and_both_are_named(
+        defs, start_worker) -> None:
+    env = {"DJQUEUE_EXTRA_IMPORTS": "tests.fault_tasks,tests.django_task_defs"}
+    first = start_worker("-n", "first@test", settings={"TASKS": TASKS}, env=env)
+    result = defs.flaky.enqueue()
+    wait_until(lambda: Message.objects.filter(task_id=result.id, retries=1).exists(),
+               what="the first attempt's retry")
+    first.send(signal.SIGTERM)
+    first.wait()
+    Message.objects.filter(task_id=result.id).update(available_at=timezone.now())
+    start_worker("-n", "second@test", settings={"TASKS": TASKS}, env=env)
+    wait_until(lambda: _finished(result), what=f"flaky[{result.id}]")
+    assert result.status == TaskResultStatus.SUCCESSFUL, result.errors
+    assert result.worker_ids == result.return_value == ["first@test", "second@test"]
+    assert result.attempts == 2
 
 
 def _finished(result) -> bool:

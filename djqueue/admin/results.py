@@ -41,7 +41,7 @@ class TaskResultAdmin(ReadOnlyAdmin):
     ordering = ("-id",)
     actions = ("retry_selected", "forget_selected")
     readonly_fields = ("took", "outcome", "pretty_traceback")
-    fields = ("task_id", "task_name", "state", "queue", "worker", "took", "date_created",
+    fields = ("task_id", "task_name", "state", "queue", "worker", "workers", "took", "date_created",
               "date_done", "args", "kwargs", "outcome", "pretty_traceback")
 
     @admin.display(description="runtime")

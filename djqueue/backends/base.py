@@ -29,6 +29,8 @@ class ResultRecord:
     runtime: float | None = None
     date_done: datetime.datetime | None = None
     queue: str = ""
+    #: The workers of each attempt, oldest first, one a line, once the task was retried.
+    workers: str = ""
 
 
 class ResultBackend:

@@ -239,7 +239,7 @@ class Lost:
 #: The result columns a store writes, besides the task id (which it matches on).
 RESULT_UPDATED = [
     "state", "task_name", "content_type", "result", "traceback", "args", "kwargs",
-    "worker", "runtime", "date_done", "queue",
+    "worker", "runtime", "date_done", "queue", "workers",
 ]
 #: The columns of a row in the JSON document, in this order (see :func:`results_document`).
 RESULT_COLUMNS = ["task_id", *RESULT_UPDATED]

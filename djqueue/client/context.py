@@ -53,6 +53,9 @@ class Context:
     logfile: str | None = None
     loglevel: int | None = None
     utc: bool = True
+    #: djqueue's own header (:data:`WORKERS_HEADER`): the node names of the workers of the
+    #: earlier attempts of a retried task, oldest first; None on a first attempt.
+    workers: list[str] | None = None
     #: Custom headers (``apply_async(headers=…)``): the message's headers that are not
     #: Celery's own fields; None when there are none.
     headers: dict[str, Any] | None = None
@@ -91,6 +94,10 @@ class Context:
     def __repr__(self) -> str:
         return f"<Context: {vars(self)!r}>"
 
+
+#: The header in which a retried task's message names the workers of its earlier attempts
+#: (written by the worker with the retry; Django's ``TaskResult.worker_ids``).
+WORKERS_HEADER = "workers"
 
 #: Celery's own request fields (with ``lang``, ``argsrepr`` and ``kwargsrepr``, which Celery's
 #: messages also carry): any other header is a custom one.

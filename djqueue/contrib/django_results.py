@@ -9,9 +9,10 @@ record, where these tasks keep them as JSON (``arguments_as_json``).
 Times: ``enqueued_at`` is read from the result id, a version 7 UUID (its first 48 bits are the
 enqueuing process's clock in milliseconds), so it outlives the message row at no cost to either
 write. ``started_at``/``last_attempted_at`` are the message's start while it runs, and the end
-less the run time once it finished; ``finished_at`` is the result's ``date_done``. djqueue keeps the
-last worker that ran a task, so ``worker_ids`` is that worker once per attempt (retries + 1 while
-it runs, one once finished) and ``attempts`` counts them.
+less the run time once it finished; ``finished_at`` is the result's ``date_done``. ``worker_ids``
+names the worker of each attempt, oldest first, and ``attempts`` counts them: a retry's message
+carries the workers of the attempts before it (the ``workers`` header), and the result of a
+retried task keeps them all (its ``workers``); a task never retried has its one worker.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from django.utils.module_loading import import_string
 
 from .. import states
 from ..client.base import app
+from ..client.context import WORKERS_HEADER
 from ..serialization import is_exception_data, loads
 
 if TYPE_CHECKING:
@@ -102,7 +104,7 @@ def read(backend: BaseTaskBackend, result_id: str) -> TaskResult:
     if record is None or record.state not in states.READY_STATES:
         message = (Message.objects.using(app.conf.broker_alias).filter(task_id=result_id)
                    .values("task_name", "state", "body", "content_type", "created_at",
-                           "started_at", "worker", "retries").first())
+                           "started_at", "worker").first())
         if message is None and app.backend.enabled:
             # Finished between the two reads: the message leaves in the write of the result.
             record = app.backend.get(result_id)
@@ -117,12 +119,14 @@ def read(backend: BaseTaskBackend, result_id: str) -> TaskResult:
     return _waiting(backend, task, result_id, message, record)
 
 
-def _arguments(text: str | None, content_type: str) -> tuple[list[Any], dict[str, Any]]:
+def _body(text: str | None, content_type: str) -> tuple[list[Any], dict[str, Any], list[str]]:
+    """The arguments in a message's body, and the workers of its earlier attempts."""
     try:
         payload = loads(text or "", content_type, ["json", "pickle"])
-        return list(payload["args"]), dict(payload["kwargs"])
+        earlier = (payload.get("headers") or {}).get(WORKERS_HEADER) or []
+        return list(payload["args"]), dict(payload["kwargs"]), [str(w) for w in earlier]
     except Exception:  # noqa: BLE001 - an unreadable body: the state still matters more
-        return [], {}
+        return [], {}, []
 
 
 def _json(text: str, empty: Any) -> Any:
@@ -151,7 +155,8 @@ def _finished(backend: BaseTaskBackend, task: Task, result_id: str,
         enqueued_at=enqueued_at(result_id), started_at=started, finished_at=record.date_done,
         last_attempted_at=started, args=_json(record.args, []), kwargs=_json(record.kwargs, {}),
         backend=backend.alias, errors=errors,
-        worker_ids=[record.worker] if started is not None and record.worker else [],
+        worker_ids=record.workers.split("\n") if record.workers else (
+            [record.worker] if started is not None and record.worker else []),
     )
     if ok:
         object.__setattr__(result, "_return_value", value)
@@ -168,7 +173,7 @@ def _waiting(backend: BaseTaskBackend, task: Task, result_id: str, message: dict
             started_at=None, finished_at=None, last_attempted_at=None, args=[], kwargs={},
             backend=backend.alias, errors=[], worker_ids=[])
     running = message["state"] == "started"
-    args, kwargs = _arguments(message["body"], message["content_type"])
+    args, kwargs, earlier = _body(message["body"], message["content_type"])
     started = message["started_at"] if running else None
     return TaskResult(
         task=task, id=result_id,
@@ -176,5 +181,5 @@ def _waiting(backend: BaseTaskBackend, task: Task, result_id: str, message: dict
         enqueued_at=enqueued_at(result_id) or message["created_at"], started_at=started,
         finished_at=None, last_attempted_at=started, args=args, kwargs=kwargs,
         backend=backend.alias, errors=[],
-        worker_ids=[message["worker"]] * (message["retries"] + 1) if running else [],
+        worker_ids=[*earlier, message["worker"]] if running else earlier,
     )

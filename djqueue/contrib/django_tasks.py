@@ -14,14 +14,17 @@ TASKS = {
 - ``enqueue()``/``aenqueue()`` insert a message in the caller's transaction, as ``delay()`` does;
   ``task_enqueued`` is sent in the caller when that commits (at once outside a transaction; never
   for a rollback), ``task_started`` and ``task_finished`` in the worker's pool process around the
-  call, with the ``TaskResult`` as Django describes it.
+  call, with the ``TaskResult`` as Django describes it, when they reach someone besides Django's
+  own log receivers (:func:`listened`).
 - ``queue_name`` is the djqueue queue of that name, except Django's ``"default"``, which is
   ``CELERY_DEFAULT_QUEUE`` (``"celery"``), so a worker without ``-Q`` runs it; ``OPTIONS["queues"]``
   maps any other name.
 - ``priority`` −100…100 becomes djqueue's 0…255 by ``round((p + 100) * 255 / 200)``: −100 → 0,
   0 → 128, 100 → 255, order kept (Celery-style tasks default to 0, below Django's default).
 - ``run_after`` is the message's ``eta``. ``takes_context`` gets a ``TaskContext`` whose
-  ``attempt`` is djqueue's attempt number (retries + 1).
+  ``attempt`` is djqueue's attempt number (retries + 1). A task may ``raise Retry(when=…)``
+  (:class:`djqueue.exceptions.Retry`) for another attempt; ``worker_ids`` names each attempt's
+  worker.
 - ``get_result()`` reads djqueue's message row while the task waits or runs, and its result row
   (``CELERY_RESULT_BACKEND``) once it finished; see :mod:`djqueue.contrib.django_results`.
 
@@ -41,6 +44,7 @@ if django.VERSION < (6, 0):
         f"this is Django {django.get_version()}. Upgrade Django, or use djqueue's own @task."
     )
 
+import logging
 import math
 from functools import partial
 from collections.abc import Callable, Mapping
@@ -51,14 +55,17 @@ from django.db import transaction
 from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, Task, TaskContext, TaskError
-from django.tasks.signals import task_enqueued, task_finished, task_started
+from django.dispatch import Signal
+from django.tasks.signals import (
+    log_task_finished, log_task_started, task_enqueued, task_finished, task_started,
+)
 from django.utils import timezone
 
 from ..client import identifiers
 from ..client.base import app
 from ..client.task import Task as CeleryTask
 from ..client.task import build_task
-from ..exceptions import InvalidIdentifier
+from ..exceptions import InvalidIdentifier, Retry
 from . import django_results
 
 __all__ = ["DjqueueBackend", "DjqueueTask", "djqueue_priority"]
@@ -99,38 +106,51 @@ class DjqueueTask(Task):
 
 def _runner(task: DjqueueTask) -> CeleryTask:
     """The djqueue task that runs ``task`` in a worker: a plain or an ``async def`` function,
-    as ``task.func`` is, sending Django's signals around the call."""
+    as ``task.func`` is, sending Django's signals around the call when they reach anyone
+    (:func:`listened`). Django's ``TaskResult`` is built only for them and for a task that
+    ``takes_context``: a task with neither is called as a djqueue task is."""
     backend = task.get_backend()
+    sender = type(backend)
     options = {name: backend.options[name] for name in
                ("acks_late", "time_limit", "soft_time_limit", "async_concurrency")
                if name in backend.options}
     if django_results.is_coroutine(task.func):
         async def run_async(self: CeleryTask, *args: Any, **kwargs: Any) -> Any:
+            started, finished = listened(task_started, sender), listened(task_finished, sender)
+            if not (started or finished or task.takes_context):
+                return await task.func(*args, **kwargs)
             result = _running(task, self, args, kwargs)
-            await task_started.asend(type(backend), task_result=result)
+            if started:
+                await task_started.asend(sender, task_result=result)
             try:
                 value = await task.func(*_context(task, result), *args, **kwargs)
             except BaseException as exc:
-                _failed(result, exc)
-                await task_finished.asend(type(backend), task_result=result)
+                if _failed(result, exc) and finished:
+                    await task_finished.asend(sender, task_result=result)
                 raise
             _succeeded(result, value)
-            await task_finished.asend(type(backend), task_result=result)
+            if finished:
+                await task_finished.asend(sender, task_result=result)
             return value
 
         run: Callable[..., Any] = run_async
     else:
         def run(self: CeleryTask, *args: Any, **kwargs: Any) -> Any:
+            started, finished = listened(task_started, sender), listened(task_finished, sender)
+            if not (started or finished or task.takes_context):
+                return task.func(*args, **kwargs)
             result = _running(task, self, args, kwargs)
-            task_started.send(type(backend), task_result=result)
+            if started:
+                task_started.send(sender, task_result=result)
             try:
                 value = task.func(*_context(task, result), *args, **kwargs)
             except BaseException as exc:
-                _failed(result, exc)
-                task_finished.send(type(backend), task_result=result)
+                if _failed(result, exc) and finished:
+                    task_finished.send(sender, task_result=result)
                 raise
             _succeeded(result, value)
-            task_finished.send(type(backend), task_result=result)
+            if finished:
+                task_finished.send(sender, task_result=result)
             return value
 
     run.__name__ = run.__qualname__ = task.func.__name__
@@ -141,6 +161,30 @@ def _runner(task: DjqueueTask) -> CeleryTask:
     return adapter
 
 
+#: Django's own receivers of its task signals, which only log the task's state to the
+#: ``django.tasks`` logger.
+_DJANGO_LOG_RECEIVERS = {task_started: log_task_started, task_finished: log_task_finished}
+_DJANGO_TASKS_LOGGER = logging.getLogger("django.tasks")
+
+
+def listened(signal: Signal, sender: type) -> bool:
+    """Whether sending ``signal`` in a worker reaches anyone: any receiver but Django's own log
+    receiver, or that one too when the project configured the ``django.tasks`` logger (a level
+    or handlers of its own in ``LOGGING``). djqueue's worker logs each task itself (Celery's
+    ``received``/``succeeded``/``raised`` lines at ``-l``), so Django's duplicate lines, which
+    Django's default logging would write at INFO whatever ``-l`` says, cost nothing unless
+    asked for. Asked at each call: receivers may connect at any time."""
+    # Django's own Signal.has_listeners reads the same private list; it cannot leave one out.
+    sync_receivers, async_receivers = signal._live_receivers(sender)
+    if async_receivers:
+        return True
+    own = _DJANGO_LOG_RECEIVERS.get(signal)
+    for receiver in sync_receivers:
+        if receiver is not own or _DJANGO_TASKS_LOGGER.handlers or _DJANGO_TASKS_LOGGER.level:
+            return True
+    return False
+
+
 def _running(task: DjqueueTask, adapter: CeleryTask, args: Any, kwargs: Any) -> TaskResult:
     request = adapter.request
     now = timezone.now()
@@ -148,7 +192,7 @@ def _running(task: DjqueueTask, adapter: CeleryTask, args: Any, kwargs: Any) -> 
         task=task, id=request.id, status=TaskResultStatus.RUNNING,
         enqueued_at=django_results.enqueued_at(request.id), started_at=now, finished_at=None,
         last_attempted_at=now, args=list(args), kwargs=dict(kwargs), backend=task.backend,
-        errors=[], worker_ids=[request.hostname or ""] * (request.retries + 1),
+        errors=[], worker_ids=[*(request.workers or ()), request.hostname or ""],
     )
 
 
@@ -156,12 +200,17 @@ def _context(task: DjqueueTask, result: TaskResult) -> tuple[Any, ...]:
     return (TaskContext(task_result=result),) if task.takes_context else ()
 
 
-def _failed(result: TaskResult, exc: BaseException) -> None:
+def _failed(result: TaskResult, exc: BaseException) -> bool:
+    """Record ``exc`` as the end of the attempt; False for djqueue's :class:`Retry` (the task
+    goes on in another attempt: it has not finished)."""
+    if isinstance(exc, Retry):
+        return False
     kind = type(exc)
     object.__setattr__(result, "finished_at", timezone.now())
     object.__setattr__(result, "status", TaskResultStatus.FAILED)
     result.errors.append(TaskError(exception_class_path=f"{kind.__module__}.{kind.__qualname__}",
                                    traceback=django_results.format_traceback(exc)))
+    return True
 
 
 def _succeeded(result: TaskResult, value: Any) -> None:

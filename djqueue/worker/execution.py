@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from .. import states
 from ..client.base import app
+from ..client.context import WORKERS_HEADER
 from ..client.hooks import hooks_of
 from ..client.result_graph import TRAIL
 from ..client.tracing import Trace, internal_error
@@ -94,6 +95,9 @@ class Outcome:
     logged: bool = False  # the pool process logged it already (Reject, Ignore)
     #: What follows the task in its workflow, written with its outcome (:mod:`.workflow`).
     flow: workflow.Flow | None = None
+    #: The workers of each attempt, one a line, once the task was retried (its result's
+    #: ``workers``); blank for a first attempt.
+    workers: str = ""
     # The value or exception, for the signals sent here. Not on the wire (outcome_from_wire
     # fills fields by position): keep it the last field.
     retval: Any = None
@@ -235,6 +239,8 @@ def _execute(job: Job) -> Outcome:
     _check_connections()
     # apply_async(ignore_result=True) drops the value, not an error, as in Celery.
     ignore_value = push_request(task, outcome, payload, headers, args, kwargs) or ignore_result
+    if headers and WORKERS_HEADER in headers:  # a retried task
+        outcome.workers = "\n".join([*headers[WORKERS_HEADER], job.hostname])
     in_workflow = not workflow.FIELDS.isdisjoint(payload)
     hooks = hooks_of(task)
     retval: Any = outcome  # what the handlers are given: the value or the exception
@@ -320,14 +326,16 @@ def _retrying(outcome: Outcome, retry: Retry, payload: dict[str, Any], serialize
     outcome.content_type, outcome.result = _encode_exception(reason, serializer)
     outcome.result_repr = _short_repr(reason)
     outcome.traceback = readable(traceback.format_exc()) if retry.exc is not None else None
-    if retry.call_args is not None or retry.call_kwargs is not None:
-        new_payload = dict(payload)
-        if retry.call_args is not None:
-            new_payload["args"] = list(retry.call_args)
-        if retry.call_kwargs is not None:
-            new_payload["kwargs"] = dict(retry.call_kwargs)
-        serializer_name = {v: k for k, v in CONTENT_TYPES.items()}[outcome.job.content_type]
-        outcome.retry_body = dumps(new_payload, serializer_name)[1]
+    # The next attempt's message names this attempt's worker after the earlier ones'.
+    headers = dict(payload.get("headers") or {})
+    headers[WORKERS_HEADER] = [*headers.get(WORKERS_HEADER, ()), outcome.job.hostname]
+    new_payload = {**payload, "headers": headers}
+    if retry.call_args is not None:
+        new_payload["args"] = list(retry.call_args)
+    if retry.call_kwargs is not None:
+        new_payload["kwargs"] = dict(retry.call_kwargs)
+    serializer_name = {v: k for k, v in CONTENT_TYPES.items()}[outcome.job.content_type]
+    outcome.retry_body = dumps(new_payload, serializer_name)[1]
 
 
 def unrun(

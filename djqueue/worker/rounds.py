@@ -80,7 +80,7 @@ def settle(outcomes: Sequence[Outcome], hostname: str, store_results: bool) -> R
             writes.records.append(ResultRecord(
                 o.job.task_id, o.state, o.job.task_name, o.content_type, o.result, o.traceback,
                 o.args_repr, o.kwargs_repr, hostname, o.runtime,
-                None if o.state == states.RETRY else now, o.job.queue,
+                None if o.state == states.RETRY else now, o.job.queue, o.workers,
             ))
         message_id = o.job.message_id
         if o.flow is not None:
