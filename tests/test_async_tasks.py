@@ -189,7 +189,9 @@ def test_async_tasks_in_prefork_children_together_and_with_time_limits(start_wor
 def test_async_tasks_revoked_alone_lost_together_and_a_blocked_loop_killed(start_worker, record_file) -> None:
     worker = start_worker("-c", "1", env=ASYNC_ENV)
     with transaction.atomic():
-        naps = [async_tasks.async_nap.delay(f"n{i}", 3) for i in range(4)]
+        # The one to revoke naps long enough that it cannot end before the revocation arrives
+        # on a loaded machine (it did with 3 s).
+        naps = [async_tasks.async_nap.delay(f"n{i}", 30 if i == 1 else 3) for i in range(4)]
     wait_until(lambda: executions(record_file)["n3-start"] == 1, what="the naps to begin")
     naps[1].revoke(terminate=True)
     assert naps[1].get(timeout=20, propagate=False) is not None
