@@ -38,7 +38,6 @@ from .control_flow import load, pause_queue, rate_limit, reset_rate_limit, resum
 from .control_arguments import ControlError
 from ..conf import DEFAULTS
 from ..models import ControlCommand, ControlReply, Message, Revocation, WorkerNode
-from ..serialization import loads
 
 if TYPE_CHECKING:
     from .loop import Worker
