@@ -71,8 +71,28 @@ def _eager(app: App) -> bool:
     return bool(app.conf.CELERY_ALWAYS_EAGER)
 
 
+class _TaskList(Signature):
+    """A canvas made of a list of signatures (``group``, ``chain``): Celery's dict form keeps
+    them in ``kwargs["tasks"]``, and its app is the first task's unless given."""
+
+    def __init__(self, name: str, tasks: list[Signature], app: App | None,
+                 options: Mapping[str, Any]) -> None:
+        self.tasks = tasks
+        app = app or (tasks[0].app if tasks else current_app())
+        super().__init__(name, (), None, options, app=app)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], app: App | None = None) -> Signature:
+        return cls(data["kwargs"]["tasks"], app=app, **(data.get("options") or {}))
+
+    def as_dict(self) -> dict[str, Any]:
+        data = super().as_dict()
+        data["kwargs"] = {"tasks": [t.as_dict() for t in self.tasks]}
+        return data
+
+
 @Signature.register_type
-class group(Signature):  # noqa: N801 - Celery's name
+class group(_TaskList):  # noqa: N801 - Celery's name
     """Signatures sent together: ``group(add.s(i, i) for i in range(100)).apply_async()``.
 
     The whole group is inserted with one statement, so it commits (or rolls back) as one, and the
@@ -85,18 +105,8 @@ class group(Signature):  # noqa: N801 - Celery's name
     def __init__(self, *tasks: Signature | Iterable[Signature], app: App | None = None,
                  **options: Any) -> None:
         with _gc_paused():
-            self.tasks = _tasks_of(tasks, app)
-        app = app or (self.tasks[0].app if self.tasks else current_app())
-        super().__init__("celery.group", (), None, options, app=app)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], app: App | None = None) -> group:
-        return cls(data["kwargs"]["tasks"], app=app, **(data.get("options") or {}))
-
-    def as_dict(self) -> dict[str, Any]:
-        data = super().as_dict()
-        data["kwargs"] = {"tasks": [t.as_dict() for t in self.tasks]}
-        return data
+            listed = _tasks_of(tasks, app)
+        super().__init__("celery.group", listed, app, options)
 
     def __repr__(self) -> str:
         return f"group([{', '.join(repr(t) for t in self.tasks)}])"
@@ -186,7 +196,7 @@ class group(Signature):  # noqa: N801 - Celery's name
 
 
 @Signature.register_type
-class chain(Signature):  # noqa: N801 - Celery's name
+class chain(_TaskList):  # noqa: N801 - Celery's name
     """Steps run one after the other, each one's result put first in the next one's arguments
     (unless it is immutable): ``chain(add.s(2, 2), mul.s(4))`` or ``add.s(2, 2) | mul.s(4)``.
     A group followed by another step is a chord. Its result is the last step's, whose
@@ -196,18 +206,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
     def __init__(self, *tasks: Signature | Iterable[Signature], app: App | None = None,
                  **options: Any) -> None:
-        self.tasks = _tasks_of(tasks, app)
-        app = app or (self.tasks[0].app if self.tasks else current_app())
-        super().__init__("celery.chain", (), None, options, app=app)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], app: App | None = None) -> chain:
-        return cls(data["kwargs"]["tasks"], app=app, **(data.get("options") or {}))
-
-    def as_dict(self) -> dict[str, Any]:
-        data = super().as_dict()
-        data["kwargs"] = {"tasks": [t.as_dict() for t in self.tasks]}
-        return data
+        super().__init__("celery.chain", _tasks_of(tasks, app), app, options)
 
     def __repr__(self) -> str:
         return " | ".join(repr(t) for t in self.tasks) or "chain()"
