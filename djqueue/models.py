@@ -11,7 +11,7 @@ from .beat.models import BeatState, PeriodicTask, PeriodicTaskRun  # noqa: F401 
 from .events.models import Event  # noqa: F401 - the event stream's table
 from .flow.models import FlowGate, PausedQueue, UniqueTask  # noqa: F401 - flow control's models
 from .stats.models import TaskStat  # noqa: F401 - the task statistics (admin chart, metrics)
-from .workflow.models import Chord  # noqa: F401 - chords' counters
+from .workflow.models import ChainSegment, Chord  # noqa: F401 - chords' counters, long chains
 
 
 class Message(models.Model):

@@ -1,7 +1,7 @@
 """Workflows on real workers (``manage.py celery worker``, prefork pool): chain, chord and its
 failure, link/link_error, chunks/map/starmap and replace; and the workflow guarantees under
-kill -9: a 100-step chain and a 1,000-member chord while workers (main process and children) are
-killed and started again. Executions are counted from the lines the tasks write."""
+kill -9: a 250-step chain (its steps past the first 100 in segment rows) and a 1,000-member chord
+while workers (main process and children) are killed and started again. Executions are counted from the lines the tasks write."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from djqueue import states
 from djqueue.canvas import chain, chord, group
 from djqueue.exceptions import ChordError
-from djqueue.models import Chord, Message
+from djqueue.models import ChainSegment, Chord, Message
 
 from . import workflow_tasks as wf
 from .conftest import wait_until
@@ -59,7 +59,7 @@ def test_workflows_on_a_real_worker(start_worker, record_file) -> None:
     assert not Chord.objects.exists()
 
 
-CHAIN_STEPS, CHORD_MEMBERS = 100, 1000
+CHAIN_STEPS, CHORD_MEMBERS = 250, 1000
 
 
 def left() -> str:
@@ -71,7 +71,7 @@ def left() -> str:
 
 def test_chain_and_chord_under_kill_9(start_worker, record_file, fault_report) -> None:
     """Workers are killed with SIGKILL (the whole worker, or one pool child) and started again
-    while a 100-step chain and a 1,000-member chord (acks_late tasks) run. Each chain step must
+    while a 250-step chain and a 1,000-member chord (acks_late tasks) run. Each chain step must
     be written once: every run of step k received the same value, from a run of step k - 1;
     every chord member must run, and the body exactly once, with the 1,000 results in order.
     A step written twice (outside the transaction of its predecessor's result) would show up as
@@ -129,7 +129,7 @@ def test_chain_and_chord_under_kill_9(start_worker, record_file, fault_report) -
                  outcome=f"body ran {len(body_runs)}x, {reruns} acks_late reruns")
     assert not doubled and not missing, f"seed {seed}: doubled {doubled}, missing {missing}"
     assert [line[1:4] for line in body_runs] == [[str(CHORD_MEMBERS), str(sum(range(CHORD_MEMBERS))), "1"]]
-    assert kills >= 3 and not Chord.objects.exists()
+    assert kills >= 3 and not Chord.objects.exists() and not ChainSegment.objects.exists()
     wait_until(lambda: not Message.objects.exclude(state="rejected").exists(), timeout=30,
                what="every message settled")
     assert summed.state == states.SUCCESS and group is not None

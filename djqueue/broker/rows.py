@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from ..models import Chord, Message, Revocation, TaskResult
+from ..models import ChainSegment, Chord, Message, Revocation, TaskResult
 
 if TYPE_CHECKING:
     from ..backends.base import ResultRecord
@@ -27,6 +27,7 @@ TABLE = Message._meta.db_table
 REVOKED_TABLE = Revocation._meta.db_table
 RESULTS_TABLE = TaskResult._meta.db_table
 CHORD_TABLE = Chord._meta.db_table
+CHAIN_SEGMENT_TABLE = ChainSegment._meta.db_table
 
 
 # Publishing.
@@ -121,6 +122,15 @@ class ChordRow(NamedTuple):
     pending: int
     body: str
     members: str
+
+
+class SegmentRow(NamedTuple):
+    """A long chain's segment not yet written (:class:`djqueue.workflow.models.ChainSegment`):
+    its id and its steps, encoded."""
+
+    id: str
+    content_type: str
+    steps: str
 
 
 @dataclass(slots=True)

@@ -1,6 +1,7 @@
 """The statements that move held messages, the same on every database: start, ack, requeue,
 defer, retry, reject, recover, purge, restore, revocations, lease extension (start and ack also
-as ``(sql, params)`` builders, for the round).
+as ``(sql, params)`` builders, for the round); workflows' rows come from
+:mod:`.workflow_statements`.
 
 They are written once, with the hooks declared here, which each vendor module implements: how to
 say "``id`` is one of these" (:meth:`Statements.one_of`: one array parameter on PostgreSQL, so a
@@ -20,12 +21,13 @@ from typing import Any, TypeVar
 from django.db import connections
 from django.utils import timezone
 
-from .rows import CHORD_TABLE, LOST_ERROR, LOST_ERROR_REPEATED, REVOKED_TABLE, TABLE, ChordRow, Lost
+from .rows import LOST_ERROR, LOST_ERROR_REPEATED, REVOKED_TABLE, TABLE, Lost
+from .workflow_statements import WorkflowStatements
 
 T = TypeVar("T")
 
 
-class Statements:
+class Statements(WorkflowStatements):
     """The shared statements on one database alias, ``using``, and the hooks they are made of."""
 
     def __init__(self, using: str) -> None:
@@ -328,37 +330,3 @@ class Statements:
             "AND state = 'rejected'",
             [self.now_param(), *params],
         )
-
-    # Chords (djqueue.workflow.models): written with their messages, counted down by the rounds
-    # that finish their members, deleted by the round that takes the count to zero.
-
-    def create_chords(self, rows: Sequence[ChordRow]) -> None:
-        """Write chords' counter rows (in the caller's transaction)."""
-        now = self.now_param()
-        values = [(row.id, row.pending, row.pending, "", row.body, row.members, now)
-                  for row in rows]
-
-        def run() -> None:
-            with connections[self.using].cursor() as cursor:
-                cursor.executemany(
-                    f"INSERT INTO {CHORD_TABLE} (id, pending, total, failure, body, members, "
-                    "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)", values)
-
-        self.retrying(run)
-
-    def count_down_chord(self, chord_id: str, finished: int, failure: str) -> int | None:
-        """``finished`` members of a chord are done (``failure``: the first one's ChordError
-        text, or ``""``); the members still pending, None when there is no such chord. The row
-        stays locked until the transaction ends, so concurrent rounds count down one after the
-        other and exactly one of them sees zero."""
-        rows = self._returning(
-            f"UPDATE {CHORD_TABLE} SET pending = pending - %s, failure = CASE WHEN failure = '' "
-            "THEN %s ELSE failure END WHERE id = %s RETURNING pending",
-            [finished, failure, chord_id])
-        return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
-
-    def finish_chord(self, chord_id: str) -> tuple[str, str, str] | None:
-        """Delete a chord whose count reached zero; its ``(failure, body, members)``."""
-        rows = self._returning(
-            f"DELETE FROM {CHORD_TABLE} WHERE id = %s RETURNING failure, body, members", [chord_id])
-        return (str(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None

@@ -5,7 +5,9 @@ A workflow travels in its messages, in body fields with Celery's names (only whe
 task's message is unchanged): ``root_id`` and ``parent_id``; ``callbacks`` and ``errbacks``
 (``link``/``link_error``, as signature dicts); ``chain``, the remaining steps, the next one last
 (Celery's stack); and for a chord's header member ``chord`` (the chord's id), ``group`` and
-``group_index``. A chord is also a row (:class:`~djqueue.broker.rows.ChordRow`): its pending count,
+``group_index``. A stack of more than :data:`SEGMENT_STEPS` steps is cut: the message carries the
+next ones and, at the bottom, a reference to a segment row holding the rest
+(:class:`~djqueue.broker.rows.SegmentRow`), so that a step of a chain of any length costs the same. A chord is also a row (:class:`~djqueue.broker.rows.ChordRow`): its pending count,
 its body, its members' task ids. Every task id is given up front (frozen), so the results of the
 whole workflow can be returned before any of it runs.
 
@@ -24,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 
 from ..broker import operations
-from ..broker.rows import ChordRow, NewMessage
+from ..broker.rows import ChordRow, NewMessage, SegmentRow
 from ..result import AsyncResult, GroupResult
+from ..serialization import dumps
 from . import publishing
 from .call_checks import check_canvas_call
 from .signature import Signature, as_dict, listed, new_id
@@ -39,6 +42,11 @@ WORKFLOW_OPTIONS = frozenset({"link", "link_error", "root_id", "parent_id", "gro
                               "group_index", "chord"})
 #: A chord member's fields, kept in its signature's options until its message is built.
 MEMBER_OPTIONS = ("chord", "group_id", "group_index")
+#: The most steps of a chain one message carries. Celery's messages carry all of them: the steps
+#: of a chain of 1,000 made 140 kB to decode, encode and write again at each step.
+SEGMENT_STEPS = 100
+#: The ``subtask_type`` of a stack's bottom element that refers to the segment after it.
+SEGMENT = "djqueue.segment"
 
 
 class Planner:
@@ -58,6 +66,7 @@ class Planner:
         self.parent_id = parent_id
         self.messages: list[NewMessage] = []
         self.chords: list[ChordRow] = []
+        self.segments: list[SegmentRow] = []
         #: Whether every message planned carries workflow fields (set by chains and chords).
         self.workflow = parent_id is not None
 
@@ -121,10 +130,25 @@ class Planner:
         for earlier, later in zip(results, results[1:]):
             later.parent = earlier
         rest = [step.as_dict() for step in reversed(steps[1:])]
-        first = self.plan(steps[0], args, kwargs, stack=[*stack, *rest])
+        first = self.plan(steps[0], args, kwargs, stack=self._segmented([*stack, *rest]))
         if len(steps) == 1:
             return first
         return results[-1]
+
+    def _segmented(self, stack: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """``stack`` as a message carries it: its next :data:`SEGMENT_STEPS` steps above a
+        reference to a segment of the steps after them, and so on (each segment's bottom
+        refers to the next)."""
+        cut = len(stack) - SEGMENT_STEPS
+        reference: list[Mapping[str, Any]] = []
+        for start in range(0, cut, SEGMENT_STEPS):  # from the bottom: the last steps first
+            segment_id = new_id()
+            content_type, text = dumps([*reference, *stack[start:min(start + SEGMENT_STEPS, cut)]],
+                                       self.batch.serializer)
+            self.segments.append(SegmentRow(segment_id, content_type, text))
+            reference = [{"task": SEGMENT, "args": [], "kwargs": {}, "subtask_type": SEGMENT,
+                          "options": {"segment_id": segment_id}, "immutable": True}]
+        return [*reference, *stack[max(cut, 0):]]
 
     def _group(self, sig: Signature, args: Sequence[Any], kwargs: Mapping[str, Any] | None,
                stack: Sequence[Mapping[str, Any]]) -> GroupResult:
@@ -170,6 +194,11 @@ def _group_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k not in ("task_id", "link", "link_error")}
 
 
+def segment_of(step: Mapping[str, Any]) -> str | None:
+    """The id of the segment a chain's stack ``step`` refers to, None for a step."""
+    return step["options"]["segment_id"] if step.get("subtask_type") == SEGMENT else None
+
+
 def frozen(sig: Signature) -> AsyncResult:
     """The result of ``sig``'s final task, its id given now if it had none."""
     kind = sig.subtask_type
@@ -207,6 +236,8 @@ def send(planner: Planner) -> None:
     with transaction.atomic(using=using):
         if planner.chords:
             operations(using).create_chords(planner.chords)
+        if planner.segments:
+            operations(using).create_chain_segments(planner.segments)
         publishing.publish(planner.messages, using=using)
 
 

@@ -8,7 +8,9 @@ chain's next step, the rows of chords that step starts, the FAILURE results of t
 that will not run, and the chords it is a member of. The worker's round (:mod:`.rounds`) writes a
 flow only for a message it still held (its acknowledgement found it), in the transaction that
 acknowledges it, and counts the chords down there (:func:`write`); the round that takes a chord to
-zero writes its body, or fails it with :class:`ChordError`. A kill at any instant therefore
+zero writes its body, or fails it with :class:`ChordError`. A long chain's segment (see
+:mod:`djqueue.client.launch`) is read in the pool process when its steps are reached, and deleted
+in the transaction that writes the message planned from it. A kill at any instant therefore
 leaves either the step done and what follows it written, or neither.
 
 Celery calls a new-style errback (``errback(request, exc, traceback)``) in the failed task's
@@ -31,12 +33,12 @@ from django.utils import timezone
 from .. import states
 from ..backends import ResultBackend, ResultRecord
 from ..broker import operations
-from ..broker.rows import ChordRow, ClaimRequest, FlowRows, NewMessage
+from ..broker.rows import ChordRow, ClaimRequest, FlowRows, NewMessage, SegmentRow
 from ..canvas import chord
 from ..client import builtins
 from ..client.base import app
 from ..client.eager import new_style
-from ..client.launch import Planner, with_member
+from ..client.launch import Planner, segment_of, with_member
 from ..client.result_graph import children_record
 from ..client.signature import Signature
 from ..exceptions import ChordError, DecodeError
@@ -70,17 +72,39 @@ class Flow:
     #: The results of what it sent and started (``AsyncResult.children``), recorded with them,
     #: in their tuple form (a flow crosses from the pool process as plain data).
     children: list[Any] = field(default_factory=list)
+    #: Segments of long chains to write, and the ids of those it read (to delete).
+    segments: list[SegmentRow] = field(default_factory=list)
+    spent: list[str] = field(default_factory=list)
 
     def add(self, planner: Planner) -> Flow:
         self.messages.extend(planner.messages)
         self.chords.extend(planner.chords)
+        self.segments.extend(planner.segments)
         return self
 
     def __reduce__(self) -> tuple[type[Flow], tuple[Any, ...]]:
         # Sent back from the pool process with every outcome of a workflow task (each member of
         # a chord): as its fields, about two thirds of the time the dataclass's own pickling takes.
         return Flow, (self.task_id, self.messages, self.chords, self.records, self.members,
-                      self.children)
+                      self.children, self.segments, self.spent)
+
+    def pop(self, stack: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+        """Take the next step off a chain's ``stack`` (None: the chain ends). A step that refers
+        to a segment is replaced, in place, by the segment's steps, read now (and noted as
+        spent)."""
+        while stack:
+            step = stack.pop()
+            segment_id = segment_of(step)
+            if segment_id is None:
+                return step
+            found = operations(app.conf.broker_alias).chain_segment(segment_id)
+            if found is None:
+                logger.error("Chain segment %s is not in the database (deleted?): the steps of "
+                             "the chain of %s after it do not run.", segment_id, self.task_id)
+                return None
+            self.spent.append(segment_id)
+            stack[:] = loads(found[1], found[0], app.conf.CELERY_ACCEPT_CONTENT or [])
+        return None
 
 
 def request_fields(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,9 +130,10 @@ def succeeded(job: Job, payload: Mapping[str, Any], value: Any, stored: bool = T
         linked = [planner.plan(Signature.from_dict(callback, app=app), (value,))
                   for callback in callbacks or ()]
         children = _children(linked)
-        if stack:
-            following = Signature.from_dict(stack.pop(), app=app)
-            children.append(planner.plan(following, (value,), stack=stack))
+        following = flow.pop(stack)
+        if following is not None:
+            children.append(planner.plan(Signature.from_dict(following, app=app), (value,),
+                                         stack=stack))
         if stored:
             flow.children = [child.as_tuple() for child in children]
         flow.add(planner)
@@ -146,7 +171,7 @@ def failed(job: Job, payload: Mapping[str, Any], exc: BaseException, traceback: 
                **request_fields(payload)}
     flow = Flow(job.task_id)
     planner = _planner(job, payload)
-    _fail(flow, planner, request, payload.get("errbacks") or (), payload.get("chain") or (),
+    _fail(flow, planner, request, payload.get("errbacks") or (), list(payload.get("chain") or ()),
           payload.get("chord"), exc, traceback, state)
     return flow.add(planner)
 
@@ -201,7 +226,7 @@ def from_body(job: Job, exc: BaseException, state: str) -> Flow | None:
 
 
 def _fail(flow: Flow, planner: Planner, request: dict[str, Any],
-          errbacks: Iterable[Mapping[str, Any]], stack: Sequence[Mapping[str, Any]],
+          errbacks: Iterable[Mapping[str, Any]], stack: list[Mapping[str, Any]],
           chord: str | None, exc: BaseException, traceback: str | None, state: str) -> None:
     task_id = request["id"]
     if state == states.FAILURE:
@@ -221,7 +246,7 @@ def _fail(flow: Flow, planner: Planner, request: dict[str, Any],
         return
     serializer = app.conf.CELERY_RESULT_SERIALIZER
     content_type, result = dumps(exception_to_data(exc), serializer)
-    for element in stack:  # the steps that will not run fail with it (as Celery's)
+    while (element := flow.pop(stack)) is not None:  # the steps that will not run fail with it
         options = element.get("options") or {}
         if options.get("task_id") and not element.get("subtask_type"):
             flow.records.append(ResultRecord(options["task_id"], state, element.get("task", ""),
@@ -254,10 +279,11 @@ def in_one_statement(flows: Sequence[Flow]) -> bool:
     """Whether a round that is one statement can write ``flows``
     (:meth:`~djqueue.broker.base.Operations.run_round`): messages, and the members of at most
     one chord (its row is the only one the statement locks, so two rounds never wait on each
-    other in opposite orders). Chords to create and failures of later steps go in a
-    transaction (:func:`write`)."""
+    other in opposite orders). Chords to create, chain segments to write or delete and failures
+    of later steps go in a transaction (:func:`write`)."""
     chords = {chord_id for flow in flows for chord_id, _ in flow.members}
-    return len(chords) <= 1 and not any(flow.chords or flow.records for flow in flows)
+    return len(chords) <= 1 and not any(flow.chords or flow.records or flow.segments or flow.spent
+                                        for flow in flows)
 
 
 def rows(flows: Sequence[Flow], claim: ClaimRequest | None,
@@ -327,6 +353,12 @@ def _write_flows(broker: Operations, backend: ResultBackend, flows: Sequence[Flo
     chords = [row for flow in flows for row in flow.chords]
     if chords:
         broker.create_chords(chords)
+    segments = [row for flow in flows for row in flow.segments]
+    if segments:
+        broker.create_chain_segments(segments)
+    spent = [segment_id for flow in flows for segment_id in flow.spent]
+    if spent:
+        broker.delete_chain_segments(spent)
     messages = [message for flow in flows for message in flow.messages]
     if len(messages) == 1:
         broker.publish_one(messages[0], timezone.now())
