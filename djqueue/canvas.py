@@ -42,7 +42,7 @@ __all__ = ["Signature", "chain", "chord", "chunks", "group", "maybe_signature", 
 
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a group is built and sent.
+    """No cyclic garbage collection while a group (or a chord's header) is built and sent.
 
     Each call of a group leaves objects that live as long as the group (its signature, message
     and result), tens of thousands for a big group: enough to set off several collections of
@@ -359,7 +359,8 @@ class chord(Signature):  # noqa: N801 - Celery's name
         if _eager(self.app):
             return call.apply(args, kwargs)
         self.app.backend.ensure_chords_allowed()
-        result = launch.apply_async(call, tuple(args), kwargs, checked=True)
+        with _gc_paused():  # its header, as a group's tasks
+            result = launch.apply_async(call, tuple(args), kwargs, checked=True)
         return add_to_trail(result, add_to_parent)  # type: ignore[return-value]
 
     def apply(  # type: ignore[override]
