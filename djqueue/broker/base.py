@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from django.db import connections
 
 from .rows import (
-    REVOKED_TABLE, TABLE, Claimed, ClaimRequest, FlowRows, NewMessage, StartNow,
+    RESULTS_TABLE, REVOKED_TABLE, TABLE, Claimed, ClaimRequest, FlowRows, NewMessage, StartNow,
 )
 from .statements import Statements
 
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 #: Dead row versions below which the message table is left to the database's own cleanup
 #: (see :meth:`Operations.vacuum_if_bloated`).
 DEAD_ROWS = 10_000
+
+#: Ids per statement where a statement lists them as placeholders: SQLite refuses statements with
+#: more than a few thousand parameters.
+ID_SLICE = 900
 
 #: Seconds back that :meth:`Operations.next_due` still counts a message as "next due". A
 #: message can fall due between an idle worker's empty claim and its look for the next due
@@ -160,6 +164,17 @@ class Operations(Statements):
         of records, as ``(sql, params)``. ``only`` (with :attr:`one_statement_rounds`) is a query
         whose rows are the task ids to store: the others are left out."""
         raise NotImplementedError
+
+    def results_of(self, task_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        """``(task_id, state, content_type, result)`` of the results table's rows of those of
+        ``task_ids`` that have one (what a chord's body is called with), in slices of
+        :data:`ID_SLICE` ids."""
+        found: list[tuple[Any, ...]] = []
+        for start in range(0, len(task_ids), ID_SLICE):
+            among, params = self.one_of("task_id", task_ids[start : start + ID_SLICE], "text")
+            found.extend(self.execute(f"SELECT task_id, state, content_type, result FROM "
+                                      f"{RESULTS_TABLE} WHERE {among}", params, fetch=True))
+        return found
 
     # What only some databases can do; the defaults do without.
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import json
 import logging
 import os
 import threading
@@ -260,6 +261,15 @@ class PostgreSQLOperations(PostgreSQLRound):
             + f"ON CONFLICT (task_id) DO UPDATE SET {updates}"
         )
         return sql, [document]
+
+    def results_of(self, task_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        """One statement for any number of ids, given as one JSON text: as an array parameter
+        psycopg encodes each id in Python, 40 ms of a 10,000-member chord's last round."""
+        if not task_ids:
+            return []
+        return self.execute(
+            f"SELECT task_id, state, content_type, result FROM {RESULTS_TABLE} WHERE task_id IN "
+            "(SELECT json_array_elements_text(%s::json))", [json.dumps(task_ids)], fetch=True)
 
     # Waking workers.
 
