@@ -264,12 +264,15 @@ class PostgreSQLOperations(PostgreSQLRound):
 
     def results_of(self, task_ids: Sequence[str]) -> list[tuple[Any, ...]]:
         """One statement for any number of ids, given as one JSON text: as an array parameter
-        psycopg encodes each id in Python, 40 ms of a 10,000-member chord's last round."""
+        psycopg encodes each id in Python, 40 ms of a 10,000-member chord's last round. A join
+        (a chord's ids are distinct): ``IN`` had the server de-duplicate them first, twice the
+        time."""
         if not task_ids:
             return []
         return self.execute(
-            f"SELECT task_id, state, content_type, result FROM {RESULTS_TABLE} WHERE task_id IN "
-            "(SELECT json_array_elements_text(%s::json))", [json.dumps(task_ids)], fetch=True)
+            "SELECT r.task_id, r.state, r.content_type, r.result FROM json_array_elements_text("
+            f"%s::json) AS m(id) JOIN {RESULTS_TABLE} r ON r.task_id = m.id",
+            [json.dumps(task_ids)], fetch=True)
 
     # Waking workers.
 
