@@ -177,6 +177,29 @@ def loads(text: str, content_type: str, accept: Iterable[str]) -> Any:
         raise DecodeError(f"Cannot decode {name} payload: {exc}") from exc
 
 
+def loads_many(payloads: Iterable[tuple[str | None, str]], accept: Iterable[str]) -> list[Any]:
+    """:func:`loads` of each ``(text, content type)`` (a text None: None), a JSON text without a
+    tagged value by the C decoder directly, once JSON is found accepted: a chord's body is
+    called with every member's result, 10,000 of them 25 ms one :func:`loads` each."""
+    accept = list(accept)
+    json_type = CONTENT_TYPES["json"]
+    direct = json_type in {CONTENT_TYPES.get(a, a) for a in accept}
+    tagged = f'"{_TYPE_KEY}"'
+    values = []
+    for text, content_type in payloads:
+        if text is None:
+            values.append(None)
+            continue
+        if direct and content_type == json_type and tagged not in text:
+            try:
+                values.append(json.loads(text))
+                continue
+            except ValueError:
+                pass  # loads says how it is broken
+        values.append(loads(text, content_type, accept))
+    return values
+
+
 # Exceptions travel as plain data so that any serializer can carry them.
 
 

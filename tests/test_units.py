@@ -14,7 +14,9 @@ from djqueue.broker.sqlite import SQLiteOperations
 from djqueue.client.base import App
 from djqueue.exceptions import ContentDisallowed, DecodeError, EncodeError, RemoteTaskError
 from djqueue.client.routing import route
-from djqueue.serialization import dumps, exception_from_data, exception_to_data, loads
+from djqueue.serialization import (
+    dumps, exception_from_data, exception_to_data, loads, loads_many,
+)
 
 
 def test_json_round_trip_keeps_types() -> None:
@@ -46,6 +48,19 @@ def test_pickle_is_refused_unless_accepted() -> None:
 def test_corrupt_payload_is_a_decode_error() -> None:
     with pytest.raises(DecodeError, match="Cannot decode json payload"):
         loads("{not json", "application/json", ["json"])
+
+
+def test_loads_many_decodes_each_payload_as_loads_does() -> None:
+    """What a chord's body is called with: plain and tagged JSON, pickle, missing values; a
+    refused or corrupt payload raises what loads raises."""
+    when = datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc)
+    payloads = [dumps(5)[::-1], dumps({"when": when})[::-1], dumps([1, 2], "pickle")[::-1],
+                (None, "")]
+    assert loads_many(payloads, ["json", "pickle"]) == [5, {"when": when}, [1, 2], None]
+    with pytest.raises(ContentDisallowed):
+        loads_many(payloads, ["json"])
+    with pytest.raises(DecodeError, match="Cannot decode json payload"):
+        loads_many([("7", "application/json"), ("{not json", "application/json")], ["json"])
 
 
 def test_exception_round_trip_uses_the_original_class_when_importable() -> None:

@@ -43,7 +43,7 @@ from ..client.result_graph import children_record
 from ..client.signature import Signature
 from ..exceptions import ChordError, DecodeError
 from ..result import AsyncResult, GroupResult
-from ..serialization import dumps, exception_to_data, loads
+from ..serialization import dumps, exception_to_data, loads, loads_many
 
 if TYPE_CHECKING:
     from ..broker.base import Operations
@@ -399,11 +399,8 @@ def _body(backend: ResultBackend, chord_id: str, failure: str, body_text: str,
         return flow.add(planner)
     ids = json.loads(members_text)
     found = backend.results_of(ids) if backend.enabled else {}
-    accept = app.result_accept_content()
-    values = []
-    for task_id in ids:
-        state, content_type, result = found.get(task_id) or ("", "", None)
-        ok = state == states.SUCCESS and result is not None
-        values.append(loads(result, content_type, accept) if ok else None)  # type: ignore[arg-type]
+    rows = (found.get(task_id) or ("", "", None) for task_id in ids)
+    values = loads_many([(result if state == states.SUCCESS else None, content_type)
+                         for state, content_type, result in rows], app.result_accept_content())
     planner.plan(body, (values,), stack=stack)
     return flow.add(planner)
