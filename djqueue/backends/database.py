@@ -15,7 +15,6 @@ from ..models import TaskResult
 from .base import ResultBackend, ResultRecord
 
 
-
 class DatabaseBackend(ResultBackend):
     def store(self, records: Sequence[ResultRecord]) -> None:
         """One ``INSERT … ON CONFLICT`` for any number of records, from a JSON document of rows

@@ -20,7 +20,7 @@ from django.db import connections
 from .rows import (
     RESULTS_TABLE, REVOKED_TABLE, TABLE, Claimed, ClaimRequest, FlowRows, NewMessage, StartNow,
 )
-from .statements import Statements
+from .workflow_statements import WorkflowStatements
 
 if TYPE_CHECKING:
     from ..backends.base import ResultRecord
@@ -60,7 +60,7 @@ class RoundNeedsTransaction(Exception):
     counts down reached zero, so its body is to be written with it, or is not in the table)."""
 
 
-class Operations(Statements):
+class Operations(WorkflowStatements):
     """The message table's statements on one database alias, ``using``. Get one with
     :func:`djqueue.broker.operations`."""
 

@@ -1,6 +1,6 @@
 """The statements that move held messages, the same on every database: start, ack, requeue,
 defer, retry, reject, recover, purge, restore, revocations, lease extension (start and ack also
-as ``(sql, params)`` builders, for the round); workflows' rows come from
+as ``(sql, params)`` builders, for the round); those of workflows' rows are in
 :mod:`.workflow_statements`.
 
 They are written once, with the hooks declared here, which each vendor module implements: how to
@@ -22,12 +22,11 @@ from django.db import connections
 from django.utils import timezone
 
 from .rows import LOST_ERROR, LOST_ERROR_REPEATED, REVOKED_TABLE, TABLE, Lost
-from .workflow_statements import WorkflowStatements
 
 T = TypeVar("T")
 
 
-class Statements(WorkflowStatements):
+class Statements:
     """The shared statements on one database alias, ``using``, and the hooks they are made of."""
 
     def __init__(self, using: str) -> None:

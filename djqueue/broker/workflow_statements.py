@@ -1,27 +1,20 @@
 """The statements of workflows' rows (:mod:`djqueue.workflow.models`), the same on every
-database: chords' counters and the segments of long chains. :class:`WorkflowStatements` is a base
-of :class:`~djqueue.broker.statements.Statements` and runs through its hooks (``retrying``,
-``now_param``, ``one_of``, ``_update``, ``_returning``).
+database: chords' counters and the segments of long chains, written with the hooks of
+:class:`~djqueue.broker.statements.Statements`. :class:`WorkflowStatements` is the base of
+:class:`~djqueue.broker.base.Operations`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from django.db import connections
 
 from .rows import CHAIN_SEGMENT_TABLE, CHORD_TABLE, ChordRow, SegmentRow
-
-if TYPE_CHECKING:
-    from .statements import Statements
-
-    _Base = Statements
-else:
-    _Base = object
+from .statements import Statements
 
 
-class WorkflowStatements(_Base):
+class WorkflowStatements(Statements):
     """Chords' and chain segments' rows on the database alias ``using``."""
 
     def _insert_rows(self, sql: str, values: list[tuple[object, ...]]) -> None:

@@ -33,7 +33,7 @@ from ..backends import ResultRecord
 from ..exceptions import WorkerLostError
 from ..models import WorkerNode
 from ..serialization import dumps, exception_to_data
-from . import workflow
+from . import workflow_writes
 
 if TYPE_CHECKING:
     from .loop import Worker
@@ -124,7 +124,7 @@ def _recover(
             logger.error("Task %s[%s] lost: worker %s stopped sending heartbeats.",
                          message.task_name, message.task_id, message.worker)
         backend_store(records)
-        workflow.lost(using, lost, errors)
+        workflow_writes.lost(using, lost, errors)
     return len(lost)
 
 

@@ -31,7 +31,7 @@ from ..broker import operations
 from ..broker.base import Operations, RoundNeedsTransaction
 from ..broker.flow import Gate, admit
 from ..broker.rows import Claimed, ClaimRequest
-from . import workflow
+from . import workflow, workflow_writes
 from .execution import Outcome
 
 
@@ -125,8 +125,8 @@ def run(
     broker = operations(using)
     if _one_statement(broker, backend, writes):
         records = writes.records if backend.enabled else []
-        flows, with_flows = (workflow.rows(writes.flows, claim, backend.enabled) if writes.flows
-                             else (None, claim))
+        flows, with_flows = (workflow_writes.rows(writes.flows, claim, backend.enabled)
+                             if writes.flows else (None, claim))
         try:
             claimed, started = broker.run_round(owner, writes.acks, writes.starts,
                                                 writes.acks_late, records, with_flows,
@@ -142,7 +142,8 @@ def _one_statement(broker: Operations, backend: ResultBackend, writes: Round) ->
     if not broker.one_statement_rounds:
         return False
     if (writes.releases or writes.requeues or writes.rejects or writes.retries or writes.defers
-            or writes.gated or (writes.flows and not workflow.in_one_statement(writes.flows))):
+            or writes.gated
+            or (writes.flows and not workflow_writes.in_one_statement(writes.flows))):
         return False  # rare outcomes, limited starts: a transaction of a few statements
     stores = writes.records or any(flow.children for flow in writes.flows)
     return not stores or not backend.enabled or (
@@ -174,7 +175,7 @@ def _run_in_transaction(
         if records and backend.enabled:
             backend.store(records)
         if writes.flows:
-            workflow.write(broker, backend, None if owner is None else held, writes.flows)
+            workflow_writes.write(broker, backend, None if owner is None else held, writes.flows)
         done = Done(started={message_id for message_id, _ in started})
         if claim is not None:
             done.claimed = broker.claim(claim.queues, claim.limit, claim.worker, owner,

@@ -1,5 +1,5 @@
-"""Workflows in the worker's round: what follows a finished task is written in the transaction that
-stores its result.
+"""Workflows in the worker: what follows a finished task, planned where it ran, is written in the
+transaction that stores its result (:mod:`.workflow_writes`).
 
 The pool process that ran a task of a workflow (its message has ``callbacks``, ``errbacks``,
 ``chain`` or ``chord``, see :mod:`djqueue.client.launch`) plans what follows it into a
@@ -7,7 +7,7 @@ The pool process that ran a task of a workflow (its message has ``callbacks``, `
 chain's next step, the rows of chords that step starts, the FAILURE results of the chain's steps
 that will not run, and the chords it is a member of. The worker's round (:mod:`.rounds`) writes a
 flow only for a message it still held (its acknowledgement found it), in the transaction that
-acknowledges it, and counts the chords down there (:func:`write`); the round that takes a chord to
+acknowledges it, and counts the chords down there (:func:`.workflow_writes.write`); the round that takes a chord to
 zero writes its body, or fails it with :class:`ChordError`. A long chain's segment (see
 :mod:`djqueue.client.launch`) is read in the pool process when its steps are reached, and deleted
 in the transaction that writes the message planned from it. A kill at any instant therefore
@@ -20,34 +20,26 @@ with the request and exception rebuilt, so a crash never loses nor repeats it.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from django.utils import timezone
-
 from .. import states
-from ..backends import ResultBackend, ResultRecord
+from ..backends import ResultRecord
 from ..broker import operations
-from ..broker.rows import ChordRow, ClaimRequest, FlowRows, NewMessage, SegmentRow
+from ..broker.rows import ChordRow, NewMessage, SegmentRow
 from ..canvas import chord
 from ..client import builtins
 from ..client.base import app
 from ..client.eager import new_style
 from ..client.launch import Planner, segment_of, with_member
-from ..client.result_graph import children_record
 from ..client.signature import Signature
-from ..exceptions import ChordError, DecodeError
+from ..exceptions import DecodeError
 from ..result import AsyncResult, GroupResult
-from ..serialization import dumps, exception_to_data, loads, loads_many
+from ..serialization import dumps, exception_to_data, loads
 
 if TYPE_CHECKING:
-    from ..broker.base import Operations
-    from ..broker.rows import Lost
     from .execution import Job
 
 logger = logging.getLogger("djqueue.worker")
@@ -171,7 +163,7 @@ def failed(job: Job, payload: Mapping[str, Any], exc: BaseException, traceback: 
                **request_fields(payload)}
     flow = Flow(job.task_id)
     planner = _planner(job, payload)
-    _fail(flow, planner, request, payload.get("errbacks") or (), list(payload.get("chain") or ()),
+    fail_onward(flow, planner, request, payload.get("errbacks") or (), list(payload.get("chain") or ()),
           payload.get("chord"), exc, traceback, state)
     return flow.add(planner)
 
@@ -225,7 +217,7 @@ def from_body(job: Job, exc: BaseException, state: str) -> Flow | None:
     return failed(job, payload, exc, None, state)
 
 
-def _fail(flow: Flow, planner: Planner, request: dict[str, Any],
+def fail_onward(flow: Flow, planner: Planner, request: dict[str, Any],
           errbacks: Iterable[Mapping[str, Any]], stack: list[Mapping[str, Any]],
           chord: str | None, exc: BaseException, traceback: str | None, state: str) -> None:
     task_id = request["id"]
@@ -253,154 +245,3 @@ def _fail(flow: Flow, planner: Planner, request: dict[str, Any],
                                              content_type, result, traceback))
         if options.get("chord"):
             flow.members.append((options["chord"], dependency))
-
-
-def lost(using: str, messages: Sequence[Lost], errors: Sequence[BaseException]) -> None:
-    """Tasks of workflows whose worker was lost while they ran (set aside by recovery, in the
-    caller's transaction): their errbacks, chains and chords, as for any failure."""
-    flows = []
-    for message, error in zip(messages, errors):
-        # What from_body reads of a Job (execution's Job: execution imports this module).
-        job = SimpleNamespace(task_id=message.task_id, task_name=message.task_name,
-                              queue=message.queue, priority=0, retries=0,
-                              content_type=message.content_type, body=message.body,
-                              hostname=message.worker)
-        found = from_body(job, error, states.FAILURE)  # type: ignore[arg-type]
-        if found is not None:
-            flows.append(found)
-    if flows:
-        write(operations(using), app.backend, None, flows)
-
-
-# In the worker's round: writing flows and counting chords down.
-
-
-def in_one_statement(flows: Sequence[Flow]) -> bool:
-    """Whether a round that is one statement can write ``flows``
-    (:meth:`~djqueue.broker.base.Operations.run_round`): messages, and the members of at most
-    one chord (its row is the only one the statement locks, so two rounds never wait on each
-    other in opposite orders). Chords to create, chain segments to write or delete and failures
-    of later steps go in a transaction (:func:`write`)."""
-    chords = {chord_id for flow in flows for chord_id, _ in flow.members}
-    return len(chords) <= 1 and not any(flow.chords or flow.records or flow.segments or flow.spent
-                                        for flow in flows)
-
-
-def rows(flows: Sequence[Flow], claim: ClaimRequest | None,
-         stored: bool) -> tuple[FlowRows, ClaimRequest | None]:
-    """``flows`` as a round that is one statement writes them, and the claim that goes with it.
-    A message that ``claim`` would start at once (see
-    :class:`~djqueue.broker.rows.StartNow`: a task this worker knows, on a queue it consumes,
-    due now) is written started by this worker, up to the pool's idle room: so a chain's next
-    step runs without a round to claim it. The claim then has that much less room. The
-    children's records go with them when results are ``stored`` (in the round's database)."""
-    start = claim.start if claim is not None else None
-    room = min(start.idle, claim.limit) if start is not None and claim is not None else 0
-    names = set(start.names) if start is not None and room else set()
-    late = set(start.acks_late_names) if start is not None and room else set()
-    queues = set(claim.queues) if claim is not None and room else set()
-    now = timezone.now()
-    written = FlowRows([], [], [], [], [], [])
-    for flow in flows:
-        if stored and flow.children:
-            written.children.append((flow.task_id, children_record(flow.task_id, flow.children)))
-        for message in flow.messages:
-            head = message.head
-            go = (room > 0 and head.task_name in names and head.queue in queues
-                  and head.available_at <= now)
-            room -= go
-            written.parents.append(flow.task_id)
-            written.messages.append(message)
-            written.start.append(go)
-            written.acks_late.append(go and head.task_name in late)
-        written.members.extend((flow.task_id, chord_id, failure)
-                               for chord_id, failure in flow.members)
-    taken = sum(written.start)
-    if taken and claim is not None and start is not None:
-        claim = dataclasses.replace(claim, limit=claim.limit - taken, start=dataclasses.replace(
-            start, idle=start.idle - taken))
-    return written, claim
-
-
-def write(broker: Operations, backend: ResultBackend, held: set[str] | None,
-          flows: Sequence[Flow]) -> None:
-    """Write the flows of the messages this round still held (``held``: their task ids; None:
-    all), in the round's transaction, after its results; then count their chords down, and for
-    each chord that reaches zero write its body (or its failure), and so on up nested chords."""
-    pending = [f for f in flows if held is None or f.task_id in held]
-    while pending:
-        _write_flows(broker, backend, pending)
-        members: dict[str, list[Any]] = {}
-        for flow in pending:
-            for chord_id, failure in flow.members:
-                count = members.setdefault(chord_id, [0, ""])
-                count[0] += 1
-                count[1] = count[1] or failure
-        pending = []
-        for chord_id in sorted(members):  # one order for every worker: no deadlock
-            finished, failure = members[chord_id]
-            left = broker.count_down_chord(chord_id, finished, failure)
-            if left is None:
-                logger.warning("Chord %s is not in the database (deleted?): its body is not run.",
-                               chord_id)
-            elif left <= 0:
-                row = broker.finish_chord(chord_id)
-                if row is not None:
-                    pending.append(_body(backend, chord_id, *row))
-
-
-def _write_flows(broker: Operations, backend: ResultBackend, flows: Sequence[Flow]) -> None:
-    chords = [row for flow in flows for row in flow.chords]
-    if chords:
-        broker.create_chords(chords)
-    segments = [row for flow in flows for row in flow.segments]
-    if segments:
-        broker.create_chain_segments(segments)
-    spent = [segment_id for flow in flows for segment_id in flow.spent]
-    if spent:
-        broker.delete_chain_segments(spent)
-    messages = [message for flow in flows for message in flow.messages]
-    if len(messages) == 1:
-        broker.publish_one(messages[0], timezone.now())
-    elif messages:
-        broker.publish_many(messages, timezone.now())
-    records = [record for flow in flows for record in flow.records]
-    records.extend(children_record(f.task_id, f.children) for f in flows if f.children)
-    if records and backend.enabled:
-        backend.store(records)
-
-
-def _body(backend: ResultBackend, chord_id: str, failure: str, body_text: str,
-          members_text: str) -> Flow:
-    """What a chord whose last member finished leads to: its body with the members' results,
-    or, if one failed, the body's FAILURE (ChordError) and its errbacks."""
-    spec = json.loads(body_text)
-    body = Signature.from_dict(spec["body"], app=app)
-    planner = Planner(app, root_id=spec.get("root_id"), parent_id=None)
-    planner.workflow = True
-    flow = Flow(chord_id)
-    stack = spec.get("chain") or []
-    if failure:
-        error = ChordError(failure)
-        # The body's first task fails with ChordError, and the rest of its chain with it.
-        steps = body.steps() if body.subtask_type == "chain" else [body]  # type: ignore[attr-defined]
-        first, rest = steps[0], [s.as_dict() for s in reversed(steps[1:])]
-        task_id = first.options.get("task_id") or ""
-        content_type, result = dumps(exception_to_data(error), app.conf.CELERY_RESULT_SERIALIZER)
-        flow.records.append(ResultRecord(task_id, states.FAILURE, first.task, content_type,
-                                         result))
-        request = {"id": task_id, "task": first.task, "args": list(first.args),
-                   "kwargs": first.kwargs, "root_id": spec.get("root_id"), "group": None,
-                   "chord": None, "is_eager": False, "called_directly": False}
-        options = first.options
-        _fail(flow, planner, request, [s if isinstance(s, Mapping) else s.as_dict()
-                                       for s in options.get("link_error") or ()],
-              [*stack, *rest], options.get("chord"), error, None, states.FAILURE)
-        return flow.add(planner)
-    ids = json.loads(members_text)
-    found = backend.results_of(ids) if backend.enabled else {}
-    rows = (found.get(task_id) or ("", "", None) for task_id in ids)
-    values = loads_many([(result if state == states.SUCCESS else None, content_type)
-                         for state, content_type, result in rows], app.result_accept_content())
-    planner.plan(body, (values,), stack=stack)
-    return flow.add(planner)
