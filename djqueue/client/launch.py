@@ -7,8 +7,9 @@ task's message is unchanged): ``root_id`` and ``parent_id``; ``callbacks`` and `
 (Celery's stack); and for a chord's header member ``chord`` (the chord's id), ``group`` and
 ``group_index``. A stack of more than :data:`SEGMENT_STEPS` steps is cut: the message carries the
 next ones and, at the bottom, a reference to a segment row holding the rest
-(:class:`~djqueue.broker.rows.SegmentRow`), so that a step of a chain of any length costs the same. A chord is also a row (:class:`~djqueue.broker.rows.ChordRow`): its pending count,
-its body, its members' task ids. Every task id is given up front (frozen), so the results of the
+(:class:`~djqueue.broker.rows.SegmentRow`), so that a step of a chain of any length costs the
+same. A chord is also a row (:class:`~djqueue.broker.rows.ChordRow`): its pending count, its
+body, its members' task ids. Every task id is given up front (frozen), so the results of the
 whole workflow can be returned before any of it runs.
 
 The same planner runs on both sides: the caller's ``apply_async`` writes what it planned in one

@@ -7,11 +7,11 @@ The pool process that ran a task of a workflow (its message has ``callbacks``, `
 chain's next step, the rows of chords that step starts, the FAILURE results of the chain's steps
 that will not run, and the chords it is a member of. The worker's round (:mod:`.rounds`) writes a
 flow only for a message it still held (its acknowledgement found it), in the transaction that
-acknowledges it, and counts the chords down there (:func:`.workflow_writes.write`); the round that takes a chord to
-zero writes its body, or fails it with :class:`ChordError`. A long chain's segment (see
-:mod:`djqueue.client.launch`) is read in the pool process when its steps are reached, and deleted
-in the transaction that writes the message planned from it. A kill at any instant therefore
-leaves either the step done and what follows it written, or neither.
+acknowledges it, and counts the chords down there (:func:`.workflow_writes.write`); the round
+that takes a chord to zero writes its body, or fails it with :class:`ChordError`. A long chain's
+segment (see :mod:`djqueue.client.launch`) is read in the pool process when its steps are
+reached, and deleted in the transaction that writes the message planned from it. A kill at any
+instant therefore leaves either the step done and what follows it written, or neither.
 
 Celery calls a new-style errback (``errback(request, exc, traceback)``) in the failed task's
 worker; here it is a message of ``djqueue.errback`` written with the failure, which calls it
@@ -163,8 +163,8 @@ def failed(job: Job, payload: Mapping[str, Any], exc: BaseException, traceback: 
                **request_fields(payload)}
     flow = Flow(job.task_id)
     planner = _planner(job, payload)
-    fail_onward(flow, planner, request, payload.get("errbacks") or (), list(payload.get("chain") or ()),
-          payload.get("chord"), exc, traceback, state)
+    fail_onward(flow, planner, request, payload.get("errbacks") or (),
+                list(payload.get("chain") or ()), payload.get("chord"), exc, traceback, state)
     return flow.add(planner)
 
 
@@ -218,8 +218,12 @@ def from_body(job: Job, exc: BaseException, state: str) -> Flow | None:
 
 
 def fail_onward(flow: Flow, planner: Planner, request: dict[str, Any],
-          errbacks: Iterable[Mapping[str, Any]], stack: list[Mapping[str, Any]],
-          chord: str | None, exc: BaseException, traceback: str | None, state: str) -> None:
+                errbacks: Iterable[Mapping[str, Any]], stack: list[Mapping[str, Any]],
+                chord: str | None, exc: BaseException, traceback: str | None,
+                state: str) -> None:
+    """Into ``flow``, what a task's failure (``request``, ``exc``) leads to: its errbacks
+    (FAILURE only), and for FAILURE or REVOKED the same result for the steps of its chain's
+    ``stack`` (segments read) and the chords they or it are members of, told."""
     task_id = request["id"]
     if state == states.FAILURE:
         for errback in errbacks:

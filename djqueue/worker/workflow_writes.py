@@ -173,9 +173,10 @@ def _body(backend: ResultBackend, chord_id: str, failure: str, body_text: str,
                    "kwargs": first.kwargs, "root_id": spec.get("root_id"), "group": None,
                    "chord": None, "is_eager": False, "called_directly": False}
         options = first.options
-        fail_onward(flow, planner, request, [s if isinstance(s, Mapping) else s.as_dict()
-                                       for s in options.get("link_error") or ()],
-              [*stack, *rest], options.get("chord"), error, None, states.FAILURE)
+        errbacks = [s if isinstance(s, Mapping) else s.as_dict()
+                    for s in options.get("link_error") or ()]
+        fail_onward(flow, planner, request, errbacks, [*stack, *rest], options.get("chord"),
+                    error, None, states.FAILURE)
         return flow.add(planner)
     ids = json.loads(members_text)
     found = backend.results_of(ids) if backend.enabled else {}
