@@ -36,8 +36,9 @@ class ChainSegment(models.Model):
     """Steps of a long chain that its messages do not carry (see :mod:`djqueue.client.launch`).
 
     A message carries at most ``SEGMENT_STEPS`` of the steps that follow it, Celery's way (its
-    ``chain`` field); the rest wait here, written with the chain's first message, each segment
-    ending with a reference to the one after it. The round that writes the message planned from
+    ``chain`` field); the rest wait here, written with the chain's first message. The bottom of
+    a message's stack (its first element, reached last) refers to a segment, and the bottom of a
+    segment to the one after it. The round that writes the message planned from
     a segment deletes the segment in that transaction, so each is read where the chain reaches
     it and nowhere else, and a chain's messages stay small whatever its length.
     """
