@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.utils import timezone
 
 from djqueue import states
 from djqueue.canvas import chain, chord
@@ -17,6 +16,7 @@ from djqueue.worker.loop import Worker
 
 from . import workflow_tasks as wf
 from .test_broker import worker  # noqa: F401 - a fixture
+from .test_workflow import run_all as drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,15 +24,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def run_all(worker: Worker) -> int:
     """Loop until no message is left; the most steps any message carried on the way."""
     longest = 0
-    for _ in range(5_000):
+
+    def look() -> None:
+        nonlocal longest
         longest = max([longest, *(len(json.loads(body).get("chain") or ())
                                   for body in Message.objects.values_list("body", flat=True))])
-        worker.loop()
-        if not Message.objects.filter(available_at__lte=timezone.now()).exists():
-            worker.loop()  # the last outcomes' round
-            if not Message.objects.exists():
-                return longest
-    raise AssertionError(f"the worker did not drain the queue: {list(Message.objects.all())}")
+
+    drain(worker, loops=5_000, before_each=look)
+    return longest
 
 
 def test_a_long_chain_carries_its_next_steps_and_runs_to_its_end(worker: Worker) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Callable
 
 import pytest
 from django.db import connection
@@ -30,9 +31,12 @@ from .test_broker import statements, worker  # noqa: F401 - a fixture
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def run_all(worker: Worker) -> None:
-    """Loop until no message is left."""
-    for _ in range(500):
+def run_all(worker: Worker, loops: int = 500,
+            before_each: Callable[[], object] | None = None) -> None:
+    """Loop until no message is left (``before_each``: called before each iteration)."""
+    for _ in range(loops):
+        if before_each is not None:
+            before_each()
         worker.loop()
         if not Message.objects.filter(available_at__lte=timezone.now()).exists():
             worker.loop()  # the last outcomes' round
